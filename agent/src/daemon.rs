@@ -1,0 +1,87 @@
+//! `pmesh-agent run`: the agent's mTLS server and its renewal loop.
+//!
+//! [`run`] takes a bound listener and a shutdown token, so tests bind port 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pmesh_proto::authz::AuthzLayer;
+use pmesh_proto::tls::{ClientAuth, ReloadableCert};
+use pmesh_proto::v1::agent_server::AgentServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::service::{AgentPolicy, AgentService};
+use crate::state::{self, Paths};
+
+/// The address to bind: the configured one, else all interfaces on the advertised port.
+///
+/// # Errors
+/// When the enrolment is missing or its advertise address has no port.
+pub fn listen_address(data_dir: &Path, config: &AgentConfig) -> anyhow::Result<std::net::SocketAddr> {
+    if let Some(listen) = config.listen {
+        return Ok(listen);
+    }
+    let enrolment = state::load_enrolment(&Paths::new(data_dir))?;
+    let port: u16 = enrolment
+        .advertise
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .with_context(|| format!("advertise address {:?} has no port", enrolment.advertise))?;
+    Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// Serves the agent on `listener` until `shutdown`.
+///
+/// # Errors
+/// When the agent is not enrolled, its identity files are damaged, or the server fails.
+pub async fn run(
+    listener: TcpListener,
+    data_dir: &Path,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let paths = Paths::new(data_dir);
+    let enrolment = state::load_enrolment(&paths)?;
+    let credential = state::load_credential(&paths)?;
+    let server_certs = Arc::new(ReloadableCert::new(credential.chain(), credential.key.clone_key())?);
+    let server_tls = pmesh_proto::tls::server_config(&credential.ca, server_certs.clone(), ClientAuth::Required)?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AgentServer<AgentService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pmesh_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let renewal = tokio::spawn(crate::renew::keep_renewed(
+        paths.clone(),
+        server_certs,
+        config.renew_check_interval,
+        shutdown.clone(),
+    ));
+
+    tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
+    let incoming = crate::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
+    let service = AgentService { paths, docker_timeout: config.docker_timeout };
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(AuthzLayer::new(Arc::new(AgentPolicy)))
+        .add_service(AgentServer::new(service))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let grace = config.shutdown_grace;
+    let result = tokio::select! {
+        result = server => result.context("the gRPC server failed"),
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight calls outlived the shutdown grace period");
+            Ok(())
+        }
+    };
+    renewal.abort();
+    tracing::info!("agent stopped");
+    result
+}

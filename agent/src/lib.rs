@@ -1,0 +1,19 @@
+//! `pmesh-agent`: the pattern controller.
+//!
+//! - [`join`]: enrolment by token and CSR; [`renew`]: certificate rotation;
+//! - [`daemon`] and [`service`]: the mTLS server and its policy (only the master may call);
+//! - [`facts`] and [`docker`]: what the agent reports about its host;
+//! - [`state`]: the identity on disk; [`net`]: TLS sockets; [`config`]: settings.
+
+pub mod config;
+pub mod daemon;
+pub mod docker;
+pub mod exit;
+pub mod facts;
+pub mod files;
+pub mod join;
+pub mod keys;
+pub mod net;
+pub mod renew;
+pub mod service;
+pub mod state;

@@ -1,0 +1,150 @@
+//! `pmesh-agent`: parses the command line and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pmesh_agent::config::{AgentConfig, DEFAULT_DATA_DIR};
+use pmesh_agent::exit::{self, CliError};
+use pmesh_agent::join::JoinOptions;
+use tokio_util::sync::CancellationToken;
+
+/// pmesh-agent: the pattern controller of a pmesh mesh.
+#[derive(Debug, Parser)]
+#[command(name = "pmesh-agent", version, about)]
+struct Cli {
+    /// The agent's data directory (identity, state).
+    #[arg(long, global = true, env = "PMESH_AGENT_HOME", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol this host with a master, using a one-time token.
+    Join {
+        /// The master's HOST:PORT.
+        #[arg(long)]
+        master: String,
+        /// The one-time join token from `pmesh token create`.
+        #[arg(long, env = "PMESH_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The mesh CA fingerprint, sha256:HEX, from `pmesh token create`.
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// The agent's name [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// HOST:PORT where the master reaches this agent [default: HOSTNAME:7444].
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Replace an existing enrolment in the data directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the agent daemon.
+    Run {
+        /// Configuration file [default: /etc/pmesh/agent.toml, else DATA_DIR/agent.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// How often to check for renewal (overrides `renew_check_interval`), such as 60s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        renew_check_interval: Option<std::time::Duration>,
+    },
+}
+
+fn main() -> ExitCode {
+    pmesh_proto::tls::install_default_provider();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pmesh-agent: cannot start the runtime: {err}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Join { master, token, ca_fingerprint, name, advertise, force } => {
+                let options = JoinOptions { master, token, ca_fingerprint, name, advertise, force };
+                let enrolment = pmesh_agent::join::join(options, &cli.data_dir).await?;
+                println!(
+                    "enrolled as agent {} with master {}; start it with: pmesh-agent run --data-dir {}",
+                    enrolment.name,
+                    enrolment.master,
+                    cli.data_dir.display()
+                );
+                Ok(())
+            }
+            Command::Run { config, listen, renew_check_interval } => {
+                init_logging();
+                let path = config.unwrap_or_else(|| AgentConfig::default_path(&cli.data_dir));
+                let mut config = AgentConfig::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
+                config.listen = listen.or(config.listen);
+                config.renew_check_interval = renew_check_interval.unwrap_or(config.renew_check_interval);
+                run(&cli.data_dir, config).await.map_err(|err| {
+                    tracing::error!(error = format!("{err:#}"), "agent failed");
+                    CliError::from(err)
+                })
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pmesh-agent: {}", err.message);
+            ExitCode::from(err.code)
+        }
+    }
+}
+
+async fn run(data_dir: &std::path::Path, config: AgentConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let address = pmesh_agent::daemon::listen_address(data_dir, &config)?;
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let server = pmesh_agent::daemon::run(listener, data_dir, config, shutdown);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        }
+    }
+    let result = server.await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    result
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

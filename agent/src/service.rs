@@ -1,0 +1,80 @@
+//! The `pmesh.v1.Agent` service and who may call it.
+//!
+//! Only the master may call the Agent service. Health and reflection answer any certificate
+//! from the mesh CA, so an operator can probe an agent with grpcurl and an admin credential;
+//! a client without a certificate never gets past the handshake.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pmesh_proto::authz::{is_introspection, Policy};
+use pmesh_proto::identity::{CertFacts, Role};
+use pmesh_proto::v1::{self, agent_server::Agent};
+use tonic::{Request, Response, Status};
+
+use crate::facts;
+use crate::state::{self, Paths};
+
+/// The agent's authorisation policy.
+pub struct AgentPolicy;
+
+impl Policy for AgentPolicy {
+    fn authorize(&self, path: &str, caller: Option<&CertFacts>) -> Result<(), Status> {
+        let facts = caller.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        if is_introspection(path) || facts.identity.role == Role::Master {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "{} may not call {path}: agents answer only the master",
+            facts.identity
+        )))
+    }
+}
+
+/// The gRPC service.
+pub struct AgentService {
+    pub paths: Paths,
+    pub docker_timeout: Duration,
+}
+
+impl AgentService {
+    async fn info(&self) -> Result<v1::AgentInfo, Status> {
+        let enrolment = state::load_enrolment(&self.paths).map_err(|err| Status::internal(format!("{err:#}")))?;
+        let cert_not_after_unix = state::load_credential(&self.paths)
+            .ok()
+            .and_then(|credential| pmesh_proto::identity::inspect(credential.cert.as_ref()).ok())
+            .map(|facts| facts.not_after)
+            .unwrap_or(0);
+        let release = facts::os_release();
+        let docker = crate::docker::status(self.docker_timeout).await;
+        let data_dir: PathBuf = self.paths.data_dir.clone();
+        Ok(v1::AgentInfo {
+            name: enrolment.name,
+            hostname: facts::hostname(),
+            os_id: release.id,
+            os_version: release.version_id,
+            kernel: facts::kernel(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpus: facts::cpus(),
+            memory_bytes: facts::memory_bytes(),
+            disk_free_bytes: facts::disk_free(&data_dir),
+            data_dir: data_dir.display().to_string(),
+            docker: Some(v1::DockerInfo {
+                reachable: docker.reachable,
+                version: docker.version,
+                api_version: docker.api_version,
+                error: docker.error,
+            }),
+            agent_version: pmesh_proto::VERSION.to_owned(),
+            labels: enrolment.labels.into_iter().collect(),
+            cert_not_after_unix,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn info(&self, _request: Request<v1::InfoRequest>) -> Result<Response<v1::AgentInfo>, Status> {
+        Ok(Response::new(AgentService::info(self).await?))
+    }
+}

@@ -1,0 +1,171 @@
+//! `pmesh ca init` and `pmesh serve`: creating a mesh, and running the master.
+//!
+//! [`serve`] takes a bound listener and a shutdown token, so tests run it on port 0 and stop
+//! it at will; the binary adds signals, sd_notify and logging around it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pmesh_proto::authz::AuthzLayer;
+use pmesh_proto::identity::{Identity, Role};
+use pmesh_proto::tls::{ClientAuth, ReloadableCert};
+use pmesh_proto::v1::master_server::MasterServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MasterConfig;
+use crate::credentials::{self, Credentials};
+use crate::error::{now_unix, unix};
+use crate::files;
+use crate::identity::{self, pem_to_der, pem_to_key, Ca, PkiPaths};
+use crate::policy::MasterPolicy;
+use crate::service::{MasterService, MasterState};
+use crate::store::Store;
+
+/// What `ca init` made.
+#[derive(Debug)]
+pub struct InitSummary {
+    pub ca_fingerprint: String,
+    pub credentials: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The database folder of a data directory.
+pub fn db_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Creates a mesh in `data_dir`: the CA, the master's identity, the bundle-signing key, the
+/// local admin credential and `master.toml`.
+///
+/// # Errors
+/// When a CA already exists there (nothing is touched then), or on any I/O failure.
+pub fn ca_init(data_dir: &Path, config: &MasterConfig) -> anyhow::Result<InitSummary> {
+    let paths = PkiPaths::new(data_dir);
+    identity::ensure_absent(&paths)?;
+    std::fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))?;
+
+    let (ca, ca_key) = Ca::generate()?;
+    files::write_private(&paths.ca_key(), ca_key.serialize_pem().as_bytes())?;
+    files::write_public(&paths.ca_cert(), ca.cert_pem().as_bytes())?;
+    identity::generate_bundle_key(&paths)?;
+
+    let store = Store::open(&db_dir(data_dir))?;
+    issue_master_cert(&ca, &paths, &store, config)?;
+    let admin = Identity::new(Role::Admin, "admin")?;
+    let (issued, key) = ca.issue_local(&admin, config.admin_cert_lifetime, config.clock_skew)?;
+    store.record_issued(&issued.serial, &admin.uri(), unix(issued.not_after))?;
+    store.flush()?;
+    let credentials_path = data_dir.join(credentials::FILE_NAME);
+    Credentials {
+        master: config.advertise(),
+        name: admin.name,
+        ca: ca.cert_pem().to_owned(),
+        cert: issued.pem,
+        key: key.serialize_pem(),
+    }
+    .save(&credentials_path)?;
+
+    let config_path = MasterConfig::path(data_dir);
+    let text = format!(
+        "# pmesh master configuration; every setting and its default is in the README.\n{}",
+        toml::to_string(config).context("encoding the configuration")?
+    );
+    files::write_public(&config_path, text.as_bytes())?;
+    Ok(InitSummary { ca_fingerprint: ca.fingerprint(), credentials: credentials_path, config: config_path })
+}
+
+fn issue_master_cert(ca: &Ca, paths: &PkiPaths, store: &Store, config: &MasterConfig) -> anyhow::Result<()> {
+    let master = Identity::master();
+    let (issued, key) = ca.issue_local(&master, config.master_cert_lifetime, config.clock_skew)?;
+    store.record_issued(&issued.serial, &master.uri(), unix(issued.not_after))?;
+    files::write_private(&paths.master_key(), key.serialize_pem().as_bytes())?;
+    files::write_public(&paths.master_cert(), issued.pem.as_bytes())?;
+    Ok(())
+}
+
+/// Re-issues the master's certificate when less than a third of its lifetime remains.
+fn ensure_master_cert(ca: &Ca, paths: &PkiPaths, store: &Store, config: &MasterConfig) -> anyhow::Result<()> {
+    let pem = files::read_string(&paths.master_cert())?;
+    let facts = pmesh_proto::identity::inspect(pem_to_der(&pem)?.as_ref())?;
+    let remaining = facts.not_after - now_unix();
+    if remaining < (config.master_cert_lifetime.as_secs() / 3) as i64 {
+        tracing::info!(remaining_s = remaining, "re-issuing the master certificate");
+        issue_master_cert(ca, paths, store, config)?;
+    }
+    Ok(())
+}
+
+/// Runs the master on `listener` until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the data directory has no CA, the database cannot be opened, or the server fails.
+pub async fn serve(
+    listener: TcpListener,
+    data_dir: &Path,
+    config: MasterConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let paths = PkiPaths::new(data_dir);
+    let ca = Ca::load(&paths)?;
+    let store = Store::open(&db_dir(data_dir))?;
+    ensure_master_cert(&ca, &paths, &store, &config)?;
+    let purged = store.purge_tokens(now_unix() - 24 * 3600)?;
+    if purged > 0 {
+        tracing::info!(purged, "dropped join tokens expired for over a day");
+    }
+
+    let master_cert = pem_to_der(&files::read_string(&paths.master_cert())?)?;
+    let master_key = pem_to_key(&files::read_string(&paths.master_key())?)?;
+    let chain = vec![master_cert.clone(), ca.cert_der().clone()];
+    let server_certs = Arc::new(ReloadableCert::new(chain, master_key.clone_key())?);
+    let server_tls = pmesh_proto::tls::server_config(ca.cert_der(), server_certs, ClientAuth::Optional)?;
+    let client_tls =
+        pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
+
+    let state = Arc::new(MasterState {
+        store: store.clone(),
+        bundle_public_key: identity::bundle_public_key(&paths)?,
+        ca,
+        config: config.clone(),
+    });
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<MasterServer<MasterService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pmesh_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let monitor = tokio::spawn(crate::registry::monitor(
+        store.clone(),
+        Arc::new(client_tls),
+        config.check_interval,
+        shutdown.clone(),
+    ));
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
+    let incoming = crate::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
+    let policy = Arc::new(MasterPolicy { store: store.clone() });
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(AuthzLayer::new(policy))
+        .add_service(MasterServer::new(MasterService::new(state)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let grace = config.shutdown_grace;
+    let result = tokio::select! {
+        result = server => result.context("the gRPC server failed"),
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight calls outlived the shutdown grace period");
+            Ok(())
+        }
+    };
+    monitor.abort();
+    store.flush()?;
+    tracing::info!("master stopped");
+    result
+}

@@ -1,0 +1,49 @@
+//! Errors of the master's RPC handlers, and their one translation into `tonic::Status`.
+
+use tonic::Status;
+
+/// Why an RPC failed, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A valid request the caller is not allowed to make (token used, name pinned…).
+    #[error("{0}")]
+    Denied(String),
+    /// A fault of the master itself; logged in full, reported to the caller in general terms.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Status {
+        match err {
+            ApiError::Invalid(message) => Status::invalid_argument(message),
+            ApiError::NotFound(message) => Status::not_found(message),
+            ApiError::AlreadyExists(message) => Status::already_exists(message),
+            ApiError::Denied(message) => Status::permission_denied(message),
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                Status::internal("the master hit an internal error; see its log")
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix seconds of a `SystemTime`.
+pub fn unix(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0)
+}

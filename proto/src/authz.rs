@@ -1,0 +1,126 @@
+//! Per-call authorisation: the tower layer both daemons put in front of their services.
+//!
+//! The layer reads the peer's certificate that the TLS acceptor recorded on the connection,
+//! turns it into [`CertFacts`], asks the daemon's [`Policy`] whether this identity may call this
+//! method, and either refuses the call with a gRPC status or passes it on with a [`Caller`] in
+//! the request's extensions. Handlers read the caller from there; none parses certificates.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
+
+use crate::identity::{inspect, CertFacts};
+
+/// The authenticated caller of a request, when it presented a mesh certificate.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<CertFacts>);
+
+/// Decides whether `caller` may call the gRPC method at `path` (`/pmesh.v1.Master/Join`).
+pub trait Policy: Send + Sync + 'static {
+    /// # Errors
+    /// The status to answer with: `Unauthenticated` when the caller has no acceptable
+    /// certificate, `PermissionDenied` when its identity may not make this call.
+    fn authorize(&self, path: &str, caller: Option<&CertFacts>) -> Result<(), Status>;
+}
+
+/// Wraps a service with authorisation by `policy`.
+pub struct AuthzLayer<P> {
+    policy: Arc<P>,
+}
+
+impl<P> Clone for AuthzLayer<P> {
+    fn clone(&self) -> Self {
+        AuthzLayer { policy: self.policy.clone() }
+    }
+}
+
+impl<P> AuthzLayer<P> {
+    /// A layer consulting `policy` on every call.
+    pub fn new(policy: Arc<P>) -> Self {
+        AuthzLayer { policy }
+    }
+}
+
+impl<S, P> tower::Layer<S> for AuthzLayer<P> {
+    type Service = Authz<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz { inner, policy: self.policy.clone() }
+    }
+}
+
+/// The service [`AuthzLayer`] produces.
+pub struct Authz<S, P> {
+    inner: S,
+    policy: Arc<P>,
+}
+
+impl<S: Clone, P> Clone for Authz<S, P> {
+    fn clone(&self) -> Self {
+        Authz { inner: self.inner.clone(), policy: self.policy.clone() }
+    }
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, P, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Authz<S, P>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    P: Policy,
+    ResBody: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let caller = match peer_facts(request.extensions()) {
+            Ok(facts) => facts,
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        };
+        if let Err(status) = self.policy.authorize(request.uri().path(), caller.as_ref()) {
+            tracing::warn!(
+                method = request.uri().path(),
+                caller = caller.as_ref().map(|facts| facts.identity.uri()).unwrap_or_default(),
+                reason = status.message(),
+                "call refused"
+            );
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        request.extensions_mut().insert(Caller(caller));
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The facts of the peer's leaf certificate, if it presented one.
+///
+/// # Errors
+/// `Unauthenticated` when the certificate verified against the CA but carries no usable
+/// pmesh identity.
+fn peer_facts(extensions: &http::Extensions) -> Result<Option<CertFacts>, Status> {
+    let Some(leaf) = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().cloned())
+    else {
+        return Ok(None);
+    };
+    inspect(leaf.as_ref())
+        .map(Some)
+        .map_err(|err| Status::unauthenticated(format!("client certificate refused: {err}")))
+}
+
+/// The methods gRPC health and reflection serve, which any mesh certificate may call.
+pub fn is_introspection(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+}

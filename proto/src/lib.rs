@@ -1,0 +1,25 @@
+//! The pmesh contract, shared by the master, the agent and the CLI.
+//!
+//! - [`v1`]: the generated gRPC protocol (`pmesh.v1`), and the descriptor set for reflection.
+//! - [`identity`]: who a certificate speaks for (role and name), fingerprints.
+//! - [`tls`]: the mesh's TLS policy (TLS 1.3 only, mesh CA only) as rustls configurations,
+//!   and the translation of TLS failures into sentences an operator can act on.
+//!
+//! This crate does no I/O: no sockets, no files, no runtime. Callers read and write the bytes.
+
+pub mod authz;
+pub mod identity;
+pub mod tls;
+
+/// Protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("pmesh.v1");
+
+    /// The encoded `FileDescriptorSet` of protocol v1, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/pmesh_descriptor.bin"));
+}
+
+/// The version of this build, reported by agents and the master.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
