@@ -64,7 +64,8 @@ pub async fn run(
     ));
 
     tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
-    let incoming = crate::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
+    pmesh_rt::process::notify_ready();
+    let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let service = AgentService { paths, docker_timeout: config.docker_timeout };
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -81,6 +82,7 @@ pub async fn run(
             Ok(())
         }
     };
+    pmesh_rt::process::notify_stopping();
     renewal.abort();
     tracing::info!("agent stopped");
     result

@@ -30,11 +30,12 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
-/// One sentence for a failed call to `peer`.
-pub fn failure(peer: &str, status: tonic::Status) -> CliError {
-    if let Some(explained) = pmesh_proto::tls::explain(&status) {
-        let refused = explained.contains("fingerprint") || explained.contains("refused our certificate");
-        return CliError::new(if refused { REFUSED } else { UNREACHABLE }, format!("{peer}: {explained}"));
+/// One sentence for a failed call to `peer`; `explained` is what the connection knows of a
+/// TLS or socket failure behind the status.
+pub fn failure(peer: &str, status: tonic::Status, explained: Option<pmesh_proto::tls::Explanation>) -> CliError {
+    if let Some(explained) = explained {
+        let code = if explained.trust { REFUSED } else { UNREACHABLE };
+        return CliError::new(code, format!("{peer}: {explained}"));
     }
     let message = status.message();
     match status.code() {

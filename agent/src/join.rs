@@ -59,7 +59,7 @@ pub async fn join(options: JoinOptions, data_dir: &Path) -> Result<Enrolment, Cl
 
     let (key_pem, csr_pem) = crate::keys::key_and_csr()?;
     let tls = Arc::new(pmesh_proto::tls::pinned_client_config(pin).map_err(anyhow::Error::from)?);
-    let channel = crate::net::channel(&options.master, &Identity::master(), tls, Duration::from_secs(15))?;
+    let dialled = pmesh_rt::net::dial(&options.master, &Identity::master(), tls, Duration::from_secs(15))?;
     let request = JoinRequest {
         token: options.token.clone(),
         name,
@@ -67,10 +67,13 @@ pub async fn join(options: JoinOptions, data_dir: &Path) -> Result<Enrolment, Cl
         advertise: advertise.clone(),
         default_name: default_name(),
     };
-    let response = MasterClient::new(channel)
+    let response = MasterClient::new(dialled.channel.clone())
         .join(request)
         .await
-        .map_err(|status| exit::failure(&format!("master {}", options.master), status))?
+        .map_err(|status| {
+            let explained = dialled.explain(&status);
+            exit::failure(&format!("master {}", options.master), status, explained)
+        })?
         .into_inner();
 
     let refused = |message: String| CliError::new(exit::REFUSED, message);

@@ -3,17 +3,15 @@
 //! - [`join`]: enrolment by token and CSR; [`renew`]: certificate rotation;
 //! - [`daemon`] and [`service`]: the mTLS server and its policy (only the master may call);
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
-//! - [`state`]: the identity on disk; [`net`]: TLS sockets; [`config`]: settings.
+//! - [`state`]: the identity on disk; [`config`]: settings.
 
 pub mod config;
 pub mod daemon;
 pub mod docker;
 pub mod exit;
 pub mod facts;
-pub mod files;
 pub mod join;
 pub mod keys;
-pub mod net;
 pub mod renew;
 pub mod service;
 pub mod state;

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Run { config, listen, renew_check_interval } => {
-                init_logging();
+                pmesh_rt::logging::init();
                 let path = config.unwrap_or_else(|| AgentConfig::default_path(&cli.data_dir));
                 let mut config = AgentConfig::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
                 config.listen = listen.or(config.listen);
@@ -114,37 +114,6 @@ async fn run(data_dir: &std::path::Path, config: AgentConfig) -> anyhow::Result<
     let address = pmesh_agent::daemon::listen_address(data_dir, &config)?;
     let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    let server = pmesh_agent::daemon::run(listener, data_dir, config, shutdown);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        }
-    }
-    let result = server.await;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    result
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
+    pmesh_rt::process::cancel_on_signal(shutdown.clone());
+    pmesh_agent::daemon::run(listener, data_dir, config, shutdown).await
 }

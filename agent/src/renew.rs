@@ -56,12 +56,13 @@ pub async fn renew_if_due(paths: &Paths, server_certs: &ReloadableCert) -> anyho
     let credential = state::load_credential(paths)?;
     let (key_pem, csr_pem) = crate::keys::key_and_csr()?;
     let tls = Arc::new(credential.client_config()?);
-    let channel = crate::net::channel(&enrolment.master, &Identity::master(), tls, Duration::from_secs(15))?;
-    let response = MasterClient::new(channel)
+    let dialled = pmesh_rt::net::dial(&enrolment.master, &Identity::master(), tls, Duration::from_secs(15))?;
+    let response = MasterClient::new(dialled.channel.clone())
         .renew(RenewRequest { csr_pem })
         .await
         .map_err(|status| {
-            anyhow::anyhow!(pmesh_proto::tls::explain(&status).unwrap_or_else(|| status.message().to_owned()))
+            let explained = dialled.explain(&status);
+            anyhow::anyhow!(explained.map(|explained| explained.message).unwrap_or_else(|| status.message().to_owned()))
         })?
         .into_inner();
     let cert = CertificateDer::from_pem_slice(response.cert_pem.as_bytes())?;

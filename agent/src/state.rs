@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::files;
+use pmesh_rt::files;
 
 /// The schema of `agent.json` this build writes.
 pub const STATE_VERSION: u32 = 1;

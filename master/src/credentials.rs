@@ -11,7 +11,7 @@ use anyhow::Context;
 use pmesh_proto::identity::inspect;
 use serde::{Deserialize, Serialize};
 
-use crate::files;
+use pmesh_rt::files;
 use crate::identity::{pem_to_der, pem_to_key};
 
 /// The file name of the local admin credential inside a data directory.

@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MasterConfig;
+use pmesh_rt::files;
 use crate::credentials::{self, Credentials};
 use crate::error::{now_unix, unix};
-use crate::files;
 use crate::identity::{self, pem_to_der, pem_to_key, Ca, PkiPaths};
 use crate::policy::MasterPolicy;
 use crate::service::{MasterService, MasterState};
@@ -147,7 +147,8 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
-    let incoming = crate::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
+    pmesh_rt::process::notify_ready();
+    let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let policy = Arc::new(MasterPolicy { store: store.clone() });
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -164,6 +165,7 @@ pub async fn serve(
             Ok(())
         }
     };
+    pmesh_rt::process::notify_stopping();
     monitor.abort();
     store.flush()?;
     tracing::info!("master stopped");

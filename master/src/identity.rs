@@ -23,7 +23,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::files;
+use pmesh_rt::files;
 
 /// Where the PKI files sit inside a data directory.
 #[derive(Debug, Clone)]
@@ -85,7 +85,10 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, "pmesh mesh CA");
+        // A random mesh id in the name keeps two meshes' CAs apart, so a certificate from the
+        // other one fails as "unknown issuer" rather than as a bad signature.
+        let mesh_id = hex::encode(rand::random::<[u8; 4]>());
+        name.push(DnType::CommonName, format!("pmesh mesh CA {mesh_id}"));
         name.push(DnType::OrganizationName, "pmesh");
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -1,7 +1,7 @@
 //! `pmesh`: the master daemon and the operator's CLI.
 //!
 //! - [`identity`]: the mesh CA; [`store`]: sled state; [`service`] and [`policy`]: the gRPC
-//!   service and who may call it; [`registry`]: the agents' heartbeat; [`net`]: TLS sockets;
+//!   service and who may call it; [`registry`]: the agents' heartbeat;
 //!   [`daemon`]: `ca init` and `serve`; [`cli`]: the command line.
 
 pub mod cli;
@@ -9,10 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod error;
-pub mod files;
 pub mod identity;
-pub mod logging;
-pub mod net;
 pub mod policy;
 pub mod registry;
 pub mod service;

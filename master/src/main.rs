@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Serve(args) = &cli.command {
-        pmesh_master::logging::init();
+        pmesh_rt::logging::init();
         return match runtime.block_on(serve(&cli, args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -48,28 +48,6 @@ async fn serve(cli: &Cli, args: &cli::ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    let server = pmesh_master::daemon::serve(listener, &cli.data_dir, config, shutdown.clone());
-    tokio::pin!(server);
-    // Readiness is reported once the server future has set up (CA loaded, database open);
-    // an early failure ends the future before the first tick.
-    tokio::select! {
-        result = &mut server => return result,
-        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        }
-    }
-    let result = server.await;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    result
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
+    pmesh_rt::process::cancel_on_signal(shutdown.clone());
+    pmesh_master::daemon::serve(listener, &cli.data_dir, config, shutdown).await
 }

@@ -12,10 +12,9 @@ use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{agent_client::AgentClient, AgentInfo, InfoRequest};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use pmesh_rt::net::{dial, Dialled};
 
 use crate::error::now_unix;
-use crate::net;
 use crate::store::{FactsRecord, Health, Store};
 
 const MAX_CONCURRENT_CHECKS: usize = 64;
@@ -27,7 +26,7 @@ pub async fn monitor(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut channels: HashMap<String, (String, Channel)> = HashMap::new();
+    let mut channels: HashMap<String, (String, Dialled)> = HashMap::new();
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
     let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(interval);
@@ -51,10 +50,10 @@ pub async fn monitor(
                 Some((address, channel)) if *address == agent.address => channel.clone(),
                 _ => {
                     let Ok(identity) = Identity::new(Role::Agent, &agent.name) else { continue };
-                    match net::channel(&agent.address, &identity, tls.clone(), timeout) {
-                        Ok(channel) => {
-                            channels.insert(agent.name.clone(), (agent.address.clone(), channel.clone()));
-                            channel
+                    match dial(&agent.address, &identity, tls.clone(), timeout) {
+                        Ok(dialled) => {
+                            channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
+                            dialled
                         }
                         Err(err) => {
                             record(&store, &agent.name, Err(format!("{err:#}")));
@@ -67,11 +66,11 @@ pub async fn monitor(
             let limit = limit.clone();
             checks.spawn(async move {
                 let Ok(_permit) = limit.acquire().await else { return };
-                let outcome = AgentClient::new(channel)
+                let outcome = AgentClient::new(channel.channel.clone())
                     .info(InfoRequest {})
                     .await
                     .map(|response| response.into_inner())
-                    .map_err(|status| describe(&status));
+                    .map_err(|status| describe(&channel, &status));
                 record(&store, &agent.name, outcome);
             });
         }
@@ -79,8 +78,8 @@ pub async fn monitor(
     }
 }
 
-fn describe(status: &tonic::Status) -> String {
-    pmesh_proto::tls::explain(status).unwrap_or_else(|| status.message().to_owned())
+fn describe(dialled: &Dialled, status: &tonic::Status) -> String {
+    dialled.explain(status).map(|explained| explained.message).unwrap_or_else(|| status.message().to_owned())
 }
 
 fn record(store: &Store, name: &str, outcome: Result<AgentInfo, String>) {

@@ -221,31 +221,64 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
+/// A failure explained: one sentence, and whether trust (TLS) or the network failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub message: String,
+    /// `true` when TLS refused (a certificate, a CA, a TLS version); `false` when the peer
+    /// could not be reached at all.
+    pub trust: bool,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Turns a connection or call failure into one sentence an operator can act on, by looking
 /// for a TLS or socket error anywhere in its source chain. `None` when nothing is recognised.
-pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<Explanation> {
+    let trust = |tls: &rustls::Error| Explanation { message: explain_rustls(tls), trust: true };
+    let network = |message: &str| Explanation { message: message.to_owned(), trust: false };
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = current {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(explain_rustls(tls));
+            return Some(trust(tls));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(explain_rustls(tls));
-                }
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return Some(trust(tls));
             }
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => {
-                    return Some("connection refused: nothing is listening at that address".into())
+                    return Some(network("connection refused: nothing is listening at that address"))
                 }
-                std::io::ErrorKind::TimedOut => return Some("the connection timed out".into()),
+                std::io::ErrorKind::TimedOut => return Some(network("the connection timed out")),
+                std::io::ErrorKind::ConnectionReset => {
+                    return Some(network("the connection was reset by the peer"))
+                }
                 _ => {}
             }
         }
         current = err.source();
     }
     None
+}
+
+/// One sentence for a TLS error recorded on a connection (see `pmesh_rt::net::TlsFailure`):
+/// under TLS 1.3 a peer refuses a client certificate after the handshake, so the refusal
+/// reaches the connection, not the call that fails with "connection closed".
+pub fn explain_tls(err: &rustls::Error) -> Explanation {
+    Explanation { message: explain_rustls(err), trust: true }
+}
+
+/// [`explain`], falling back to the TLS error recorded on the connection.
+pub fn explain_with(
+    err: &(dyn std::error::Error + 'static),
+    recorded: Option<&rustls::Error>,
+) -> Option<Explanation> {
+    explain(err).or_else(|| recorded.map(explain_tls))
 }
 
 fn explain_rustls(err: &rustls::Error) -> String {
@@ -257,7 +290,8 @@ fn explain_rustls(err: &rustls::Error) -> String {
         rustls::Error::AlertReceived(Alert::CertificateExpired) => {
             "the peer refused our certificate: it has expired; issue a new credential".into()
         }
-        rustls::Error::AlertReceived(Alert::UnknownCA | Alert::BadCertificate) => {
+        // A CA with the same name but another key makes the signature check fail: DecryptError.
+        rustls::Error::AlertReceived(Alert::UnknownCA | Alert::BadCertificate | Alert::DecryptError) => {
             "the peer refused our certificate: it was not issued by this mesh's CA".into()
         }
         rustls::Error::AlertReceived(Alert::CertificateRevoked) => {

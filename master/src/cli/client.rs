@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pmesh_proto::identity::Identity;
+use pmesh_proto::tls::Explanation;
 use pmesh_proto::v1::master_client::MasterClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::credentials::{self, Credentials};
@@ -48,8 +48,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A client of the master, authenticated by the credential found by the documented rules.
 pub struct Connection {
-    pub client: MasterClient<Channel>,
+    pub client: MasterClient<tonic::transport::Channel>,
     pub master: String,
+    dialled: pmesh_rt::net::Dialled,
+}
+
+impl Connection {
+    /// One sentence and exit code for a failed call on this connection.
+    pub fn failed(&self, status: tonic::Status) -> CliError {
+        let explained = self.dialled.explain(&status);
+        failure(&format!("master {}", self.master), status, explained)
+    }
 }
 
 /// Opens a connection using the credential at `explicit` or in `data_dir`.
@@ -71,17 +80,21 @@ pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, C
         ));
     }
     let tls = Arc::new(credentials.client_config()?);
-    let channel = crate::net::channel(&credentials.master, &Identity::master(), tls, CALL_TIMEOUT)?;
-    Ok(Connection { client: MasterClient::new(channel), master: credentials.master })
+    let dialled = pmesh_rt::net::dial(&credentials.master, &Identity::master(), tls, CALL_TIMEOUT)?;
+    Ok(Connection { client: MasterClient::new(dialled.channel.clone()), master: credentials.master, dialled })
 }
 
-/// One sentence for a failed call to `peer`, with its exit code.
-pub fn failure(peer: &str, status: tonic::Status) -> CliError {
-    if let Some(explained) = pmesh_proto::tls::explain(&status) {
-        let refused = explained.contains("refused our certificate")
-            || explained.contains("requires a client certificate");
-        let code = if refused { exit::REFUSED } else { exit::UNREACHABLE };
-        return CliError::new(code, format!("{peer}: {explained}"));
+/// One sentence for a failed call to `peer`, with its exit code; `explained` is what the
+/// connection knows of a TLS or socket failure behind the status.
+pub fn failure(peer: &str, status: tonic::Status, explained: Option<Explanation>) -> CliError {
+    if let Some(explained) = explained {
+        let code = if explained.trust { exit::REFUSED } else { exit::UNREACHABLE };
+        let message = if explained.trust {
+            format!("TLS with {peer} failed: {explained}")
+        } else {
+            format!("cannot reach {peer}: {explained}")
+        };
+        return CliError::new(code, message);
     }
     let message = status.message();
     match status.code() {

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use pmesh_proto::v1;
 
 use crate::config::MasterConfig;
-use client::{exit, failure, CliError};
+use client::{exit, CliError};
 use output::{AgentView, Format};
 
 /// pmesh: the pattern-controller mesh for VMware lab environments.
@@ -154,8 +154,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 force,
             };
             let mut connection = client::connect(credentials, data_dir)?;
-            let peer = format!("master {}", connection.master);
-            let token = connection.client.create_token(request).await.map_err(|status| failure(&peer, status))?.into_inner();
+            let token = connection.client.create_token(request).await.map_err(|status| connection.failed(status))?.into_inner();
             print_token(&token, cli.output);
             Ok(())
         }
@@ -166,12 +165,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let (key, csr_pem) = crate::identity::key_and_csr()?;
             let mut connection = client::connect(credentials, data_dir)?;
-            let peer = format!("master {}", connection.master);
             let issued = connection
                 .client
                 .issue_admin(v1::IssueAdminRequest { name: name.clone(), csr_pem })
                 .await
-                .map_err(|status| failure(&peer, status))?
+                .map_err(|status| connection.failed(status))?
                 .into_inner();
             crate::credentials::Credentials {
                 master: issued.master_address,
@@ -186,12 +184,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Admin(AdminCommand::Revoke { name }) => {
             let mut connection = client::connect(credentials, data_dir)?;
-            let peer = format!("master {}", connection.master);
             let revoked = connection
                 .client
                 .revoke_admin(v1::RevokeAdminRequest { name: name.clone() })
                 .await
-                .map_err(|status| failure(&peer, status))?
+                .map_err(|status| connection.failed(status))?
                 .into_inner();
             println!("revoked {} credential(s) of admin {name}: {}", revoked.revoked_serials.len(), revoked.revoked_serials.join(", "));
             Ok(())
@@ -252,12 +249,12 @@ fn print_token(token: &v1::CreateTokenResponse, format: Format) {
 }
 
 async fn agents(command: AgentsCommand, credentials: Option<&Path>, data_dir: &Path, format: Format) -> Result<(), CliError> {
-    let mut connection = client::connect(credentials, data_dir)?;
-    let peer = format!("master {}", connection.master);
-    let failed = |status| failure(&peer, status);
+    let connection = client::connect(credentials, data_dir)?;
+    let mut client = connection.client.clone();
+    let failed = |status| connection.failed(status);
     match command {
         AgentsCommand::Ls => {
-            let listed = connection.client.list_agents(v1::ListAgentsRequest {}).await.map_err(failed)?.into_inner();
+            let listed = client.list_agents(v1::ListAgentsRequest {}).await.map_err(failed)?.into_inner();
             let mut views: Vec<AgentView> = listed.agents.into_iter().map(AgentView::from).collect();
             views.sort_by(|left, right| left.name.cmp(&right.name));
             match format {
@@ -267,7 +264,7 @@ async fn agents(command: AgentsCommand, credentials: Option<&Path>, data_dir: &P
             }
         }
         AgentsCommand::Show { name } => {
-            let agent = connection.client.get_agent(v1::GetAgentRequest { name }).await.map_err(failed)?.into_inner();
+            let agent = client.get_agent(v1::GetAgentRequest { name }).await.map_err(failed)?.into_inner();
             let view = AgentView::from(agent);
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&view).map_err(anyhow::Error::from)?),
@@ -275,7 +272,7 @@ async fn agents(command: AgentsCommand, credentials: Option<&Path>, data_dir: &P
             }
         }
         AgentsCommand::Rm { name } => {
-            let removed = connection.client.remove_agent(v1::RemoveAgentRequest { name: name.clone() }).await.map_err(failed)?.into_inner();
+            let removed = client.remove_agent(v1::RemoveAgentRequest { name: name.clone() }).await.map_err(failed)?.into_inner();
             match format {
                 Format::Json => println!("{}", serde_json::json!({ "removed": name, "revoked_serials": removed.revoked_serials })),
                 Format::Text => println!("removed agent {name}; revoked {} certificate(s)", removed.revoked_serials.len()),

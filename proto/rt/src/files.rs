@@ -1,4 +1,4 @@
-//! Files the master writes: private ones (keys, credentials) are created 0600 from the start,
+//! Files the daemons write: private ones (keys, credentials) are created 0600 from the start,
 //! never chmod-ed after the fact, and every write goes through a temporary file and a rename so
 //! a crash leaves the old file or the new one, never half of one.
 

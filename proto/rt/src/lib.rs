@@ -1,0 +1,13 @@
+//! The host-facing code both daemons share, kept out of `pmesh-proto` so the contract stays
+//! free of I/O, and out of `master` and `agent` so neither depends on the other.
+//!
+//! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
+//!   TLS failure a call died of kept for the error message;
+//! - [`files`]: atomic writes, private files created 0600;
+//! - [`logging`]: the tracing subscriber, journald-aware;
+//! - [`process`]: signals and sd_notify readiness around a daemon's future.
+
+pub mod files;
+pub mod logging;
+pub mod net;
+pub mod process;

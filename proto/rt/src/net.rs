@@ -1,0 +1,196 @@
+//! Sockets with the mesh's TLS: the accept loop behind a gRPC server, and dialling a peer.
+//!
+//! Handshakes run in their own tasks, bounded in time and number, so one slow or hostile
+//! client cannot hold up the others; only finished handshakes reach tonic.
+//!
+//! Under TLS 1.3 a server refuses a client certificate *after* the client's handshake has
+//! finished, so the refusal (an alert) arrives on the connection, and hyper would report the
+//! call as merely "connection closed". So the dialler waits for the server's first bytes (the
+//! HTTP/2 server preface, which a server sends unprompted) before handing the connection to
+//! hyper: a refusal then fails the connect with the TLS alert in its error chain, and the
+//! bytes read are replayed to hyper. Connections also record any later TLS error in a
+//! [`TlsFailure`].
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use pmesh_proto::identity::Identity;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HANDSHAKES: usize = 256;
+
+/// TLS streams accepted on `listener` until `shutdown`, as tonic's incoming stream.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of descriptors, most likely: back off rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().acquire_owned().await else { break };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The last TLS error seen on a dialled channel's connections.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFailure(Arc<Mutex<Option<rustls::Error>>>);
+
+impl TlsFailure {
+    /// The recorded error, if a connection died of one.
+    pub fn get(&self) -> Option<rustls::Error> {
+        self.0.lock().map(|slot| slot.clone()).unwrap_or(None)
+    }
+
+    fn record(&self, err: &std::io::Error) {
+        if let Some(tls) = err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            if let Ok(mut slot) = self.0.lock() {
+                *slot = Some(tls.clone());
+            }
+        }
+    }
+}
+
+/// A channel to a mesh peer, and where its connections record TLS failures.
+#[derive(Debug, Clone)]
+pub struct Dialled {
+    pub channel: Channel,
+    pub tls_failure: TlsFailure,
+}
+
+impl Dialled {
+    /// One sentence for a failed call on this channel, if the failure is recognised.
+    pub fn explain(&self, status: &tonic::Status) -> Option<pmesh_proto::tls::Explanation> {
+        pmesh_proto::tls::explain_with(status, self.tls_failure.get().as_ref())
+    }
+}
+
+/// A lazily connecting channel to the mesh peer `server` at `address` (`host:port`); each
+/// connection verifies that the peer holds `server`'s identity.
+///
+/// # Errors
+/// When `address` or the identity's DNS name is malformed.
+pub fn dial(
+    address: &str,
+    server: &Identity,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> anyhow::Result<Dialled> {
+    let server_name = ServerName::try_from(server.dns_name()).context("identity DNS name")?;
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .with_context(|| format!("invalid address {address:?}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let address = address.to_owned();
+    let tls_failure = TlsFailure::default();
+    let recorder = tls_failure.clone();
+    let connector = tower::service_fn(move |_uri| {
+        let connector = TlsConnector::from(tls.clone());
+        let server_name = server_name.clone();
+        let address = address.clone();
+        let failure = recorder.clone();
+        async move {
+            let tcp = TcpStream::connect(&address).await?;
+            tcp.set_nodelay(true)?;
+            let mut stream = connector.connect(server_name, tcp).await.inspect_err(|err| failure.record(err))?;
+            let mut first = vec![0u8; 16 * 1024];
+            let n_read = stream.read(&mut first).await.inspect_err(|err| failure.record(err))?;
+            if n_read == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the peer closed the connection right after the TLS handshake",
+                ));
+            }
+            first.truncate(n_read);
+            Ok::<_, std::io::Error>(TokioIo::new(Recording { inner: stream, replay: first, failure }))
+        }
+    });
+    Ok(Dialled { channel: endpoint.connect_with_connector_lazy(connector), tls_failure })
+}
+
+/// A client TLS stream that first replays the bytes read while checking acceptance, and
+/// records the TLS error it fails with.
+struct Recording<S> {
+    inner: S,
+    replay: Vec<u8>,
+    failure: TlsFailure,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.replay.is_empty() {
+            let n_copied = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n_copied]);
+            this.replay.drain(..n_copied);
+            return Poll::Ready(Ok(()));
+        }
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(err)) = &result {
+            this.failure.record(err);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Err(err)) = &result {
+            this.failure.record(err);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
