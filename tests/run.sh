@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of pmesh: unit tests and the multi-process tests in tests/.
-# The multi-process tests start the real binaries, so they are built first.
+# Runs every test of pmesh: shellcheck on the scripts, unit tests, and the multi-process
+# tests in tests/ (real binaries, real TLS, real sled, real Docker, systemd-analyze).
+# The multi-process tests start the built binaries, so they are built first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+shellcheck tests/*.sh .ci/run
 cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --test-threads="${PMESH_TEST_THREADS:-2}"

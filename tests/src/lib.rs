@@ -36,6 +36,19 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral loopback port")
 }
 
+/// The first of `n_ports` consecutive loopback ports that were all free a moment ago.
+pub fn free_port_block(n_ports: u16) -> u16 {
+    for _ in 0..100 {
+        let first = free_port();
+        let all_free = (0..n_ports)
+            .all(|offset| first.checked_add(offset).is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()));
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no block of {n_ports} free loopback ports");
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 ///
 /// # Errors

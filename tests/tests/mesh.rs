@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use pmesh_tests::{wait_until, Mesh};
+use rustls_pki_types::pem::PemObject;
 
 const UP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -150,5 +151,43 @@ fn ca_init_refuses_to_overwrite_a_mesh() -> anyhow::Result<()> {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(std::fs::read(mesh.master_dir().join("pki/ca.key"))?, before, "nothing changed");
+    Ok(())
+}
+
+#[test]
+fn removing_an_agent_revokes_its_certificate() -> anyhow::Result<()> {
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    mesh.enrol("pc-1", &[])?;
+    mesh.enrol("pc-2", &[])?;
+    let pem = std::fs::read_to_string(mesh.agent_dir("pc-1").join("identity/agent.pem"))?;
+
+    let removed = mesh.pmesh(&["agents", "rm", "pc-1"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(removed.stdout.contains("revoked 1 certificate"), "{}", removed.stdout);
+    let names: Vec<String> = mesh.agents()?.iter().map(|agent| agent["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(names, ["pc-2"]);
+    let again = mesh.pmesh(&["agents", "rm", "pc-1"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("no agent named \"pc-1\""), "{}", again.stderr);
+
+    // The removed agent's certificate no longer renews.
+    pmesh_proto::tls::install_default_provider();
+    let credentials = pmesh_master::credentials::Credentials::load(&mesh.master_dir().join("admin.credentials"))?;
+    let ca = rustls_pki_types::CertificateDer::from_pem_slice(credentials.ca.as_bytes())?;
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())?;
+    let tls = std::sync::Arc::new(pmesh_proto::tls::client_config(&ca, Some((vec![cert], key)))?);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = runtime.block_on(async {
+        let dialled = pmesh_rt::net::dial(&mesh.master_address(), &pmesh_proto::identity::Identity::master(), tls, Duration::from_secs(5))
+            .expect("channel");
+        pmesh_proto::v1::master_client::MasterClient::new(dialled.channel)
+            .renew(pmesh_proto::v1::RenewRequest { csr_pem: String::new() })
+            .await
+            .expect_err("a removed agent cannot renew")
+    });
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("has been revoked"), "{}", status.message());
     Ok(())
 }
