@@ -8,7 +8,9 @@
 //! This crate does no I/O: no sockets, no files, no runtime. Callers read and write the bytes.
 
 pub mod authz;
+pub mod bundle;
 pub mod identity;
+pub mod pattern;
 pub mod tls;
 
 /// Protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.

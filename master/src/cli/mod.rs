@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod output;
+pub mod pattern;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,23 @@ pub enum Command {
     /// Issue and revoke operator credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check and inspect patterns (no master needed).
+    #[command(subcommand)]
+    Pattern(PatternCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PatternCommand {
+    /// List every problem as FILE:LINE:COLUMN: message; exit 2 if there is any.
+    Lint {
+        /// The pattern directory, or its pattern.yaml.
+        path: PathBuf,
+    },
+    /// Print the pattern's parameters as a table, and its steps.
+    Show {
+        /// The pattern directory, or its pattern.yaml.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +177,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Agents(command) => agents(command, credentials, data_dir, cli.output).await,
+        Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, cli.output),
+        Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, cli.output),
         Command::Admin(AdminCommand::Issue { name, out }) => {
             if out.exists() {
                 return Err(CliError::new(exit::USAGE, format!("{} exists; refusing to overwrite a credential", out.display())));

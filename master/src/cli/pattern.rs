@@ -1,0 +1,307 @@
+//! `pmesh pattern lint PATH` and `pmesh pattern show PATH`: read a pattern directory from disk
+//! and hand its files to `pmesh_proto::pattern`, which knows the format.
+//!
+//! Both exit with [`exit::USAGE`] (2) when the pattern has problems, after printing every one
+//! as `PATH/FILE:LINE:COLUMN: message`; a directory that cannot be read is [`exit::FAILED`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use pmesh_proto::bundle::BundleFile;
+use pmesh_proto::pattern::{self, Diagnostic, ParamValue, Pattern, PATTERN_FILE};
+
+use super::client::{exit, CliError};
+use super::output::{table, Format};
+
+/// A pattern directory as read from disk.
+#[derive(Debug, Clone)]
+pub struct PatternDir {
+    /// The directory.
+    pub root: PathBuf,
+    /// Every regular file under it (hidden ones left out), by `/`-separated relative path.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// The files with an executable bit.
+    pub executables: BTreeSet<String>,
+}
+
+impl PatternDir {
+    /// The files as a bundle holds them.
+    pub fn bundle_files(&self) -> BTreeMap<String, BundleFile> {
+        self.files
+            .iter()
+            .map(|(path, contents)| {
+                let file = BundleFile { contents: contents.clone(), executable: self.executables.contains(path) };
+                (path.clone(), file)
+            })
+            .collect()
+    }
+}
+
+/// Reads the pattern at `path`: a directory, or its `pattern.yaml`.
+///
+/// # Errors
+/// [`exit::USAGE`] when `path` is neither or holds a symlink (bundles carry regular files only);
+/// [`exit::FAILED`] when a file cannot be read.
+pub fn read_pattern_dir(path: &Path) -> Result<PatternDir, CliError> {
+    let root = if path.is_file() && path.file_name().is_some_and(|name| name == PATTERN_FILE) {
+        path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        path.to_path_buf()
+    };
+    if !root.is_dir() {
+        return Err(CliError::new(exit::USAGE, format!("{} is not a pattern directory (one holding {PATTERN_FILE})", path.display())));
+    }
+    let mut dir = PatternDir { root: root.clone(), files: BTreeMap::new(), executables: BTreeSet::new() };
+    walk(&root, &root, &mut dir)?;
+    Ok(dir)
+}
+
+fn walk(root: &Path, current: &Path, dir: &mut PatternDir) -> Result<(), CliError> {
+    let unreadable = |path: &Path, err: std::io::Error| CliError::new(exit::FAILED, format!("cannot read {}: {err}", path.display()));
+    let mut entries: Vec<_> = std::fs::read_dir(current)
+        .map_err(|err| unreadable(current, err))?
+        .collect::<Result<_, _>>()
+        .map_err(|err| unreadable(current, err))?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|err| unreadable(&path, err))?;
+        if file_type.is_symlink() {
+            return Err(CliError::new(exit::USAGE, format!("{} is a symlink; a pattern holds regular files only", path.display())));
+        }
+        if file_type.is_dir() {
+            walk(root, &path, dir)?;
+            continue;
+        }
+        let relative = path.strip_prefix(root).expect("walked paths are under the root");
+        let relative = relative
+            .to_str()
+            .ok_or_else(|| CliError::new(exit::USAGE, format!("{} is not a UTF-8 path", path.display())))?
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        let contents = std::fs::read(&path).map_err(|err| unreadable(&path, err))?;
+        if is_executable(&entry) {
+            dir.executables.insert(relative.clone());
+        }
+        dir.files.insert(relative, contents);
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn is_executable(entry: &std::fs::DirEntry) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    entry.metadata().is_ok_and(|metadata| metadata.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_entry: &std::fs::DirEntry) -> bool {
+    false
+}
+
+/// The pattern at `path`, or every problem printed and exit code 2.
+fn parse(path: &Path, format: Format) -> Result<(PatternDir, Pattern), CliError> {
+    let dir = read_pattern_dir(path)?;
+    match pattern::parse(&dir.files) {
+        Ok(pattern) => Ok((dir, pattern)),
+        Err(diagnostics) => {
+            print_diagnostics(&dir.root, &diagnostics, format);
+            let n_problems = diagnostics.len();
+            let plural = if n_problems == 1 { "" } else { "s" };
+            Err(CliError::new(exit::USAGE, format!("{n_problems} problem{plural} in {}", dir.root.display())))
+        }
+    }
+}
+
+fn print_diagnostics(root: &Path, diagnostics: &[Diagnostic], format: Format) {
+    match format {
+        Format::Text => {
+            for diagnostic in diagnostics {
+                println!("{}", located(root, diagnostic));
+            }
+        }
+        Format::Json => {
+            let problems: Vec<serde_json::Value> = diagnostics
+                .iter()
+                .map(|diagnostic| {
+                    serde_json::json!({
+                        "file": root.join(&diagnostic.file).display().to_string(),
+                        "line": diagnostic.line,
+                        "column": diagnostic.column,
+                        "message": diagnostic.message,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "valid": false, "problems": problems }));
+        }
+    }
+}
+
+/// `PATH/FILE:LINE:COLUMN: message`, so a terminal or editor can jump to it.
+fn located(root: &Path, diagnostic: &Diagnostic) -> String {
+    format!("{}:{}:{}: {}", root.join(&diagnostic.file).display(), diagnostic.line, diagnostic.column, diagnostic.message)
+}
+
+/// `pmesh pattern lint PATH`: prints every problem, or a one-line confirmation.
+///
+/// # Errors
+/// [`exit::USAGE`] when the pattern has problems or `path` is not a pattern directory;
+/// [`exit::FAILED`] when a file cannot be read.
+pub fn lint(path: &Path, format: Format) -> Result<(), CliError> {
+    let (dir, pattern) = parse(path, format)?;
+    let metadata = &pattern.metadata;
+    match format {
+        Format::Text => println!("{}: {} {} is valid", dir.root.display(), metadata.name, metadata.version),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "valid": true, "name": metadata.name, "version": metadata.version.to_string(), "problems": [] })
+        ),
+    }
+    Ok(())
+}
+
+/// `pmesh pattern show PATH`: the pattern's metadata, its params as a table and its steps.
+/// `-o json` prints the whole normalised pattern.
+///
+/// # Errors
+/// As [`lint`].
+pub fn show(path: &Path, format: Format) -> Result<(), CliError> {
+    let (_, pattern) = parse(path, format)?;
+    match format {
+        Format::Json => {
+            let json = serde_json::to_string_pretty(&pattern).map_err(|err| CliError::new(exit::FAILED, err.to_string()))?;
+            println!("{json}");
+        }
+        Format::Text => println!("{}", show_text(&pattern)),
+    }
+    Ok(())
+}
+
+fn show_text(pattern: &Pattern) -> String {
+    let metadata = &pattern.metadata;
+    let category = serde_json::to_value(metadata.category).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default();
+    let mut out = format!("{} {} ({category})\n", metadata.name, metadata.version);
+    if !metadata.description.is_empty() {
+        out.push_str(&format!("{}\n", metadata.description));
+    }
+    out.push('\n');
+    if pattern.params.is_empty() {
+        out.push_str("no params\n");
+    } else {
+        let rows: Vec<Vec<String>> = pattern
+            .params
+            .iter()
+            .map(|(name, param)| {
+                vec![
+                    name.clone(),
+                    type_text(param),
+                    if param.required { "yes".into() } else { "no".into() },
+                    param.default.as_ref().map_or_else(|| "-".to_owned(), value_text),
+                    if param.description.is_empty() { "-".into() } else { param.description.clone() },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["PARAM", "TYPE", "REQUIRED", "DEFAULT", "DESCRIPTION"], &rows));
+        out.push('\n');
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = pattern
+        .steps
+        .iter()
+        .map(|(name, step)| {
+            let needs = if step.needs.is_empty() { "-".to_owned() } else { step.needs.join(",") };
+            vec![name.clone(), step.kind().name().to_owned(), needs]
+        })
+        .collect();
+    out.push_str(&table(&["STEP", "KIND", "NEEDS"], &rows));
+    out
+}
+
+fn type_text(param: &pmesh_proto::pattern::Param) -> String {
+    let validation = &param.validation;
+    let mut text = param.kind.name().to_owned();
+    if let Some(items) = validation.items {
+        text = format!("{text} of {}", items.name());
+    }
+    if !validation.values.is_empty() {
+        text = format!("{text} ({})", validation.values.join("|"));
+    }
+    match (validation.min, validation.max) {
+        (Some(min), Some(max)) => text.push_str(&format!(" {min}..{max}")),
+        (Some(min), None) => text.push_str(&format!(" >={min}")),
+        (None, Some(max)) => text.push_str(&format!(" <={max}")),
+        (None, None) => {}
+    }
+    if let Some(regex) = &validation.pattern {
+        text.push_str(&format!(" /{regex}/"));
+    }
+    text
+}
+
+fn value_text(value: &ParamValue) -> String {
+    match value {
+        ParamValue::List(items) => format!("[{}]", items.iter().map(value_text).collect::<Vec<_>>().join(", ")),
+        ParamValue::Map(entries) => {
+            let pairs: Vec<String> = entries.iter().map(|(key, value)| format!("{key}: {}", value_text(value))).collect();
+            format!("{{{}}}", pairs.join(", "))
+        }
+        ParamValue::Secret(_) => "<redacted>".to_owned(),
+        other => other.as_text().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/src/pattern/testdata").join(name)
+    }
+
+    #[test]
+    fn shows_params_and_steps() {
+        let dir = read_pattern_dir(&testdata("valid/dns")).expect("readable");
+        let pattern = pattern::parse(&dir.files).expect("valid");
+        let expected = "\
+dns 1.0.0 (shared-service)
+Authoritative BIND9 DNS server for one lab zone
+
+PARAM        TYPE               REQUIRED  DEFAULT    DESCRIPTION
+forwarders   list of ip         no        [1.1.1.1]  Resolvers for names outside the zone
+listen_port  port               no        53         The port published on the pattern controller
+records      list               no        []         Records as \"name type value\", such as \"vcsa A 10.0.0.10\"
+ttl          integer 60..86400  no        3600       -
+zone         hostname           yes       -          The zone to serve, such as lab.local
+
+STEP          KIND     NEEDS
+check-config  exec     ready
+named         service  -
+ready         wait     named";
+        assert_eq!(show_text(&pattern), expected);
+    }
+
+    #[test]
+    fn reads_a_directory_or_its_pattern_file() {
+        let by_dir = read_pattern_dir(&testdata("valid/vcsa")).expect("readable");
+        let by_file = read_pattern_dir(&testdata("valid/vcsa/pattern.yaml")).expect("readable");
+        assert_eq!(by_dir.files, by_file.files);
+        assert!(by_dir.files.contains_key("tools/Dockerfile"));
+        let missing = read_pattern_dir(&testdata("valid/nope")).expect_err("no such directory");
+        assert_eq!(missing.code, exit::USAGE);
+    }
+
+    #[test]
+    fn lint_exits_2_with_located_problems() {
+        let err = lint(&testdata("lint/cycles"), Format::Text).expect_err("has problems");
+        assert_eq!((err.code, err.message.ends_with("cycles")), (exit::USAGE, true));
+        let root = testdata("lint/cycles");
+        let dir = read_pattern_dir(&root).expect("readable");
+        let diagnostics = pattern::lint(&dir.files);
+        assert_eq!(
+            located(&root, &diagnostics[0]),
+            format!("{}/pattern.yaml:10:39: the steps' `needs` form a cycle: a -> c -> b -> a", root.display())
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! What lint reports: a problem at a place in one of the pattern's files.
+//!
+//! Lines and columns are 1-based and count characters, the way editors and compilers print
+//! them, so `file:line:column` can be clicked in a terminal.
+
+use std::fmt;
+
+/// A position in a file: 1-based line and column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Mark {
+    /// The line, starting at 1.
+    pub line: usize,
+    /// The column, starting at 1, counted in characters.
+    pub column: usize,
+}
+
+impl Mark {
+    /// The start of a file.
+    pub const START: Mark = Mark { line: 1, column: 1 };
+
+    /// The mark `offset` characters to the right on the same line.
+    pub(crate) fn right(self, offset: usize) -> Mark {
+        Mark { line: self.line, column: self.column + offset }
+    }
+
+    /// The mark of the character at byte `offset` in `text`.
+    pub(crate) fn of_byte_offset(text: &str, offset: usize) -> Mark {
+        let before = &text[..floor_char_boundary(text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |idx| idx + 1);
+        Mark { line, column: before[line_start..].chars().count() + 1 }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// One problem found in a pattern, displayed as `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Diagnostic {
+    /// The file, relative to the pattern directory (for example `pattern.yaml`).
+    pub file: String,
+    /// The line, starting at 1.
+    pub line: usize,
+    /// The column, starting at 1, counted in characters.
+    pub column: usize,
+    /// What is wrong, as one sentence without a trailing period.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic in `file` at `mark`.
+    pub fn new(file: impl Into<String>, mark: Mark, message: impl Into<String>) -> Self {
+        Diagnostic { file: file.into(), line: mark.line, column: mark.column, message: message.into() }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Collects the diagnostics of one file.
+#[derive(Debug)]
+pub(crate) struct Report {
+    file: String,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub(crate) fn new(file: impl Into<String>) -> Self {
+        Report { file: file.into(), diagnostics: Vec::new() }
+    }
+
+    pub(crate) fn error(&mut self, mark: Mark, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::new(self.file.clone(), mark, message));
+    }
+
+    /// Adds a diagnostic about another file (a template referenced from this one).
+    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    pub(crate) fn is_clean(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    /// The diagnostics in file, line and column order, each reported once.
+    pub(crate) fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.diagnostics.sort();
+        self.diagnostics.dedup();
+        self.diagnostics
+    }
+}

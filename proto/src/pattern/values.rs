@@ -1,0 +1,370 @@
+//! Parameter values: their representation, how supplied values are checked against a param's
+//! type and validation, and the resolved set a run renders with.
+//!
+//! Values arrive as text (`pmesh run -p name=value`) or as YAML (a values file, a param's
+//! default) and are coerced to the param's type, so `-p port=53` and `port: 53` mean the same.
+//! Messages never repeat a secret's value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::diagnostic::{Diagnostic, Mark, Report};
+use super::formats;
+use super::spec::{Param, ParamType, Pattern, Validation};
+use super::yaml::{self, Node, Value};
+
+/// A parameter value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// `true` or `false`.
+    Boolean(bool),
+    /// An integer (also ports).
+    Integer(i64),
+    /// Text (also ip, cidr, hostname and enum values).
+    String(String),
+    /// A list.
+    List(Vec<ParamValue>),
+    /// A mapping from names to values.
+    Map(BTreeMap<String, ParamValue>),
+    /// A secret; only ever built from a supplied value, never from a pattern file.
+    #[serde(skip_deserializing)]
+    Secret(Secret),
+}
+
+impl ParamValue {
+    /// The value as it is put into a string (`${name}`); `None` for lists and maps.
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            ParamValue::Boolean(value) => Some(value.to_string()),
+            ParamValue::Integer(value) => Some(value.to_string()),
+            ParamValue::String(value) => Some(value.clone()),
+            ParamValue::Secret(secret) => Some(secret.expose().to_owned()),
+            ParamValue::List(_) | ParamValue::Map(_) => None,
+        }
+    }
+
+    /// The value for a template: secrets are revealed, since templates render to files.
+    pub(crate) fn to_jinja(&self) -> minijinja::Value {
+        match self {
+            ParamValue::Boolean(value) => minijinja::Value::from(*value),
+            ParamValue::Integer(value) => minijinja::Value::from(*value),
+            ParamValue::String(value) => minijinja::Value::from(value.as_str()),
+            ParamValue::Secret(secret) => minijinja::Value::from(secret.expose()),
+            ParamValue::List(items) => minijinja::Value::from(items.iter().map(ParamValue::to_jinja).collect::<Vec<_>>()),
+            ParamValue::Map(entries) => minijinja::Value::from(
+                entries.iter().map(|(key, value)| (key.clone(), value.to_jinja())).collect::<BTreeMap<_, _>>(),
+            ),
+        }
+    }
+
+    /// The value of a YAML node, or where and why it has none (it holds null).
+    pub(crate) fn from_node(node: &Node) -> Result<ParamValue, (Mark, String)> {
+        Ok(match &node.value {
+            Value::Scalar(_) if node.is_null() => return Err((node.mark, "a value cannot be null".to_owned())),
+            Value::Scalar(scalar) => match (node.as_bool(), node.as_int()) {
+                (Some(value), _) => ParamValue::Boolean(value),
+                (_, Some(value)) => ParamValue::Integer(value),
+                _ => ParamValue::String(scalar.text.clone()),
+            },
+            Value::Seq(items) => ParamValue::List(items.iter().map(ParamValue::from_node).collect::<Result<_, _>>()?),
+            Value::Map(entries) => {
+                let mut map = BTreeMap::new();
+                for (key, value) in entries {
+                    let key = key.as_str().ok_or((key.mark, "map keys must be strings".to_owned()))?;
+                    map.insert(key.to_owned(), ParamValue::from_node(value)?);
+                }
+                ParamValue::Map(map)
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ParamValue::Boolean(value) => format!("`{value}`"),
+            ParamValue::Integer(value) => format!("`{value}`"),
+            ParamValue::String(value) => format!("`{value}`"),
+            ParamValue::Secret(_) => "a secret".to_owned(),
+            ParamValue::List(_) => "a list".to_owned(),
+            ParamValue::Map(_) => "a mapping".to_owned(),
+        }
+    }
+}
+
+/// A secret value. Its `Debug` and serde forms are `<redacted>`; [`Secret::expose`] is the one
+/// way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (an env var, a rendered file).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// Coerces `value` to `kind` and checks `validation`; the problems are sentences that never
+/// repeat a secret.
+pub(crate) fn coerce(kind: ParamType, validation: &Validation, value: &ParamValue) -> Result<ParamValue, Vec<String>> {
+    let scalar_text = match value {
+        ParamValue::String(text) => Some(text.clone()),
+        ParamValue::Integer(_) | ParamValue::Boolean(_) | ParamValue::Secret(_) => value.as_text(),
+        ParamValue::List(_) | ParamValue::Map(_) => None,
+    };
+    let expected = |what: &str| Err(vec![format!("expected {what}, found {}", value.describe())]);
+    match kind {
+        ParamType::String | ParamType::Secret => {
+            let Some(text) = scalar_text else { return expected("a string") };
+            if let Some(pattern) = &validation.pattern {
+                let regex = anchored(pattern).map_err(|err| vec![err])?;
+                if !regex.is_match(&text) {
+                    let shown = if kind == ParamType::Secret { "the value".to_owned() } else { format!("`{text}`") };
+                    return Err(vec![format!("{shown} does not match the pattern `{pattern}`")]);
+                }
+            }
+            Ok(if kind == ParamType::Secret { ParamValue::Secret(Secret::new(text)) } else { ParamValue::String(text) })
+        }
+        ParamType::Integer | ParamType::Port => {
+            let number = match value {
+                ParamValue::Integer(number) => Some(*number),
+                ParamValue::String(text) => text.trim().parse().ok(),
+                _ => None,
+            };
+            let Some(number) = number else {
+                return expected(if kind == ParamType::Port { "a port" } else { "an integer" });
+            };
+            if kind == ParamType::Port && !(1..=65535).contains(&number) {
+                return Err(vec![format!("{number} is not a port (1 to 65535)")]);
+            }
+            if let Some(min) = validation.min.filter(|min| number < *min) {
+                return Err(vec![format!("{number} is less than the minimum {min}")]);
+            }
+            if let Some(max) = validation.max.filter(|max| number > *max) {
+                return Err(vec![format!("{number} is more than the maximum {max}")]);
+            }
+            Ok(ParamValue::Integer(number))
+        }
+        ParamType::Boolean => match value {
+            ParamValue::Boolean(flag) => Ok(ParamValue::Boolean(*flag)),
+            ParamValue::String(text) if text == "true" || text == "false" => Ok(ParamValue::Boolean(text == "true")),
+            _ => expected("`true` or `false`"),
+        },
+        ParamType::Ip | ParamType::Cidr | ParamType::Hostname | ParamType::Enum => {
+            let Some(text) = scalar_text else { return expected("a string") };
+            let problem = match kind {
+                ParamType::Ip => (!formats::is_ip(&text)).then(|| format!("`{text}` is not an IP address")),
+                ParamType::Cidr => (!formats::is_cidr(&text)).then(|| format!("`{text}` is not a CIDR block such as 10.0.0.0/24")),
+                ParamType::Hostname => (!formats::is_hostname(&text)).then(|| format!("`{text}` is not a hostname")),
+                _ => (!validation.values.contains(&text)).then(|| format!("`{text}` is not one of {}", quoted_list(&validation.values))),
+            };
+            match problem {
+                Some(problem) => Err(vec![problem]),
+                None => Ok(ParamValue::String(text)),
+            }
+        }
+        ParamType::List | ParamType::Map => coerce_collection(kind, validation, value),
+    }
+}
+
+fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValue) -> Result<ParamValue, Vec<String>> {
+    let item_kind = validation.items.unwrap_or(ParamType::String);
+    let no_validation = Validation::default();
+    let value = match value {
+        ParamValue::String(text) => parse_collection_text(kind, text)?,
+        other => other.clone(),
+    };
+    let mut problems = Vec::new();
+    let mut check = |label: String, item: &ParamValue| match coerce(item_kind, &no_validation, item) {
+        Ok(item) => Some(item),
+        Err(item_problems) => {
+            problems.extend(item_problems.into_iter().map(|problem| format!("{label}: {problem}")));
+            None
+        }
+    };
+    let coerced = match (kind, &value) {
+        (ParamType::List, ParamValue::List(items)) => ParamValue::List(
+            items.iter().enumerate().filter_map(|(idx, item)| check(format!("item {}", idx + 1), item)).collect(),
+        ),
+        (ParamType::Map, ParamValue::Map(entries)) => ParamValue::Map(
+            entries.iter().filter_map(|(key, item)| Some((key.clone(), check(format!("key `{key}`"), item)?))).collect(),
+        ),
+        (ParamType::List, _) => return Err(vec![format!("expected a list, found {}", value.describe())]),
+        _ => return Err(vec![format!("expected a mapping, found {}", value.describe())]),
+    };
+    if problems.is_empty() { Ok(coerced) } else { Err(problems) }
+}
+
+/// A list or map given as text: YAML flow syntax (`[a, b]`, `{a: 1}`), or for lists also
+/// comma-separated items.
+fn parse_collection_text(kind: ParamType, text: &str) -> Result<ParamValue, Vec<String>> {
+    let trimmed = text.trim();
+    if kind == ParamType::List && !trimmed.starts_with(['[', '{']) {
+        let items = trimmed.split(',').map(str::trim).filter(|item| !item.is_empty());
+        return Ok(ParamValue::List(items.map(|item| ParamValue::String(item.to_owned())).collect()));
+    }
+    let mut report = Report::new("value");
+    let node = yaml::load(trimmed, &mut report);
+    match node.map(|node| ParamValue::from_node(&node)) {
+        Some(Ok(value)) if report.is_clean() => Ok(value),
+        Some(Err((_, problem))) => Err(vec![problem]),
+        _ => {
+            let example = if kind == ParamType::List { "`[a, b]` or `a,b`" } else { "`{key: value}`" };
+            Err(vec![format!("`{text}` cannot be read as a {}; write it as {example}", kind.name())])
+        }
+    }
+}
+
+/// The regex for a validation pattern, which must match the whole value.
+pub(crate) fn anchored(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|err| format!("invalid regex `{pattern}`: {}", first_line(&err.to_string())))
+}
+
+/// The last line of a multi-line library error (regex errors draw a caret diagram first).
+pub(crate) fn first_line(text: &str) -> String {
+    text.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or(text).trim().trim_start_matches("error: ").to_owned()
+}
+
+pub(crate) fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|item| format!("`{}`", item.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
+/// The values a run uses: supplied values checked and coerced, defaults filled in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    values: BTreeMap<String, ParamValue>,
+}
+
+impl Params {
+    /// The value of `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.values.get(name)
+    }
+
+    /// Every value, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {
+        self.values.iter()
+    }
+
+    /// Params from values that are already checked (tests, and callers that built them).
+    pub fn from_values(values: BTreeMap<String, ParamValue>) -> Self {
+        Params { values }
+    }
+}
+
+/// A problem with a supplied value, displayed as `param NAME: what is wrong`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueProblem {
+    /// The param the problem is about.
+    pub param: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ValueProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "param {}: {}", self.param, self.message)
+    }
+}
+
+/// Splits `name=value` (from `pmesh run -p`) into a name and a text value.
+///
+/// # Errors
+/// A [`ValueProblem`] when there is no `=` or no name.
+pub fn parse_assignment(text: &str) -> Result<(String, ParamValue), ValueProblem> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), ParamValue::String(value.to_owned()))),
+        _ => Err(ValueProblem { param: text.to_owned(), message: "expected `name=value`".to_owned() }),
+    }
+}
+
+/// Reads a values file: a YAML mapping from param names to values.
+///
+/// # Errors
+/// Every problem in the file, with its location.
+pub fn values_from_yaml(file: &str, text: &str) -> Result<BTreeMap<String, ParamValue>, Vec<Diagnostic>> {
+    let mut report = Report::new(file);
+    let mut values = BTreeMap::new();
+    match yaml::load(text, &mut report) {
+        None if report.is_clean() => {}
+        None => {}
+        Some(root) => match root.as_map() {
+            None => report.error(root.mark, format!("expected a mapping of param names to values, found {}", root.describe())),
+            Some(entries) => {
+                for (key, value) in entries {
+                    let Some(name) = key.as_str() else {
+                        report.error(key.mark, "param names must be strings");
+                        continue;
+                    };
+                    match ParamValue::from_node(value) {
+                        Ok(value) => {
+                            values.insert(name.to_owned(), value);
+                        }
+                        Err((mark, problem)) => report.error(mark, problem),
+                    }
+                }
+            }
+        },
+    }
+    if report.is_clean() { Ok(values) } else { Err(report.into_sorted()) }
+}
+
+/// Checks supplied values against the pattern's params and fills in defaults. Every problem is
+/// listed: unknown names, missing required params, wrong types, failed validations.
+///
+/// # Errors
+/// The problems, in param name order.
+pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue>) -> Result<Params, Vec<ValueProblem>> {
+    let mut problems = Vec::new();
+    let mut values = BTreeMap::new();
+    for name in supplied.keys().filter(|name| !pattern.params.contains_key(*name)) {
+        let known: Vec<&String> = pattern.params.keys().collect();
+        let message = if known.is_empty() {
+            "unknown param; this pattern takes none".to_owned()
+        } else {
+            format!("unknown param; this pattern takes {}", quoted_list(&known))
+        };
+        problems.push(ValueProblem { param: name.clone(), message });
+    }
+    for (name, param) in &pattern.params {
+        match resolve(param, supplied.get(name)) {
+            Ok(Some(value)) => {
+                values.insert(name.clone(), value);
+            }
+            Ok(None) => {}
+            Err(messages) => problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message })),
+        }
+    }
+    problems.sort_by(|left, right| left.param.cmp(&right.param));
+    if problems.is_empty() { Ok(Params { values }) } else { Err(problems) }
+}
+
+fn resolve(param: &Param, supplied: Option<&ParamValue>) -> Result<Option<ParamValue>, Vec<String>> {
+    match (supplied, &param.default) {
+        (Some(value), _) => coerce(param.kind, &param.validation, value).map(Some),
+        (None, Some(default)) => coerce(param.kind, &param.validation, default).map(Some),
+        (None, None) if param.required => {
+            let about = if param.description.is_empty() { String::new() } else { format!(" ({})", param.description) };
+            Err(vec![format!("required {} value missing{about}", param.kind.name())])
+        }
+        (None, None) => Ok(None),
+    }
+}
