@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of pmesh: shellcheck on the scripts, unit tests, and the multi-process
-# tests in tests/ (real binaries, real TLS, real sled, real Docker, systemd-analyze).
+# tests in tests/ (real binaries, real TLS, real sled, real Docker with locally built images,
+# systemd-analyze).
 # The multi-process tests start the built binaries, so they are built first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shellcheck tests/*.sh .ci/run
+shellcheck tests/*.sh tests/images/*.sh .ci/run
+# Container images the tests use, built from Debian packages and cached by tag.
+tests/images/build.sh
 cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --test-threads="${PMESH_TEST_THREADS:-2}"

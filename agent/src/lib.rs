@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod docker;
+pub mod executor;
 pub mod exit;
 pub mod facts;
 pub mod join;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod docker;
+
 /// The built binary `name`, from the workspace's target directory.
 ///
 /// # Panics

@@ -1,0 +1,104 @@
+//! The step contract: what the runner needs from a container engine, and nothing more.
+//!
+//! The runner drives steps through [`Driver`]; `crate::docker` implements it with bollard.
+//! Unit tests of the runner implement it with a fake. Every container the driver creates
+//! carries [`OwnerLabels`]; every listing and removal filters by them, so the executor never
+//! touches what it did not create.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::plan::{ContainerSpec, ImageSource};
+
+/// Label keys pmesh puts on everything it creates in Docker.
+pub mod labels {
+    pub const MANAGED: &str = "io.pmesh.managed";
+    pub const INSTANCE: &str = "io.pmesh.instance";
+    pub const RUN: &str = "io.pmesh.run";
+    pub const STEP: &str = "io.pmesh.step";
+    pub const SPEC_HASH: &str = "io.pmesh.spec-hash";
+    pub const PATTERN: &str = "io.pmesh.pattern";
+    pub const KIND: &str = "io.pmesh.kind";
+}
+
+/// The owner labels of one container, network or volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLabels {
+    pub instance: String,
+    pub run: String,
+    pub step: String,
+    pub spec_hash: String,
+    pub pattern: String,
+    /// `run`, `service`, `teardown`, `network` or `volume`.
+    pub kind: String,
+}
+
+impl OwnerLabels {
+    pub fn to_map(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::MANAGED.to_owned(), "true".to_owned()),
+            (labels::INSTANCE.to_owned(), self.instance.clone()),
+            (labels::RUN.to_owned(), self.run.clone()),
+            (labels::STEP.to_owned(), self.step.clone()),
+            (labels::SPEC_HASH.to_owned(), self.spec_hash.clone()),
+            (labels::PATTERN.to_owned(), self.pattern.clone()),
+            (labels::KIND.to_owned(), self.kind.clone()),
+        ])
+    }
+}
+
+/// A container the driver found by its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+    /// The exit code, once it has exited.
+    pub exit_code: Option<i64>,
+}
+
+impl Found {
+    pub fn label(&self, key: &str) -> &str {
+        self.labels.get(key).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Health as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The container has no healthcheck.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// A chunk of output from a container or an exec.
+pub type OutputStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = anyhow::Result<String>> + Send>>;
+
+/// What the runner needs from a container engine.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Makes the image available; returns what was done.
+    async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<super::events::ImageAction>;
+    /// Creates (without starting) a container named `name` on the instance network.
+    async fn create(&self, name: &str, spec: &ContainerSpec, owner: &OwnerLabels, network: &str) -> anyhow::Result<String>;
+    async fn start(&self, id: &str) -> anyhow::Result<()>;
+    /// The container's output from its start, following until it exits.
+    fn logs(&self, id: &str) -> OutputStream;
+    /// Waits for exit; returns the exit code.
+    async fn wait(&self, id: &str) -> anyhow::Result<i64>;
+    async fn health(&self, id: &str) -> anyhow::Result<(bool, Health)>;
+    /// Stops with a grace period, then kills.
+    async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()>;
+    async fn remove(&self, id: &str) -> anyhow::Result<()>;
+    /// Containers (running or not) carrying all of `labels`.
+    async fn find(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<Found>>;
+    /// Runs `command` in a running container; returns its exit code and output.
+    async fn exec(&self, id: &str, command: &[String], env: &[String]) -> anyhow::Result<(i64, Vec<String>)>;
+    /// Creates the instance network if missing.
+    async fn ensure_network(&self, name: &str, owner: &OwnerLabels) -> anyhow::Result<()>;
+    /// Removes networks and volumes carrying all of `labels`; returns their names.
+    async fn remove_networks_and_volumes(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<String>>;
+}

@@ -1,0 +1,291 @@
+//! The executor's input: a pattern instance resolved into concrete steps.
+//!
+//! A plan is what is left of a pattern once parameters are substituted and templates rendered:
+//! image references, commands, environment, mounts and probes, with nothing left to evaluate.
+//! The runner knows nothing of YAML, parameters or templates; `compile` builds plans from
+//! patterns.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pmesh_proto::pattern::Secret;
+use regex::Regex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// One application of a pattern to an instance.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The instance name: every container carries it as a label.
+    pub instance: String,
+    /// `name@version` of the pattern.
+    pub pattern: String,
+    pub run_id: String,
+    pub images: Vec<ImageSource>,
+    pub steps: Vec<PlannedStep>,
+    /// Steps run at destroy, before the instance's containers are removed.
+    pub teardown: Vec<PlannedStep>,
+    /// The most steps running at once.
+    pub max_parallel: usize,
+}
+
+/// How an image gets onto the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ImageSource {
+    /// Pulled unless present; `reference` is already rewritten through the mirror map.
+    Pull { reference: String, auth: Option<RegistryAuth> },
+    /// `docker load` from a tarball; `tag` is the reference it provides.
+    Load { tarball: PathBuf, tag: String },
+    /// Built from a context folder, tagged `tag`.
+    Build { context: PathBuf, dockerfile: String, tag: String },
+}
+
+/// Registry credentials for a pull. The password is a secret.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryAuth {
+    pub username: String,
+    #[serde(skip)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// A step, ready to run.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    /// Regexes whose first capture group is a percentage (`Progress: (\d+)%`).
+    pub progress: Vec<Regex>,
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A one-shot container run to completion.
+    Run(ContainerSpec),
+    /// A long-running container; done once it is running (and healthy, if it has a check).
+    Service(ContainerSpec),
+    /// A command inside a service of the same instance.
+    Exec { service: String, command: Vec<String>, env: Vec<EnvVar> },
+    /// A probe retried until it succeeds or `deadline` passes.
+    Wait { probe: Probe, deadline: Duration, interval: Duration },
+}
+
+/// How a container is made.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Replaces the image's entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub mounts: Vec<MountSpec>,
+    pub ports: Vec<PortSpec>,
+    /// Extra networks; every container also joins the instance's network.
+    pub networks: Vec<String>,
+    pub restart: RestartPolicy,
+    pub healthcheck: Option<HealthSpec>,
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<u64>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// Digests of what the container reads by path (rendered files), so that a changed file
+    /// changes the spec hash.
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// An environment variable; secret values are kept out of logs and events.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+}
+
+/// A plain or secret value.
+#[derive(Debug, Clone)]
+pub enum EnvValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl EnvValue {
+    /// The value to hand to Docker.
+    pub fn expose(&self) -> &str {
+        match self {
+            EnvValue::Plain(value) => value,
+            EnvValue::Secret(secret) => secret.expose(),
+        }
+    }
+}
+
+impl Serialize for EnvValue {
+    /// Serialised only into the spec hash, where a secret counts by its own hash.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvValue::Plain(value) => serializer.serialize_str(value),
+            EnvValue::Secret(secret) => {
+                serializer.serialize_str(&format!("secret:{}", hex::encode(Sha256::digest(secret.expose()))))
+            }
+        }
+    }
+}
+
+/// A bind mount of a host path, or a named volume owned by the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum MountSource {
+    /// A host path: rendered files, artifacts.
+    Host(PathBuf),
+    /// A named volume, created with the instance's labels and removed at destroy.
+    Volume(String),
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortSpec {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: Option<String>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    UnlessStopped,
+    Always,
+}
+
+/// A container healthcheck (`CMD` form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthSpec {
+    pub command: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// A wait step's probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Tcp { host: String, port: u16 },
+    Http { url: String, status: u16 },
+    /// A DNS query to `server:port` for `name` of `record_type` (A, AAAA, SOA, …) that must
+    /// answer NOERROR with at least one answer.
+    Dns { server: String, port: u16, name: String, record_type: String },
+    /// A command in a service of the instance that must exit 0.
+    Exec { service: String, command: Vec<String> },
+}
+
+/// Attempts and the backoff between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, at least 1.
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 1, backoff: Duration::from_secs(1) }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt` (2, 3, …), doubling, capped at five minutes.
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(2).min(16);
+        (self.backoff * 2u32.pow(doublings)).min(Duration::from_secs(300))
+    }
+}
+
+impl ContainerSpec {
+    /// The hash that decides convergence: equal specs leave a container alone, different
+    /// ones replace it.
+    pub fn spec_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("plain data serialises");
+        hex::encode(&Sha256::digest(json)[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(env: &str) -> ContainerSpec {
+        ContainerSpec {
+            image: "img".into(),
+            entrypoint: None,
+            command: vec!["run".into()],
+            env: vec![EnvVar { name: "A".into(), value: EnvValue::Plain(env.into()) }],
+            mounts: vec![],
+            ports: vec![],
+            networks: vec![],
+            restart: RestartPolicy::No,
+            healthcheck: None,
+            memory_bytes: None,
+            nano_cpus: None,
+            workdir: None,
+            user: None,
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn hash_changes_with_inputs_only() {
+        assert_eq!(spec("1").spec_hash(), spec("1").spec_hash());
+        assert_ne!(spec("1").spec_hash(), spec("2").spec_hash());
+        let mut with_file = spec("1");
+        with_file.inputs.insert("zone".into(), "abc".into());
+        assert_ne!(spec("1").spec_hash(), with_file.spec_hash());
+    }
+
+    #[test]
+    fn secrets_hash_without_showing() {
+        let mut with_secret = spec("1");
+        with_secret.env[0].value = EnvValue::Secret(Secret::new("hunter2"));
+        let json = serde_json::to_string(&with_secret).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!format!("{with_secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let policy = RetryPolicy { attempts: 5, backoff: Duration::from_secs(2) };
+        assert_eq!(policy.delay_before(2), Duration::from_secs(2));
+        assert_eq!(policy.delay_before(3), Duration::from_secs(4));
+        assert_eq!(policy.delay_before(30), Duration::from_secs(300));
+    }
+}
