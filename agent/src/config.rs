@@ -29,6 +29,38 @@ pub struct AgentConfig {
     /// Timeout for each call to Docker while gathering facts.
     #[serde(with = "humantime_serde")]
     pub docker_timeout: Duration,
+    /// How many steps of one run may run at once.
+    pub max_parallel_steps: usize,
+    /// Image mirrors and registry logins.
+    pub images: ImageConfig,
+}
+
+/// Where images come from: a rewrite map for mirrors and air-gapped labs, and registry logins.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Reference prefixes and their replacements; the longest matching prefix wins, such as
+    /// `"docker.io/" = "registry.lab:5000/"`.
+    pub rewrite: std::collections::BTreeMap<String, String>,
+    /// Logins by registry host (`registry.lab:5000`, or `docker.io`).
+    pub registries: std::collections::BTreeMap<String, RegistryLogin>,
+}
+
+/// A registry login; the password is read from a file so the config holds no secret.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password_file: PathBuf,
+    /// Filled from `password_file` at load.
+    #[serde(skip)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin").field("username", &self.username).field("password_file", &self.password_file).finish_non_exhaustive()
+    }
 }
 
 impl Default for AgentConfig {
@@ -38,6 +70,8 @@ impl Default for AgentConfig {
             renew_check_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             docker_timeout: Duration::from_secs(3),
+            max_parallel_steps: 4,
+            images: ImageConfig::default(),
         }
     }
 }
@@ -54,11 +88,18 @@ impl AgentConfig {
     /// # Errors
     /// When the file is unreadable or invalid; the message names line, column and field.
     pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(AgentConfig::default()),
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        let mut config: AgentConfig = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => AgentConfig::default(),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        for (registry, login) in &mut config.images.registries {
+            login.password = std::fs::read_to_string(&login.password_file)
+                .with_context(|| format!("{}: images.registries.{registry}.password_file", path.display()))?
+                .trim_end()
+                .to_owned();
         }
+        Ok(config)
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
 //! - [`state`]: the identity on disk; [`config`]: settings.
 
+pub mod compile;
 pub mod config;
 pub mod daemon;
 pub mod docker;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod facts;
 pub mod join;
 pub mod keys;
+pub mod local;
 pub mod renew;
 pub mod service;
 pub mod state;

@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Apply or destroy a pattern on this host directly, without a master.
+    #[command(subcommand)]
+    Pattern(PatternCommand),
     /// Run the agent daemon.
     Run {
         /// Configuration file [default: /etc/pmesh/agent.toml, else DATA_DIR/agent.toml].
@@ -56,6 +59,32 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         renew_check_interval: Option<std::time::Duration>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PatternCommand {
+    /// Apply a pattern to an instance: converge its containers, printing progress.
+    Apply(LocalArgs),
+    /// Destroy an instance: teardown hooks, then everything carrying its labels.
+    Destroy(LocalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LocalArgs {
+    /// The pattern directory.
+    pattern: PathBuf,
+    /// The instance name (a DNS label); containers and networks carry it as a label.
+    #[arg(long)]
+    instance: String,
+    /// A parameter value, name=value; repeatable.
+    #[arg(short = 'p', long = "param")]
+    params: Vec<String>,
+    /// A YAML file of parameter values; -p wins over it.
+    #[arg(short = 'f', long = "values")]
+    values: Option<PathBuf>,
+    /// Configuration file [default: /etc/pmesh/agent.toml, else DATA_DIR/agent.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +115,31 @@ fn main() -> ExitCode {
                     cli.data_dir.display()
                 );
                 Ok(())
+            }
+            Command::Pattern(command) => {
+                let (args, destroy) = match command {
+                    PatternCommand::Apply(args) => (args, false),
+                    PatternCommand::Destroy(args) => (args, true),
+                };
+                let path = args.config.clone().unwrap_or_else(|| AgentConfig::default_path(&cli.data_dir));
+                let config = AgentConfig::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
+                let options = pmesh_agent::local::LocalOptions {
+                    pattern: args.pattern,
+                    instance: args.instance,
+                    assignments: args.params,
+                    values_file: args.values,
+                    data_dir: cli.data_dir.clone(),
+                };
+                if destroy {
+                    let removed = pmesh_agent::local::destroy(options, config).await?;
+                    println!("removed {} object(s): {}", removed.len(), removed.join(", "));
+                    Ok(())
+                } else {
+                    match pmesh_agent::local::apply(options, config).await? {
+                        0 => Ok(()),
+                        code => Err(CliError::new(code, "the run did not succeed")),
+                    }
+                }
             }
             Command::Run { config, listen, renew_check_interval } => {
                 pmesh_rt::logging::init();

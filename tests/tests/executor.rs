@@ -58,6 +58,7 @@ fn plan(instance: &str, run: &str, steps: Vec<PlannedStep>) -> Plan {
         pattern: "test@0.1.0".into(),
         run_id: run.into(),
         images: vec![ImageSource::Pull { reference: TOOLS_IMAGE.into(), auth: None }],
+        networks: vec![],
         steps,
         teardown: vec![],
         max_parallel: 4,

@@ -23,6 +23,8 @@ pub struct Plan {
     pub pattern: String,
     pub run_id: String,
     pub images: Vec<ImageSource>,
+    /// Extra networks of the instance (beyond its default one), created with its labels.
+    pub networks: Vec<String>,
     pub steps: Vec<PlannedStep>,
     /// Steps run at destroy, before the instance's containers are removed.
     pub teardown: Vec<PlannedStep>,

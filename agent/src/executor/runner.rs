@@ -152,6 +152,9 @@ impl Runner {
 
     async fn prepare(&self, plan: &Plan) -> Result<(), Failure> {
         self.driver.ensure_network(&network_name(&plan.instance), &Self::owner(plan, "", "", "network")).await?;
+        for network in &plan.networks {
+            self.driver.ensure_network(network, &Self::owner(plan, "", "", "network")).await?;
+        }
         for image in &plan.images {
             let action = self.driver.ensure_image(image).await?;
             let reference = match image {

@@ -4,101 +4,24 @@
 //! Both exit with [`exit::USAGE`] (2) when the pattern has problems, after printing every one
 //! as `PATH/FILE:LINE:COLUMN: message`; a directory that cannot be read is [`exit::FAILED`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pmesh_proto::bundle::BundleFile;
-use pmesh_proto::pattern::{self, Diagnostic, ParamValue, Pattern, PATTERN_FILE};
+use pmesh_proto::pattern::{self, Diagnostic, ParamValue, Pattern};
+use pmesh_rt::pattern_dir::{self, PatternDir, ReadError};
 
 use super::client::{exit, CliError};
 use super::output::{table, Format};
 
-/// A pattern directory as read from disk.
-#[derive(Debug, Clone)]
-pub struct PatternDir {
-    /// The directory.
-    pub root: PathBuf,
-    /// Every regular file under it (hidden ones left out), by `/`-separated relative path.
-    pub files: BTreeMap<String, Vec<u8>>,
-    /// The files with an executable bit.
-    pub executables: BTreeSet<String>,
-}
-
-impl PatternDir {
-    /// The files as a bundle holds them.
-    pub fn bundle_files(&self) -> BTreeMap<String, BundleFile> {
-        self.files
-            .iter()
-            .map(|(path, contents)| {
-                let file = BundleFile { contents: contents.clone(), executable: self.executables.contains(path) };
-                (path.clone(), file)
-            })
-            .collect()
-    }
-}
-
-/// Reads the pattern at `path`: a directory, or its `pattern.yaml`.
+/// Reads the pattern at `path` (a directory, or its `pattern.yaml`).
 ///
 /// # Errors
-/// [`exit::USAGE`] when `path` is neither or holds a symlink (bundles carry regular files only);
-/// [`exit::FAILED`] when a file cannot be read.
+/// [`exit::USAGE`] when `path` is not a pattern or holds a symlink; [`exit::FAILED`] when a
+/// file cannot be read.
 pub fn read_pattern_dir(path: &Path) -> Result<PatternDir, CliError> {
-    let root = if path.is_file() && path.file_name().is_some_and(|name| name == PATTERN_FILE) {
-        path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    } else {
-        path.to_path_buf()
-    };
-    if !root.is_dir() {
-        return Err(CliError::new(exit::USAGE, format!("{} is not a pattern directory (one holding {PATTERN_FILE})", path.display())));
-    }
-    let mut dir = PatternDir { root: root.clone(), files: BTreeMap::new(), executables: BTreeSet::new() };
-    walk(&root, &root, &mut dir)?;
-    Ok(dir)
-}
-
-fn walk(root: &Path, current: &Path, dir: &mut PatternDir) -> Result<(), CliError> {
-    let unreadable = |path: &Path, err: std::io::Error| CliError::new(exit::FAILED, format!("cannot read {}: {err}", path.display()));
-    let mut entries: Vec<_> = std::fs::read_dir(current)
-        .map_err(|err| unreadable(current, err))?
-        .collect::<Result<_, _>>()
-        .map_err(|err| unreadable(current, err))?;
-    entries.sort_by_key(|entry| entry.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let file_type = entry.file_type().map_err(|err| unreadable(&path, err))?;
-        if file_type.is_symlink() {
-            return Err(CliError::new(exit::USAGE, format!("{} is a symlink; a pattern holds regular files only", path.display())));
-        }
-        if file_type.is_dir() {
-            walk(root, &path, dir)?;
-            continue;
-        }
-        let relative = path.strip_prefix(root).expect("walked paths are under the root");
-        let relative = relative
-            .to_str()
-            .ok_or_else(|| CliError::new(exit::USAGE, format!("{} is not a UTF-8 path", path.display())))?
-            .replace(std::path::MAIN_SEPARATOR, "/");
-        let contents = std::fs::read(&path).map_err(|err| unreadable(&path, err))?;
-        if is_executable(&entry) {
-            dir.executables.insert(relative.clone());
-        }
-        dir.files.insert(relative, contents);
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn is_executable(entry: &std::fs::DirEntry) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    entry.metadata().is_ok_and(|metadata| metadata.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(_entry: &std::fs::DirEntry) -> bool {
-    false
+    pattern_dir::read(path).map_err(|err| match err {
+        ReadError::NotAPattern(message) => CliError::new(exit::USAGE, message),
+        io @ ReadError::Io { .. } => CliError::new(exit::FAILED, io.to_string()),
+    })
 }
 
 /// The pattern at `path`, or every problem printed and exit code 2.
@@ -254,6 +177,7 @@ fn value_text(value: &ParamValue) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use super::*;
 
     fn testdata(name: &str) -> PathBuf {

@@ -4,10 +4,12 @@
 //! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
 //!   TLS failure a call died of kept for the error message;
 //! - [`files`]: atomic writes, private files created 0600;
+//! - [`pattern_dir`]: a pattern directory read from disk;
 //! - [`logging`]: the tracing subscriber, journald-aware;
 //! - [`process`]: signals and sd_notify readiness around a daemon's future.
 
 pub mod files;
 pub mod logging;
 pub mod net;
+pub mod pattern_dir;
 pub mod process;
