@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+
+/// The largest message the agent accepts: a pattern bundle (artifacts travel separately).
+const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 use crate::service::{AgentPolicy, AgentService};
 use crate::state::{self, Paths};
 
@@ -70,7 +73,7 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(AuthzLayer::new(Arc::new(AgentPolicy)))
-        .add_service(AgentServer::new(service))
+        .add_service(AgentServer::new(service).max_decoding_message_size(MAX_BUNDLE_BYTES))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());

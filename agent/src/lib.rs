@@ -5,6 +5,7 @@
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
 //! - [`state`]: the identity on disk; [`config`]: settings.
 
+pub mod bundles;
 pub mod compile;
 pub mod config;
 pub mod daemon;

@@ -12,6 +12,7 @@ use pmesh_proto::identity::{CertFacts, Role};
 use pmesh_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
+use crate::bundles::{BundleStore, StoreError};
 use crate::facts;
 use crate::state::{self, Paths};
 
@@ -70,11 +71,40 @@ impl AgentService {
             cert_not_after_unix,
         })
     }
+
+    fn bundles(&self) -> Result<BundleStore, Status> {
+        let enrolment = state::load_enrolment(&self.paths).map_err(|err| Status::internal(format!("{err:#}")))?;
+        let key = hex::decode(&enrolment.bundle_signing_key)
+            .map_err(|_| Status::internal("the enrolment's bundle-signing key is damaged; re-enrol the agent"))?;
+        Ok(BundleStore::new(&self.paths.data_dir, key))
+    }
 }
 
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn info(&self, _request: Request<v1::InfoRequest>) -> Result<Response<v1::AgentInfo>, Status> {
         Ok(Response::new(AgentService::info(self).await?))
+    }
+
+    async fn has_bundle(&self, request: Request<v1::HasBundleRequest>) -> Result<Response<v1::HasBundleResponse>, Status> {
+        let present = self.bundles()?.has(&request.get_ref().digest);
+        Ok(Response::new(v1::HasBundleResponse { present }))
+    }
+
+    #[tracing::instrument(skip_all, fields(digest = %request.get_ref().digest))]
+    async fn push_bundle(&self, request: Request<v1::PushBundleRequest>) -> Result<Response<v1::PushBundleResponse>, Status> {
+        let push = request.into_inner();
+        let store = self.bundles()?;
+        match store.put(&push.digest, &push.bundle, &push.signature) {
+            Ok(stored) => {
+                tracing::info!(stored, bytes = push.bundle.len(), "bundle received");
+                Ok(Response::new(v1::PushBundleResponse { digest: push.digest, stored }))
+            }
+            Err(StoreError::Refused(reason)) => {
+                tracing::warn!(%reason, "bundle refused");
+                Err(Status::permission_denied(format!("bundle {} refused: {reason}", push.digest)))
+            }
+            Err(err) => Err(Status::internal(err.to_string())),
+        }
     }
 }

@@ -308,3 +308,40 @@ fn applying_again_converges_and_destroy_removes_only_the_instance() {
     assert!(is_running(&bystander), "a container without pmesh labels is untouched");
     docker(&["rm", "-f", &bystander]);
 }
+
+/// Images by `docker load` from a tarball and by a build from a context folder, both from the
+/// local tool image (nothing is pulled).
+#[test]
+fn images_load_from_a_tarball_and_build_from_a_context() {
+    use pmesh_agent::executor::contract::Driver;
+    use pmesh_agent::executor::events::ImageAction;
+    let harness = Harness::new();
+    let suffix = unique_instance("img");
+    let work = tempfile::tempdir().expect("temp dir");
+
+    let loaded_tag = format!("pmesh-test/loaded:{suffix}");
+    docker(&["tag", TOOLS_IMAGE, &loaded_tag]);
+    let tarball = work.path().join("image.tar");
+    docker(&["save", "-o", tarball.to_str().expect("utf-8"), &loaded_tag]);
+    docker(&["rmi", &loaded_tag]);
+    let load = ImageSource::Load { tarball, tag: loaded_tag.clone() };
+    assert_eq!(harness.runtime.block_on(harness.driver.ensure_image(&load)).expect("load"), ImageAction::Loaded);
+    assert_eq!(harness.runtime.block_on(harness.driver.ensure_image(&load)).expect("again"), ImageAction::Present);
+    docker(&["rmi", &loaded_tag]);
+
+    let context = work.path().join("context");
+    std::fs::create_dir(&context).expect("context dir");
+    std::fs::write(context.join("Dockerfile"), format!("FROM {TOOLS_IMAGE}\nRUN echo built-by-pmesh > /built\n")).expect("Dockerfile");
+    let built_tag = format!("pmesh-test/built:{suffix}");
+    let build = ImageSource::Build { context, dockerfile: "Dockerfile".into(), tag: built_tag.clone() };
+    assert_eq!(harness.runtime.block_on(harness.driver.ensure_image(&build)).expect("build"), ImageAction::Built);
+    assert_eq!(docker(&["run", "--rm", &built_tag, "cat", "/built"]), "built-by-pmesh");
+    docker(&["rmi", &built_tag]);
+
+    let broken = work.path().join("broken");
+    std::fs::create_dir(&broken).expect("dir");
+    std::fs::write(broken.join("Dockerfile"), format!("FROM {TOOLS_IMAGE}\nRUN exit 9\n")).expect("Dockerfile");
+    let failing = ImageSource::Build { context: broken, dockerfile: "Dockerfile".into(), tag: format!("pmesh-test/broken:{suffix}") };
+    let err = harness.runtime.block_on(harness.driver.ensure_image(&failing)).expect_err("a failing build fails");
+    assert!(format!("{err:#}").contains("returned a non-zero code: 9"), "{err:#}");
+}
