@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ImageConfig;
 use crate::executor::plan::{
-    Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedStep, PortSpec, Probe,
+    scope, Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedStep, PortSpec, Probe,
     Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
 };
 
@@ -52,6 +52,8 @@ pub struct Inputs<'a> {
     pub files: &'a BTreeMap<String, Vec<u8>>,
     pub params: &'a Params,
     pub instance: &'a str,
+    /// The dispatching agent's name, "" for a local apply (see `Plan::agent`).
+    pub agent: &'a str,
     pub run_id: &'a str,
     /// `DATA_DIR/instances/INSTANCE`: rendered files go under `files/`, build contexts under
     /// `pattern/`.
@@ -250,6 +252,7 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
 
     let plan = Plan {
         instance: inputs.instance.to_owned(),
+        agent: inputs.agent.to_owned(),
         pattern: format!("{}@{}", pattern.metadata.name, pattern.metadata.version),
         run_id: inputs.run_id.to_owned(),
         images,
@@ -332,11 +335,11 @@ fn container_spec(
                 let path = inputs.artifacts.get(name).ok_or_else(|| CompileError(format!("{place}.mounts: artifact {name} is not in the cache")))?;
                 (MountSource::Host(path.clone()), true)
             }
-            SpecMount::Volume(name) => (MountSource::Volume(format!("pmesh-{}-{name}", inputs.instance)), mount.readonly),
+            SpecMount::Volume(name) => (MountSource::Volume(format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))), mount.readonly),
         };
         mounts.push(MountSpec { source, target, read_only });
     }
-    let scoped_networks: Vec<String> = container.networks.iter().map(|name| format!("pmesh-{}-{name}", inputs.instance)).collect();
+    let scoped_networks: Vec<String> = container.networks.iter().map(|name| format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))).collect();
     networks.extend(scoped_networks.iter().cloned());
     Ok(ContainerSpec {
         image: image.clone(),

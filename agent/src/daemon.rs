@@ -69,7 +69,9 @@ pub async fn run(
     tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
     pmesh_rt::process::notify_ready();
     let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
-    let service = AgentService { paths, docker_timeout: config.docker_timeout };
+    let journal = Arc::new(crate::journal::Journal::open(&data_dir.join("journal"))?);
+    let runs = Arc::new(crate::runs::Runs::new(journal, paths.clone(), config.clone()));
+    let service = AgentService { paths, docker_timeout: config.docker_timeout, runs };
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(AuthzLayer::new(Arc::new(AgentPolicy)))

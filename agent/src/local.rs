@@ -82,6 +82,7 @@ async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str)
         files: &files,
         params: &params,
         instance: &options.instance,
+        agent: "",
         run_id,
         work_dir: &work_dir,
         images: &config.images,

@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::bundles::{BundleStore, StoreError};
 use crate::facts;
+use crate::journal::{JournalRecord, RecordKind};
+use crate::runs::{Runs, StartError};
+use std::sync::Arc;
 use crate::state::{self, Paths};
 
 /// The agent's authorisation policy.
@@ -36,6 +39,39 @@ impl Policy for AgentPolicy {
 pub struct AgentService {
     pub paths: Paths,
     pub docker_timeout: Duration,
+    pub runs: Arc<Runs>,
+}
+
+/// The wire form of a journalled event.
+fn wire(record: JournalRecord) -> v1::RunEvent {
+    let kind = match record.kind {
+        RecordKind::RunStarted => v1::RunEventKind::RunStarted,
+        RecordKind::ImageReady => v1::RunEventKind::ImageReady,
+        RecordKind::StepStarted => v1::RunEventKind::StepStarted,
+        RecordKind::StepUnchanged => v1::RunEventKind::StepUnchanged,
+        RecordKind::Log => v1::RunEventKind::Log,
+        RecordKind::Progress => v1::RunEventKind::Progress,
+        RecordKind::StepRetrying => v1::RunEventKind::StepRetrying,
+        RecordKind::StepSucceeded => v1::RunEventKind::StepSucceeded,
+        RecordKind::StepFailed => v1::RunEventKind::StepFailed,
+        RecordKind::StepSkipped => v1::RunEventKind::StepSkipped,
+        RecordKind::RunFinished => v1::RunEventKind::RunFinished,
+    };
+    v1::RunEvent {
+        seq: record.seq,
+        run_id: record.run_id,
+        at_unix_ms: record.at_unix_ms,
+        kind: kind as i32,
+        step: record.step,
+        text: record.text,
+        percent: record.percent,
+        exit_code: record.exit_code.unwrap_or(0),
+        has_exit_code: record.exit_code.is_some(),
+        tail: record.tail,
+        attempt: record.attempt,
+        instance: record.instance,
+        pattern: record.pattern,
+    }
 }
 
 impl AgentService {
@@ -106,5 +142,61 @@ impl Agent for AgentService {
             }
             Err(err) => Err(Status::internal(err.to_string())),
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %request.get_ref().run_id))]
+    async fn start_run(&self, request: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
+        let start = request.into_inner();
+        match self.runs.start(&start.run_id, &start.bundle_digest, &start.instance, &start.values_json).await {
+            Ok(started) => Ok(Response::new(v1::StartRunResponse { started })),
+            Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),
+            Err(StartError::Internal(err)) => {
+                tracing::error!(error = format!("{err:#}"), "starting a run failed");
+                Err(Status::internal("the agent could not start the run; see its log"))
+            }
+        }
+    }
+
+    async fn cancel_run(&self, request: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
+        Ok(Response::new(v1::CancelRunResponse { cancelled: self.runs.cancel(&request.get_ref().run_id) }))
+    }
+
+    type WatchEventsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::RunEvent, Status>>;
+
+    async fn watch_events(&self, request: Request<v1::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let journal = self.runs.journal().clone();
+        let mut next = request.get_ref().from_seq.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut announced = journal.subscribe();
+            loop {
+                let batch = match journal.read_from(next, 512) {
+                    Ok(batch) => batch,
+                    Err(err) => {
+                        let _ = tx.send(Err(Status::internal(format!("{err:#}")))).await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    tokio::select! {
+                        changed = announced.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                for record in batch {
+                    next = record.seq + 1;
+                    if tx.send(Ok(wire(record))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn ack_events(&self, request: Request<v1::AckEventsRequest>) -> Result<Response<v1::AckEventsResponse>, Status> {
+        let oldest_seq = self.runs.journal().trim(request.get_ref().up_to_seq).map_err(|err| Status::internal(format!("{err:#}")))?;
+        Ok(Response::new(v1::AckEventsResponse { oldest_seq }))
     }
 }

@@ -127,12 +127,16 @@ pub async fn serve(
     let client_tls =
         pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
 
+    let client_tls = Arc::new(client_tls);
+    let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), client_tls.clone())?);
     let state = Arc::new(MasterState {
         store: store.clone(),
         bundle_public_key: identity::bundle_public_key(&paths)?,
         ca,
         config: config.clone(),
+        dispatcher: dispatcher.clone(),
     });
+    let consumers = tokio::spawn(dispatcher.supervise(config.check_interval, shutdown.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<MasterServer<MasterService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -142,7 +146,7 @@ pub async fn serve(
 
     let monitor = tokio::spawn(crate::registry::monitor(
         store.clone(),
-        Arc::new(client_tls),
+        client_tls,
         config.check_interval,
         shutdown.clone(),
     ));
@@ -153,7 +157,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(AuthzLayer::new(policy))
-        .add_service(MasterServer::new(MasterService::new(state)))
+        .add_service(MasterServer::new(MasterService::new(state)).max_decoding_message_size(64 * 1024 * 1024))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
@@ -167,6 +171,7 @@ pub async fn serve(
     };
     pmesh_rt::process::notify_stopping();
     monitor.abort();
+    consumers.abort();
     store.flush()?;
     tracing::info!("master stopped");
     result

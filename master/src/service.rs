@@ -25,6 +25,7 @@ pub struct MasterState {
     pub ca: Ca,
     pub config: MasterConfig,
     pub bundle_public_key: Vec<u8>,
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
 }
 
 /// The gRPC service.
@@ -337,6 +338,67 @@ impl Master for MasterService {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn issue_admin(&self, request: Request<v1::IssueAdminRequest>) -> RpcResult<v1::IssueAdminResponse> {
         Ok(Response::new(self.state.issue_admin(request.into_inner())?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn push_pattern(&self, request: Request<v1::PushPatternRequest>) -> RpcResult<v1::PushPatternResponse> {
+        Ok(Response::new(self.state.dispatcher.push_pattern(request.into_inner().bundle)?))
+    }
+
+    async fn list_patterns(&self, _request: Request<v1::ListPatternsRequest>) -> RpcResult<v1::ListPatternsResponse> {
+        let patterns = self.state.dispatcher.runs().patterns().map_err(ApiError::Internal)?;
+        Ok(Response::new(v1::ListPatternsResponse {
+            patterns: patterns
+                .into_iter()
+                .map(|pattern| v1::PatternSummary {
+                    name: pattern.name,
+                    version: pattern.version,
+                    digest: pattern.digest,
+                    description: pattern.description,
+                    category: pattern.category,
+                    pushed_at_unix: pattern.pushed_at,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(pattern = %request.get_ref().pattern))]
+    async fn start_run(&self, request: Request<v1::MasterStartRunRequest>) -> RpcResult<v1::MasterStartRunResponse> {
+        Ok(Response::new(self.state.dispatcher.start(request.into_inner()).await?))
+    }
+
+    async fn list_runs(&self, _request: Request<v1::ListRunsRequest>) -> RpcResult<v1::ListRunsResponse> {
+        let mut runs = self.state.dispatcher.runs().runs().map_err(ApiError::Internal)?;
+        runs.sort_by_key(|run| run.created_at);
+        Ok(Response::new(v1::ListRunsResponse { runs: runs.iter().map(crate::dispatch::summary).collect() }))
+    }
+
+    async fn get_run(&self, request: Request<v1::GetRunRequest>) -> RpcResult<v1::RunSummary> {
+        let run_id = &request.get_ref().run_id;
+        let run = self
+            .state
+            .dispatcher
+            .runs()
+            .run(run_id)
+            .map_err(ApiError::Internal)?
+            .ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
+        Ok(Response::new(crate::dispatch::summary(&run)))
+    }
+
+    async fn cancel_run(&self, request: Request<v1::MasterCancelRunRequest>) -> RpcResult<v1::MasterCancelRunResponse> {
+        let cancelled_on = self.state.dispatcher.cancel(&request.get_ref().run_id).await?;
+        Ok(Response::new(v1::MasterCancelRunResponse { cancelled_on }))
+    }
+
+    type WatchRunStream = tokio_stream::wrappers::ReceiverStream<Result<v1::AgentRunEvent, Status>>;
+
+    async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> RpcResult<Self::WatchRunStream> {
+        let watch = request.into_inner();
+        if self.state.dispatcher.runs().run(&watch.run_id).map_err(ApiError::Internal)?.is_none() {
+            return Err(ApiError::NotFound(format!("no run {:?}", watch.run_id)).into());
+        }
+        let rx = self.state.dispatcher.watch(watch.run_id, watch.from_index, !watch.no_follow);
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]

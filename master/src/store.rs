@@ -132,6 +132,11 @@ impl Store {
         })
     }
 
+    /// The underlying database, for the stores of other modules.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Flushes to disk; called after every state change an operator waits on.
     ///
     /// # Errors

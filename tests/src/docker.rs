@@ -38,3 +38,34 @@ pub fn is_running(name: &str) -> bool {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "true")
         .unwrap_or(false)
 }
+
+/// Removes every container, network and volume labelled with `instance`.
+pub fn remove_instance(instance: &str) {
+    let filter = format!("label=io.pmesh.instance={instance}");
+    for (list, remove) in [
+        (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+        (vec!["network", "ls", "-q", "--filter", &filter], vec!["network", "rm"]),
+        (vec!["volume", "ls", "-q", "--filter", &filter], vec!["volume", "rm", "-f"]),
+    ] {
+        let ids = Command::new("docker").args(&list).output().map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(&remove).arg(id).output();
+        }
+    }
+}
+
+/// A unique instance name for a test, removed from Docker when dropped.
+pub struct Instance(pub String);
+
+impl Instance {
+    pub fn new(prefix: &str) -> Instance {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        Instance(format!("{prefix}-{}-{}", std::process::id() % 10_000, nanos % 100_000))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        remove_instance(&self.0);
+    }
+}

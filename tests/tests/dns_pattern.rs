@@ -58,6 +58,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.agent("destroy", &[]);
+        pmesh_tests::docker::remove_instance(&self.instance);
     }
 }
 
@@ -88,7 +89,7 @@ fn the_dns_pattern_serves_converges_and_is_destroyed_cleanly() {
 
     // Destroy removes exactly the instance's objects and leaves a bystander running.
     let bystander = format!("bystander-{}", lab.instance);
-    docker(&["run", "-d", "--name", &bystander, TOOLS_IMAGE, "sleep", "120"]);
+    docker(&["run", "-d", "--rm", "--name", &bystander, TOOLS_IMAGE, "sleep", "120"]);
     let destroyed = lab.agent("destroy", &[]);
     assert_eq!(destroyed.code, 0, "{}", destroyed.stderr);
     assert!(destroyed.stdout.contains(&format!("pmesh-{}-named", lab.instance)), "{}", destroyed.stdout);

@@ -55,6 +55,7 @@ fn rand_suffix() -> u32 {
 fn plan(instance: &str, run: &str, steps: Vec<PlannedStep>) -> Plan {
     Plan {
         instance: instance.into(),
+        agent: String::new(),
         pattern: "test@0.1.0".into(),
         run_id: run.into(),
         images: vec![ImageSource::Pull { reference: TOOLS_IMAGE.into(), auth: None }],
@@ -285,7 +286,7 @@ fn applying_again_converges_and_destroy_removes_only_the_instance() {
     let _cleanup = Cleanup(&harness, build("a"));
     let id_of = |name: &str| docker(&["inspect", "-f", "{{.Id}}", &format!("pmesh-{instance}-{name}")]);
     let bystander = format!("bystander-{instance}");
-    docker(&["run", "-d", "--name", &bystander, TOOLS_IMAGE, "sleep", "300"]);
+    docker(&["run", "-d", "--rm", "--name", &bystander, TOOLS_IMAGE, "sleep", "300"]);
 
     assert_eq!(harness.apply(build("a"), vec![]).0, Outcome::Succeeded);
     let before: Vec<String> = ["changing", "steady", "once"].iter().map(|name| id_of(name)).collect();

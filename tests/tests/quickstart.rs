@@ -1,12 +1,13 @@
 //! The README's main command, `tests/quickstart.sh`, does what the README says: two agents
-//! enrolled over mTLS and listed as up.
+//! enrolled over mTLS and listed as up, the DNS pattern dispatched to one of them and
+//! answering a real `dig`.
 
 use std::process::Command;
 
 #[test]
 fn quickstart_lists_two_agents_up() {
     let state = tempfile::tempdir().expect("temp dir");
-    let port = pmesh_tests::free_port_block(3);
+    let port = pmesh_tests::free_port_block(11);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/quickstart.sh");
     let run = |args: &[&str]| {
         Command::new(script)
@@ -28,4 +29,9 @@ fn quickstart_lists_two_agents_up() {
     for (line, name) in table[1..].iter().zip(["pc-1", "pc-2"]) {
         assert!(line.starts_with(name) && line.contains(" up "), "{line}");
     }
+    // The DNS pattern was dispatched to pc-1, shown live, and answers.
+    assert!(stdout.contains("pc-1       check-zone     succeeded"), "{stdout}");
+    assert!(stdout.contains("pc-1         succeeded"), "{stdout}");
+    let answer = stdout.lines().skip_while(|line| !line.starts_with("==> dig")).nth(1);
+    assert_eq!(answer, Some("10.0.0.10"), "{stdout}");
 }

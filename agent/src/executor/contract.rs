@@ -19,6 +19,7 @@ pub mod labels {
     pub const SPEC_HASH: &str = "io.pmesh.spec-hash";
     pub const PATTERN: &str = "io.pmesh.pattern";
     pub const KIND: &str = "io.pmesh.kind";
+    pub const AGENT: &str = "io.pmesh.agent";
 }
 
 /// The owner labels of one container, network or volume.
@@ -31,11 +32,13 @@ pub struct OwnerLabels {
     pub pattern: String,
     /// `run`, `service`, `teardown`, `network` or `volume`.
     pub kind: String,
+    /// The dispatching agent's name; not labelled when empty (a local apply).
+    pub agent: String,
 }
 
 impl OwnerLabels {
     pub fn to_map(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut map = HashMap::from([
             (labels::MANAGED.to_owned(), "true".to_owned()),
             (labels::INSTANCE.to_owned(), self.instance.clone()),
             (labels::RUN.to_owned(), self.run.clone()),
@@ -43,7 +46,11 @@ impl OwnerLabels {
             (labels::SPEC_HASH.to_owned(), self.spec_hash.clone()),
             (labels::PATTERN.to_owned(), self.pattern.clone()),
             (labels::KIND.to_owned(), self.kind.clone()),
-        ])
+        ]);
+        if !self.agent.is_empty() {
+            map.insert(labels::AGENT.to_owned(), self.agent.clone());
+        }
+        map
     }
 }
 

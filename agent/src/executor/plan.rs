@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 pub struct Plan {
     /// The instance name: every container carries it as a label.
     pub instance: String,
+    /// The agent running the plan, when the master dispatched it ("" for a local apply). Two
+    /// agents can share one Docker engine (a lab host, the tests); the agent's name in labels
+    /// and names keeps their instances apart.
+    pub agent: String,
     /// `name@version` of the pattern.
     pub pattern: String,
     pub run_id: String,
@@ -230,6 +234,22 @@ impl RetryPolicy {
     pub fn delay_before(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(2).min(16);
         (self.backoff * 2u32.pow(doublings)).min(Duration::from_secs(300))
+    }
+}
+
+impl Plan {
+    /// The prefix of the instance's Docker names: `INSTANCE`, or `AGENT-INSTANCE`.
+    pub fn scope(&self) -> String {
+        scope(&self.agent, &self.instance)
+    }
+}
+
+/// The prefix of an instance's Docker names on `agent` ("" for a local apply).
+pub fn scope(agent: &str, instance: &str) -> String {
+    if agent.is_empty() {
+        instance.to_owned()
+    } else {
+        format!("{agent}-{instance}")
     }
 }
 

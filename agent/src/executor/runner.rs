@@ -30,14 +30,24 @@ pub const TAIL_LINES: usize = 20;
 /// How long a stopped container gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The Docker network every container of `instance` joins.
-pub fn network_name(instance: &str) -> String {
-    format!("pmesh-{instance}")
+/// The Docker network every container of an instance joins (`scope`: see [`Plan::scope`]).
+pub fn network_name(scope: &str) -> String {
+    format!("pmesh-{scope}")
 }
 
-/// The container name of `step` in `instance`.
-pub fn container_name(instance: &str, step: &str) -> String {
-    format!("pmesh-{instance}-{step}")
+/// The container name of `step` (`scope`: see [`Plan::scope`]).
+pub fn container_name(scope: &str, step: &str) -> String {
+    format!("pmesh-{scope}-{step}")
+}
+
+/// The label filter selecting the plan's instance (and agent, when dispatched), plus `extra`.
+fn instance_filter<'a>(plan: &'a Plan, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut filter = vec![(labels::INSTANCE, plan.instance.as_str())];
+    if !plan.agent.is_empty() {
+        filter.push((labels::AGENT, plan.agent.as_str()));
+    }
+    filter.extend_from_slice(extra);
+    filter
 }
 
 /// Runs plans against a driver.
@@ -109,6 +119,7 @@ impl Runner {
             spec_hash: spec_hash.to_owned(),
             pattern: plan.pattern.clone(),
             kind: kind.to_owned(),
+            agent: plan.agent.clone(),
         }
     }
 
@@ -137,7 +148,7 @@ impl Runner {
 
     /// Stops every running container this run created (cancel stops services too).
     async fn stop_run_containers(&self, plan: &Plan) {
-        let filter = [(labels::INSTANCE, plan.instance.as_str()), (labels::RUN, plan.run_id.as_str())];
+        let filter = instance_filter(plan, &[(labels::RUN, plan.run_id.as_str())]);
         match self.driver.find(&filter).await {
             Ok(found) => {
                 for container in found.iter().filter(|container| container.running) {
@@ -151,7 +162,7 @@ impl Runner {
     }
 
     async fn prepare(&self, plan: &Plan) -> Result<(), Failure> {
-        self.driver.ensure_network(&network_name(&plan.instance), &Self::owner(plan, "", "", "network")).await?;
+        self.driver.ensure_network(&network_name(&plan.scope()), &Self::owner(plan, "", "", "network")).await?;
         for network in &plan.networks {
             self.driver.ensure_network(network, &Self::owner(plan, "", "", "network")).await?;
         }
@@ -309,7 +320,7 @@ impl Runner {
     }
 
     async fn stop_step_containers(&self, plan: &Plan, step: &str) {
-        let filter = [(labels::INSTANCE, plan.instance.as_str()), (labels::STEP, step), (labels::RUN, plan.run_id.as_str())];
+        let filter = instance_filter(plan, &[(labels::STEP, step), (labels::RUN, plan.run_id.as_str())]);
         if let Ok(found) = self.driver.find(&filter).await {
             for container in found.iter().filter(|container| container.running) {
                 if let Err(err) = self.driver.stop(&container.id, STOP_GRACE).await {
@@ -331,7 +342,7 @@ impl Runner {
 
     /// Existing containers of `step` in the plan's instance.
     async fn existing(&self, plan: &Plan, step: &str) -> anyhow::Result<Vec<super::contract::Found>> {
-        self.driver.find(&[(labels::INSTANCE, plan.instance.as_str()), (labels::STEP, step)]).await
+        self.driver.find(&instance_filter(plan, &[(labels::STEP, step)])).await
     }
 
     async fn replace(&self, plan: &Plan, step: &str, spec: &ContainerSpec, kind: &str) -> Result<String, Failure> {
@@ -339,7 +350,7 @@ impl Runner {
             self.driver.remove(&old.id).await?;
         }
         let owner = Self::owner(plan, step, &spec.spec_hash(), kind);
-        let id = self.driver.create(&container_name(&plan.instance, step), spec, &owner, &network_name(&plan.instance)).await?;
+        let id = self.driver.create(&container_name(&plan.scope(), step), spec, &owner, &network_name(&plan.scope())).await?;
         Ok(id)
     }
 
@@ -487,7 +498,7 @@ impl Runner {
                 }
             }
         }
-        let filter = [(labels::MANAGED, "true"), (labels::INSTANCE, plan.instance.as_str())];
+        let filter = instance_filter(plan, &[(labels::MANAGED, "true")]);
         let mut removed = Vec::new();
         for container in self.driver.find(&filter).await? {
             self.driver.remove(&container.id).await?;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod output;
 pub mod pattern;
+pub mod runs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,9 +51,15 @@ pub enum Command {
     /// Issue and revoke operator credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Check and inspect patterns (no master needed).
+    /// Check, inspect, register and list patterns.
     #[command(subcommand)]
     Pattern(PatternCommand),
+    /// Run a registered pattern on agents and follow it live.
+    Run(RunArgs),
+    /// List, inspect, follow and cancel runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Make a host reachable over SSH an enrolled pattern controller.
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +74,70 @@ pub enum PatternCommand {
         /// The pattern directory, or its pattern.yaml.
         path: PathBuf,
     },
+    /// Lint, pack and register a pattern version with the master (which signs it).
+    Push {
+        /// The pattern directory.
+        path: PathBuf,
+    },
+    /// List the registered patterns.
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pattern, NAME or NAME@VERSION.
+    pub pattern: String,
+    /// Run on this agent; repeatable.
+    #[arg(long = "on")]
+    pub on: Vec<String>,
+    /// Run on the agents whose labels match, as k=v[,k=v].
+    #[arg(long, value_parser = parse_selector)]
+    pub selector: Option<Selector>,
+    /// Run on every agent.
+    #[arg(long)]
+    pub all: bool,
+    /// A parameter value, name=value; repeatable.
+    #[arg(short = 'p', long = "param")]
+    pub params: Vec<String>,
+    /// A YAML file of parameter values; -p wins over it.
+    #[arg(short = 'f', long = "values")]
+    pub values: Option<PathBuf>,
+    /// The instance name [default: the pattern's name].
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Start and return; follow later with `pmesh runs watch`.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs.
+    Ls,
+    /// Show a run and each agent's state.
+    Show { run_id: String },
+    /// Print a run's log lines.
+    Logs {
+        run_id: String,
+        /// Only this step's lines.
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep printing until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Follow a run live from its start; exits with the run's code.
+    Watch { run_id: String },
+    /// Cancel a run on every agent still running it.
+    Cancel { run_id: String },
+}
+
+/// Labels an agent must carry, from `--selector k=v[,k=v]`.
+#[derive(Debug, Clone)]
+pub struct Selector(pub Vec<(String, String)>);
+
+fn parse_selector(text: &str) -> Result<Selector, String> {
+    text.split(',').map(parse_label).collect::<Result<_, _>>().map(Selector)
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +250,38 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Agents(command) => agents(command, credentials, data_dir, cli.output).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, cli.output),
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, cli.output),
+        Command::Pattern(PatternCommand::Push { path }) => runs::push(&client::connect(credentials, data_dir)?, &path, cli.output).await,
+        Command::Pattern(PatternCommand::Ls) => runs::list_patterns(&client::connect(credentials, data_dir)?, cli.output).await,
+        Command::Run(args) => {
+            let connection = client::connect(credentials, data_dir)?;
+            let options = runs::RunOptions {
+                pattern: args.pattern,
+                on: args.on,
+                selector: args.selector.map(|selector| selector.0).unwrap_or_default(),
+                all: args.all,
+                params: args.params,
+                values_file: args.values,
+                instance: args.instance,
+                detach: args.detach,
+            };
+            match runs::run(&connection, options, cli.output).await? {
+                0 => Ok(()),
+                code => Err(CliError::new(code, "the run did not succeed on every agent")),
+            }
+        }
+        Command::Runs(command) => {
+            let connection = client::connect(credentials, data_dir)?;
+            match command {
+                RunsCommand::Ls => runs::list(&connection, cli.output).await,
+                RunsCommand::Show { run_id } => runs::show(&connection, &run_id, cli.output).await,
+                RunsCommand::Logs { run_id, step, follow } => runs::logs(&connection, &run_id, step.as_deref(), follow, cli.output).await,
+                RunsCommand::Cancel { run_id } => runs::cancel(&connection, &run_id, cli.output).await,
+                RunsCommand::Watch { run_id } => match runs::watch(&connection, &run_id, cli.output).await? {
+                    0 => Ok(()),
+                    code => Err(CliError::new(code, "the run did not succeed on every agent")),
+                },
+            }
+        }
         Command::Admin(AdminCommand::Issue { name, out }) => {
             if out.exists() {
                 return Err(CliError::new(exit::USAGE, format!("{} exists; refusing to overwrite a credential", out.display())));

@@ -1,0 +1,338 @@
+//! The agent's durable event journal (sled, `DATA_DIR/journal`).
+//!
+//! Every event gets a gap-free, agent-wide sequence number and is written, and flushed, before
+//! anyone can read it: watchers only ever see journalled events, so a master that resumes from
+//! the last sequence number it persisted misses nothing and sees nothing twice. The master
+//! acknowledges what it has persisted, and the journal drops those events, so it cannot grow
+//! without bound while the master is reachable.
+//!
+//! Records are this module's own versioned types (`"v": 1`), not the wire types.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::executor::events::{Event, EventKind, ImageAction, Outcome};
+
+/// One journalled event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub v: u32,
+    pub seq: u64,
+    pub run_id: String,
+    pub at_unix_ms: i64,
+    pub kind: RecordKind,
+    #[serde(default)]
+    pub step: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub percent: f64,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub tail: Vec<String>,
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default)]
+    pub pattern: String,
+}
+
+/// The kinds of journalled events, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    RunStarted,
+    ImageReady,
+    StepStarted,
+    StepUnchanged,
+    Log,
+    Progress,
+    StepRetrying,
+    StepSucceeded,
+    StepFailed,
+    StepSkipped,
+    RunFinished,
+}
+
+/// What the agent remembers of a run, so a retried start starts nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub v: u32,
+    pub run_id: String,
+    pub instance: String,
+    pub bundle_digest: String,
+    pub started_at_unix_ms: i64,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+}
+
+fn record(seq: u64, event: &Event) -> JournalRecord {
+    let at_unix_ms = event.at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0);
+    let mut out = JournalRecord {
+        v: 1,
+        seq,
+        run_id: event.run_id.clone(),
+        at_unix_ms,
+        kind: RecordKind::Log,
+        step: String::new(),
+        text: String::new(),
+        percent: 0.0,
+        exit_code: None,
+        tail: Vec::new(),
+        attempt: 0,
+        instance: String::new(),
+        pattern: String::new(),
+    };
+    match &event.kind {
+        EventKind::RunStarted { instance, pattern, n_steps } => {
+            out.kind = RecordKind::RunStarted;
+            out.instance = instance.clone();
+            out.pattern = pattern.clone();
+            out.text = format!("{n_steps} steps");
+        }
+        EventKind::ImageReady { reference, action } => {
+            out.kind = RecordKind::ImageReady;
+            let how = match action {
+                ImageAction::Present => "present",
+                ImageAction::Pulled => "pulled",
+                ImageAction::Loaded => "loaded",
+                ImageAction::Built => "built",
+            };
+            out.text = format!("{reference} {how}");
+        }
+        EventKind::StepStarted { step, attempt } => {
+            out.kind = RecordKind::StepStarted;
+            out.step = step.clone();
+            out.attempt = *attempt;
+        }
+        EventKind::StepUnchanged { step, .. } => {
+            out.kind = RecordKind::StepUnchanged;
+            out.step = step.clone();
+        }
+        EventKind::Log { step, line } => {
+            out.kind = RecordKind::Log;
+            out.step = step.clone();
+            out.text = line.clone();
+        }
+        EventKind::Progress { step, percent } => {
+            out.kind = RecordKind::Progress;
+            out.step = step.clone();
+            out.percent = f64::from(*percent);
+        }
+        EventKind::StepRetrying { step, attempt, reason } => {
+            out.kind = RecordKind::StepRetrying;
+            out.step = step.clone();
+            out.attempt = *attempt;
+            out.text = reason.clone();
+        }
+        EventKind::StepSucceeded { step, .. } => {
+            out.kind = RecordKind::StepSucceeded;
+            out.step = step.clone();
+        }
+        EventKind::StepFailed { step, reason, exit_code, tail } => {
+            out.kind = RecordKind::StepFailed;
+            out.step = step.clone();
+            out.text = reason.clone();
+            out.exit_code = *exit_code;
+            out.tail = tail.clone();
+        }
+        EventKind::StepSkipped { step, reason } => {
+            out.kind = RecordKind::StepSkipped;
+            out.step = step.clone();
+            out.text = reason.clone();
+        }
+        EventKind::RunFinished { outcome } => {
+            out.kind = RecordKind::RunFinished;
+            out.text = outcome_name(*outcome).to_owned();
+        }
+    }
+    out
+}
+
+/// `succeeded`, `failed` or `cancelled`.
+pub fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+/// The journal.
+pub struct Journal {
+    db: sled::Db,
+    events: sled::Tree,
+    runs: sled::Tree,
+    /// The next sequence number; held while appending so numbers are gap-free.
+    next_seq: Mutex<u64>,
+    last_seq: watch::Sender<u64>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`.
+    ///
+    /// # Errors
+    /// When sled cannot open it (another agent process holds it) or a record is damaged.
+    pub fn open(dir: &Path) -> anyhow::Result<Journal> {
+        let db = sled::open(dir).with_context(|| format!("opening the journal in {} (is another agent running?)", dir.display()))?;
+        let events = db.open_tree("events")?;
+        let runs = db.open_tree("runs")?;
+        let meta = db.open_tree("meta")?;
+        // The next number continues after the last event, or after the last trimmed one.
+        let last_event = events.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
+        let trimmed = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
+        let last = last_event.max(trimmed);
+        let (last_seq, _) = watch::channel(last);
+        Ok(Journal { db, events, runs, next_seq: Mutex::new(last + 1), last_seq })
+    }
+
+    /// Appends `batch`, flushes it to disk, then tells watchers. Returns the last sequence
+    /// number written.
+    ///
+    /// # Errors
+    /// When the disk fails; nothing of the batch is announced then.
+    pub async fn append(&self, batch: &[Event]) -> anyhow::Result<u64> {
+        let last = {
+            let mut next = self.next_seq.lock().expect("journal lock poisoned only if an append panicked");
+            let mut sled_batch = sled::Batch::default();
+            for event in batch {
+                let journalled = record(*next, event);
+                sled_batch.insert(&next.to_be_bytes(), serde_json::to_vec(&journalled)?);
+                *next += 1;
+            }
+            self.events.apply_batch(sled_batch)?;
+            *next - 1
+        };
+        self.db.flush_async().await.context("flushing the journal")?;
+        self.last_seq.send_replace(last);
+        Ok(last)
+    }
+
+    /// Journalled events with `seq >= from`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When a record is damaged.
+    pub fn read_from(&self, from: u64, limit: usize) -> anyhow::Result<Vec<JournalRecord>> {
+        self.events
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value).context("a journal record does not decode")
+            })
+            .collect()
+    }
+
+    /// Announces the last journalled sequence number as it grows.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last_seq.subscribe()
+    }
+
+    /// Drops events up to `up_to` (acknowledged by the master). Returns the oldest kept.
+    ///
+    /// # Errors
+    /// When the disk fails.
+    pub fn trim(&self, up_to: u64) -> anyhow::Result<u64> {
+        let mut batch = sled::Batch::default();
+        for key in self.events.range(..=up_to.to_be_bytes()).keys() {
+            batch.remove(key?);
+        }
+        self.events.apply_batch(batch)?;
+        self.db.open_tree("meta")?.fetch_and_update("trimmed_up_to", |old| {
+            let old = old.map(seq_of).unwrap_or(0);
+            Some(old.max(up_to).to_be_bytes().to_vec())
+        })?;
+        Ok(self.events.first()?.map(|(key, _)| seq_of(&key)).unwrap_or(up_to + 1))
+    }
+
+    /// The run with `run_id`, if this agent knows it.
+    ///
+    /// # Errors
+    /// When the record is damaged.
+    pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
+        self.runs.get(run_id)?.map(|value| serde_json::from_slice(&value).context("a run record does not decode")).transpose()
+    }
+
+    /// Records a run, atomically refusing a second record with the same id: `Ok(false)` when
+    /// the run was known already (a retried start).
+    ///
+    /// # Errors
+    /// When the disk fails.
+    pub fn insert_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
+        let inserted = self.runs.compare_and_swap(&run.run_id, None as Option<&[u8]>, Some(serde_json::to_vec(run)?))?.is_ok();
+        self.db.flush()?;
+        Ok(inserted)
+    }
+
+    /// Sets a run's state.
+    ///
+    /// # Errors
+    /// When the disk fails.
+    pub fn set_run_state(&self, run_id: &str, state: &str) -> anyhow::Result<()> {
+        if let Some(mut run) = self.run(run_id)? {
+            run.state = state.to_owned();
+            self.runs.insert(run_id, serde_json::to_vec(&run)?)?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn seq_of(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn event(line: &str) -> Event {
+        Event { at: SystemTime::now(), run_id: "r1".into(), kind: EventKind::Log { step: "s".into(), line: line.into() } }
+    }
+
+    #[tokio::test]
+    async fn sequence_numbers_are_gap_free_across_reopen_and_trim() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            assert_eq!(journal.append(&[event("a"), event("b")]).await.unwrap(), 2);
+            assert_eq!(journal.append(&[event("c")]).await.unwrap(), 3);
+            let read: Vec<u64> = journal.read_from(2, 10).unwrap().iter().map(|record| record.seq).collect();
+            assert_eq!(read, [2, 3]);
+            assert_eq!(journal.trim(3).unwrap(), 4, "everything acknowledged");
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.append(&[event("d")]).await.unwrap(), 4, "numbering continues after a trim and a restart");
+        assert_eq!(journal.read_from(0, 10).unwrap()[0].text, "d");
+    }
+
+    #[test]
+    fn a_run_id_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let run = RunRecord { v: 1, run_id: "r1".into(), instance: "i".into(), bundle_digest: "d".into(), started_at_unix_ms: 0, state: "running".into() };
+        assert!(journal.insert_run(&run).unwrap());
+        assert!(!journal.insert_run(&run).unwrap());
+        journal.set_run_state("r1", "succeeded").unwrap();
+        assert_eq!(journal.run("r1").unwrap().unwrap().state, "succeeded");
+    }
+
+    /// Journal records written by schema v1 keep decoding.
+    #[test]
+    fn reads_v1_records() {
+        let v1 = r#"{"v":1,"seq":7,"run_id":"r1","at_unix_ms":1,"kind":"step_failed","step":"named",
+            "text":"exited with code 1","percent":0.0,"exit_code":1,"tail":["x"],"attempt":1,
+            "instance":"","pattern":""}"#;
+        let record: JournalRecord = serde_json::from_str(v1).unwrap();
+        assert_eq!(record.kind, RecordKind::StepFailed);
+        assert_eq!(record.exit_code, Some(1));
+    }
+}

@@ -1,0 +1,179 @@
+//! Runs started by the master: a held bundle, values and an instance become a compiled plan,
+//! run in the background with every event journalled before anyone can read it.
+//!
+//! A run id is idempotent: the journal records it atomically, and a start with a known id
+//! starts nothing. Everything is validated (bundle held, pattern, values, compile) before the
+//! run is recorded, so a refused start leaves no trace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use pmesh_proto::pattern;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bundles::{BundleStore, StoreError};
+use crate::compile::{self, Inputs};
+use crate::config::AgentConfig;
+use crate::docker::DockerDriver;
+use crate::executor::events::{Event, EventKind, Outcome};
+use crate::executor::runner::Runner;
+use crate::journal::{outcome_name, Journal, RunRecord};
+use crate::state::{self, Paths};
+
+/// Why a start was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The request cannot run as given; the message lists every problem, one per line.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The most events written to the journal in one flush.
+const MAX_BATCH: usize = 512;
+
+/// The agent's runs.
+pub struct Runs {
+    journal: Arc<Journal>,
+    paths: Paths,
+    config: AgentConfig,
+    active: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Runs {
+    pub fn new(journal: Arc<Journal>, paths: Paths, config: AgentConfig) -> Runs {
+        Runs { journal, paths, config, active: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Starts a run; `Ok(false)` when the id is known already.
+    ///
+    /// # Errors
+    /// [`StartError::Invalid`] when the bundle is not held or the pattern, values or plan are
+    /// invalid: nothing is recorded or created then.
+    pub async fn start(self: &Arc<Self>, run_id: &str, digest: &str, instance: &str, values_json: &str) -> Result<bool, StartError> {
+        let invalid = |message: String| StartError::Invalid(message);
+        if run_id.is_empty() || !run_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid(format!("run id {run_id:?}: use letters, digits and '-'")));
+        }
+        if self.journal.run(run_id)?.is_some() {
+            return Ok(false);
+        }
+        pmesh_proto::identity::validate_name(instance).map_err(|err| invalid(format!("instance: {err}")))?;
+        let enrolment = state::load_enrolment(&self.paths)?;
+        let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
+        let files: BTreeMap<String, Vec<u8>> = match BundleStore::new(&self.paths.data_dir, key).open(digest) {
+            Ok(files) => files.into_iter().map(|(path, file)| (path, file.contents)).collect(),
+            Err(StoreError::Missing(_)) => return Err(invalid(format!("bundle {digest} is not on this agent; push it first"))),
+            Err(err) => return Err(invalid(err.to_string())),
+        };
+        let parsed = pattern::parse(&files).map_err(|diagnostics| invalid(lines(&diagnostics)))?;
+        let supplied = pattern::values_from_yaml("values", if values_json.trim().is_empty() { "{}" } else { values_json })
+            .map_err(|diagnostics| invalid(lines(&diagnostics)))?;
+        let params = pattern::validate_values(&parsed, &supplied).map_err(|problems| invalid(lines(&problems)))?;
+        let work_dir = self.paths.data_dir.join("instances").join(instance);
+        let artifacts = BTreeMap::new();
+        let inputs = Inputs {
+            files: &files,
+            params: &params,
+            instance,
+            agent: &enrolment.name,
+            run_id,
+            work_dir: &work_dir,
+            images: &self.config.images,
+            artifacts: &artifacts,
+            max_parallel: self.config.max_parallel_steps,
+        };
+        let compiled = compile::compile(&parsed, &inputs).map_err(|err| invalid(err.to_string()))?;
+
+        let started_at_unix_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let record = RunRecord {
+            v: 1,
+            run_id: run_id.to_owned(),
+            instance: instance.to_owned(),
+            bundle_digest: digest.to_owned(),
+            started_at_unix_ms,
+            state: "running".into(),
+        };
+        if !self.journal.insert_run(&record)? {
+            return Ok(false);
+        }
+        compiled.materials.write()?;
+        let cancel = CancellationToken::new();
+        self.active.lock().expect("runs lock").insert(run_id.to_owned(), cancel.clone());
+        let runs = self.clone();
+        let run_id = run_id.to_owned();
+        tokio::spawn(async move {
+            let outcome = runs.drive(compiled, cancel).await;
+            runs.active.lock().expect("runs lock").remove(&run_id);
+            if let Err(err) = runs.journal.set_run_state(&run_id, outcome_name(outcome)) {
+                tracing::error!(run = %run_id, error = %err, "recording the run's end failed");
+            }
+            tracing::info!(run = %run_id, outcome = outcome_name(outcome), "run finished");
+        });
+        Ok(true)
+    }
+
+    async fn drive(&self, compiled: compile::Compiled, cancel: CancellationToken) -> Outcome {
+        let (tx, mut rx) = mpsc::channel::<Event>(4 * MAX_BATCH);
+        let journal = self.journal.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(err) = journal.append(&batch).await {
+                    // The journal is the run's record: without it, events would be lost.
+                    tracing::error!(error = format!("{err:#}"), "journalling events failed");
+                }
+            }
+        });
+        let run_id = compiled.plan.run_id.clone();
+        let outcome = match DockerDriver::connect().await {
+            Ok(driver) => {
+                let runner = Runner::new(Arc::new(driver), tx, compiled.secrets);
+                runner.apply(compiled.plan, cancel).await
+            }
+            Err(err) => {
+                let now = SystemTime::now();
+                let events = [
+                    EventKind::RunStarted { instance: compiled.plan.instance.clone(), pattern: compiled.plan.pattern.clone(), n_steps: compiled.plan.steps.len() },
+                    EventKind::StepFailed { step: "prepare".into(), reason: format!("{err:#}"), exit_code: None, tail: vec![] },
+                    EventKind::RunFinished { outcome: Outcome::Failed },
+                ];
+                for kind in events {
+                    let _ = tx.send(Event { at: now, run_id: run_id.clone(), kind }).await;
+                }
+                drop(tx);
+                Outcome::Failed
+            }
+        };
+        let _ = pump.await;
+        outcome
+    }
+
+    /// Cancels a running run; `false` when it is not running here.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.active.lock().expect("runs lock").get(run_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn lines<T: std::fmt::Display>(problems: &[T]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}

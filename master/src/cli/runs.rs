@@ -1,0 +1,296 @@
+//! `pmesh pattern push|ls`, `pmesh run` and `pmesh runs …`: registering patterns, dispatching
+//! them, and following runs live.
+//!
+//! Progress is one line per event (`TIME AGENT STEP TEXT`), which reads the same in a
+//! terminal, a CI log or a pipe. Ctrl-C detaches from a run; it does not cancel it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use pmesh_proto::v1::{self, RunEventKind};
+use serde_json::json;
+
+use super::client::{exit, CliError, Connection};
+use super::output::{table, Format};
+
+/// Exit code of a cancelled run.
+pub const CANCELLED: u8 = 3;
+
+/// `pmesh pattern push PATH`.
+///
+/// # Errors
+/// [`exit::USAGE`] with every problem when the pattern does not lint.
+pub async fn push(connection: &Connection, path: &Path, format: Format) -> Result<(), CliError> {
+    let dir = super::pattern::read_pattern_dir(path)?;
+    let diagnostics = pmesh_proto::pattern::lint(&dir.files);
+    if !diagnostics.is_empty() {
+        for diagnostic in &diagnostics {
+            eprintln!("{}", dir.root.join(diagnostic.to_string()).display());
+        }
+        return Err(CliError::new(exit::USAGE, format!("{} problem(s) in {}; nothing was pushed", diagnostics.len(), dir.root.display())));
+    }
+    let archive = pmesh_proto::bundle::pack(&dir.bundle_files()).map_err(|err| CliError::new(exit::USAGE, err.to_string()))?;
+    let pushed = connection
+        .client
+        .clone()
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .push_pattern(v1::PushPatternRequest { bundle: archive })
+        .await
+        .map_err(|status| connection.failed(status))?
+        .into_inner();
+    match format {
+        Format::Json => println!("{}", json!({ "name": pushed.name, "version": pushed.version, "digest": pushed.digest, "created": pushed.created })),
+        Format::Text => {
+            let verb = if pushed.created { "registered" } else { "already registered:" };
+            println!("{verb} {}@{} ({})", pushed.name, pushed.version, pushed.digest);
+        }
+    }
+    Ok(())
+}
+
+/// `pmesh pattern ls`.
+///
+/// # Errors
+/// When the master cannot be reached.
+pub async fn list_patterns(connection: &Connection, format: Format) -> Result<(), CliError> {
+    let listed = connection.client.clone().list_patterns(v1::ListPatternsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    match format {
+        Format::Json => {
+            let patterns: Vec<_> = listed.patterns.iter().map(|pattern| json!({ "name": pattern.name, "version": pattern.version, "digest": pattern.digest, "category": pattern.category, "description": pattern.description })).collect();
+            println!("{}", serde_json::to_string_pretty(&patterns).unwrap_or_default());
+        }
+        Format::Text => {
+            let rows: Vec<Vec<String>> = listed
+                .patterns
+                .iter()
+                .map(|pattern| vec![pattern.name.clone(), pattern.version.clone(), pattern.category.clone(), pattern.digest.chars().take(19).collect(), pattern.description.clone()])
+                .collect();
+            println!("{}", table(&["NAME", "VERSION", "CATEGORY", "DIGEST", "DESCRIPTION"], &rows));
+        }
+    }
+    Ok(())
+}
+
+/// What `pmesh run` was given.
+pub struct RunOptions {
+    pub pattern: String,
+    pub on: Vec<String>,
+    pub selector: Vec<(String, String)>,
+    pub all: bool,
+    pub params: Vec<String>,
+    pub values_file: Option<std::path::PathBuf>,
+    pub instance: Option<String>,
+    pub detach: bool,
+}
+
+/// The supplied values as JSON: the values file, then each `-p` over it.
+fn values_json(options: &RunOptions) -> Result<String, CliError> {
+    let mut values = serde_json::Map::new();
+    if let Some(file) = &options.values_file {
+        let text = std::fs::read_to_string(file).map_err(|err| CliError::new(exit::USAGE, format!("{}: {err}", file.display())))?;
+        let parsed = pmesh_proto::pattern::values_from_yaml(&file.display().to_string(), &text)
+            .map_err(|problems| CliError::new(exit::USAGE, problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        for (name, value) in parsed {
+            values.insert(name, serde_json::to_value(&value).map_err(anyhow::Error::from)?);
+        }
+    }
+    for assignment in &options.params {
+        let (name, value) = pmesh_proto::pattern::parse_assignment(assignment).map_err(|problem| CliError::new(exit::USAGE, problem.to_string()))?;
+        values.insert(name, serde_json::to_value(&value).map_err(anyhow::Error::from)?);
+    }
+    Ok(serde_json::Value::Object(values).to_string())
+}
+
+/// `pmesh run`: start, then follow unless `--detach`. Returns the exit code.
+///
+/// # Errors
+/// [`exit::USAGE`] with one line per problem when the master refuses the values.
+pub async fn run(connection: &Connection, options: RunOptions, format: Format) -> Result<u8, CliError> {
+    let request = v1::MasterStartRunRequest {
+        pattern: options.pattern.clone(),
+        on: options.on.clone(),
+        selector: options.selector.iter().cloned().collect::<HashMap<_, _>>(),
+        all: options.all,
+        values_json: values_json(&options)?,
+        instance: options.instance.clone().unwrap_or_default(),
+        run_id: String::new(),
+    };
+    let started = connection.client.clone().start_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
+    for target in started.targets.iter().filter(|target| !target.started) {
+        eprintln!("{}: {}", target.agent, target.error);
+    }
+    if format == Format::Text {
+        println!("run {} started on {}", started.run_id, started.targets.iter().map(|target| target.agent.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    if options.detach {
+        if format == Format::Json {
+            println!("{}", json!({ "run_id": started.run_id }));
+        }
+        return Ok(0);
+    }
+    watch(connection, &started.run_id, format).await
+}
+
+/// Follows a run until it ends (or Ctrl-C detaches); returns the exit code.
+///
+/// # Errors
+/// When the master cannot be reached or the run is unknown.
+pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Result<u8, CliError> {
+    let request = v1::WatchRunRequest { run_id: run_id.to_owned(), from_index: 0, no_follow: false };
+    let mut long = tonic::Request::new(request);
+    long.set_timeout(std::time::Duration::from_secs(7 * 24 * 3600));
+    let mut stream = connection.client.clone().watch_run(long).await.map_err(|status| connection.failed(status))?.into_inner();
+    loop {
+        let next = tokio::select! {
+            next = stream.message() => next,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
+                return Ok(0);
+            }
+        };
+        match next {
+            Ok(Some(envelope)) => print_event(&envelope, format),
+            Ok(None) => break,
+            Err(status) => return Err(connection.failed(status)),
+        }
+    }
+    let run = connection.client.clone().get_run(v1::GetRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    if format == Format::Text {
+        for agent in &run.agents {
+            let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
+            println!("{:<12} {}{error}", agent.agent, agent.state);
+        }
+    }
+    Ok(exit_code(&run.state))
+}
+
+/// The documented exit code of a run's overall state.
+pub fn exit_code(state: &str) -> u8 {
+    match state {
+        "succeeded" => 0,
+        "cancelled" => CANCELLED,
+        "unreachable" => exit::UNREACHABLE,
+        _ => exit::FAILED,
+    }
+}
+
+fn describe(event: &v1::RunEvent) -> String {
+    match RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified) {
+        RunEventKind::RunStarted => format!("run started: {} on instance {} ({})", event.pattern, event.instance, event.text),
+        RunEventKind::ImageReady => format!("image {}", event.text),
+        RunEventKind::StepStarted if event.attempt > 1 => format!("started (attempt {})", event.attempt),
+        RunEventKind::StepStarted => "started".into(),
+        RunEventKind::StepUnchanged => "unchanged".into(),
+        RunEventKind::Log => format!("| {}", event.text),
+        RunEventKind::Progress => format!("{:.0}%", event.percent),
+        RunEventKind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
+        RunEventKind::StepSucceeded => "succeeded".into(),
+        RunEventKind::StepFailed => {
+            let mut text = format!("FAILED: {}", event.text);
+            for line in &event.tail {
+                text.push_str(&format!("\n      {line}"));
+            }
+            text
+        }
+        RunEventKind::StepSkipped => format!("skipped: {}", event.text),
+        RunEventKind::RunFinished => format!("run {}", event.text),
+        RunEventKind::Unspecified => event.text.clone(),
+    }
+}
+
+fn print_event(envelope: &v1::AgentRunEvent, format: Format) {
+    let Some(event) = &envelope.event else { return };
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
+                    "kind": RunEventKind::try_from(event.kind).map(|kind| kind.as_str_name()).unwrap_or("UNSPECIFIED"),
+                    "step": event.step, "text": event.text, "percent": event.percent,
+                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail })
+        ),
+        Format::Text => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_unix_ms.max(0) as u64);
+            let step = if event.step.is_empty() { "-" } else { event.step.as_str() };
+            println!("{} {:<10} {:<14} {}", humantime::format_rfc3339_seconds(at), envelope.agent, step, describe(event));
+        }
+    }
+}
+
+/// `pmesh runs ls`.
+///
+/// # Errors
+/// When the master cannot be reached.
+pub async fn list(connection: &Connection, format: Format) -> Result<(), CliError> {
+    let listed = connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    match format {
+        Format::Json => {
+            let runs: Vec<_> = listed.runs.iter().map(run_json).collect();
+            println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        }
+        Format::Text => {
+            let rows: Vec<Vec<String>> = listed
+                .runs
+                .iter()
+                .map(|run| vec![run.run_id.clone(), run.pattern.clone(), run.instance.clone(), run.state.clone(), run.agents.len().to_string(), super::output::ago(Some(run.created_at_unix))])
+                .collect();
+            println!("{}", table(&["RUN", "PATTERN", "INSTANCE", "STATE", "AGENTS", "CREATED"], &rows));
+        }
+    }
+    Ok(())
+}
+
+fn run_json(run: &v1::RunSummary) -> serde_json::Value {
+    let agents: BTreeMap<&str, serde_json::Value> = run.agents.iter().map(|agent| (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error }))).collect();
+    json!({ "run_id": run.run_id, "pattern": run.pattern, "instance": run.instance, "state": run.state, "created_at_unix": run.created_at_unix, "agents": agents })
+}
+
+/// `pmesh runs show ID`.
+///
+/// # Errors
+/// When the run is unknown or the master unreachable.
+pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Result<(), CliError> {
+    let run = connection.client.clone().get_run(v1::GetRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&run_json(&run)).unwrap_or_default()),
+        Format::Text => {
+            println!("Run:      {}\nPattern:  {}\nInstance: {}\nState:    {}", run.run_id, run.pattern, run.instance, run.state);
+            let rows: Vec<Vec<String>> = run.agents.iter().map(|agent| vec![agent.agent.clone(), agent.state.clone(), agent.error.clone()]).collect();
+            println!("\n{}", table(&["AGENT", "STATE", "ERROR"], &rows));
+        }
+    }
+    Ok(())
+}
+
+/// `pmesh runs logs ID [--step S] [--follow]`: the log lines of a run.
+///
+/// # Errors
+/// When the run is unknown or the master unreachable.
+pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, follow: bool, format: Format) -> Result<(), CliError> {
+    let request = v1::WatchRunRequest { run_id: run_id.to_owned(), from_index: 0, no_follow: !follow };
+    let mut stream = connection.client.clone().watch_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
+    while let Some(envelope) = stream.message().await.map_err(|status| connection.failed(status))? {
+        let Some(event) = &envelope.event else { continue };
+        let is_log = event.kind == RunEventKind::Log as i32;
+        if !is_log || step.is_some_and(|wanted| wanted != event.step) {
+            continue;
+        }
+        match format {
+            Format::Json => println!("{}", json!({ "agent": envelope.agent, "seq": event.seq, "step": event.step, "line": event.text })),
+            Format::Text => println!("{:<10} {:<14} {}", envelope.agent, event.step, event.text),
+        }
+    }
+    Ok(())
+}
+
+/// `pmesh runs cancel ID`.
+///
+/// # Errors
+/// When the run is unknown or the master unreachable.
+pub async fn cancel(connection: &Connection, run_id: &str, format: Format) -> Result<(), CliError> {
+    let cancelled = connection.client.clone().cancel_run(v1::MasterCancelRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    match format {
+        Format::Json => println!("{}", json!({ "run_id": run_id, "cancelled_on": cancelled.cancelled_on })),
+        Format::Text => println!("cancelling run {run_id} on: {}", if cancelled.cancelled_on.is_empty() { "no agent (nothing running)".to_owned() } else { cancelled.cancelled_on.join(", ") }),
+    }
+    Ok(())
+}

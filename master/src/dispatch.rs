@@ -1,0 +1,424 @@
+//! Dispatch: patterns registered with the master, runs started on agents, and every agent's
+//! event journal consumed, stored and fanned out to watchers.
+//!
+//! - A run is validated against its pattern on the master before anything is sent; the
+//!   bundle goes to each target only if the agent lacks its digest; starts fan out
+//!   concurrently, bounded by a semaphore.
+//! - One consumer per agent follows the agent's journal from the last sequence number the
+//!   master persisted, so a restarted master or a healed partition resumes exactly where it
+//!   stopped. Events are persisted (with the cursor, atomically) before they are broadcast;
+//!   the agent is told what it may drop only after a flush.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pmesh_proto::identity::{Identity, Role};
+use pmesh_proto::v1::{self, agent_client::AgentClient};
+use pmesh_rt::net::{dial, Dialled};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::bundles::{deliver, SignedBundle};
+use crate::error::{now_unix, ApiError};
+use crate::identity::PkiPaths;
+use crate::runstore::{AgentState, PatternRecord, RunRecord, RunStore, StoredEvent};
+use crate::store::{AgentRecord, Store};
+
+const MAX_CONCURRENT_STARTS: usize = 32;
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events persisted between flushes and acknowledgements.
+const ACK_EVERY: usize = 256;
+
+/// The dispatcher, shared by the service and the background consumers.
+pub struct Dispatcher {
+    store: Store,
+    runs: RunStore,
+    pki: PkiPaths,
+    tls: Arc<rustls::ClientConfig>,
+    live: broadcast::Sender<(u64, StoredEvent)>,
+    channels: Mutex<HashMap<String, (String, Dialled)>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the master's database, dialling agents with `tls`.
+    ///
+    /// # Errors
+    /// When the run trees cannot be opened.
+    pub fn new(store: Store, pki: PkiPaths, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Dispatcher> {
+        let runs = RunStore::open(store.db())?;
+        let (live, _) = broadcast::channel(4096);
+        Ok(Dispatcher { store, runs, pki, tls, live, channels: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn runs(&self) -> &RunStore {
+        &self.runs
+    }
+
+    fn channel(&self, agent: &AgentRecord) -> anyhow::Result<Dialled> {
+        let mut channels = self.channels.lock().expect("channel cache lock");
+        if let Some((address, dialled)) = channels.get(&agent.name) {
+            if *address == agent.address {
+                return Ok(dialled.clone());
+            }
+        }
+        let dialled = dial(&agent.address, &Identity::new(Role::Agent, &agent.name)?, self.tls.clone(), CALL_TIMEOUT)?;
+        channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
+        Ok(dialled)
+    }
+
+    fn explain(dialled: &Dialled, status: &tonic::Status) -> String {
+        dialled.explain(status).map(|explained| explained.message).unwrap_or_else(|| status.message().to_owned())
+    }
+
+    /// Registers a pattern bundle: checks it opens and parses, signs it, stores it.
+    ///
+    /// # Errors
+    /// [`ApiError::Invalid`] listing every problem of the pattern.
+    pub fn push_pattern(&self, archive: Vec<u8>) -> Result<v1::PushPatternResponse, ApiError> {
+        let files = pmesh_proto::bundle::open(&archive).map_err(|err| ApiError::Invalid(err.to_string()))?;
+        let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
+        let pattern = pmesh_proto::pattern::parse(&contents).map_err(|diagnostics| {
+            ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        })?;
+        let key = std::fs::read(self.pki.bundle_key()).map_err(|err| anyhow::anyhow!("reading the bundle key: {err}"))?;
+        let signature = pmesh_proto::bundle::sign(&archive, &key).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let digest = pmesh_proto::bundle::digest(&archive);
+        let record = PatternRecord {
+            v: 1,
+            name: pattern.metadata.name.clone(),
+            version: pattern.metadata.version.to_string(),
+            digest: digest.clone(),
+            description: pattern.metadata.description.clone(),
+            category: serde_json::to_value(pattern.metadata.category).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default(),
+            pushed_at: now_unix(),
+        };
+        let created = self.runs.put_pattern(&record, &archive, &signature).map_err(|err| ApiError::AlreadyExists(format!("{err:#}")))?;
+        tracing::info!(pattern = %record.name, version = %record.version, %digest, created, "pattern registered");
+        Ok(v1::PushPatternResponse { name: record.name, version: record.version, digest, created })
+    }
+
+    fn targets(&self, request: &v1::MasterStartRunRequest) -> Result<Vec<AgentRecord>, ApiError> {
+        let ways = usize::from(!request.on.is_empty()) + usize::from(!request.selector.is_empty()) + usize::from(request.all);
+        if ways != 1 {
+            return Err(ApiError::Invalid("choose agents with exactly one of --on, --selector or --all".into()));
+        }
+        let agents = self.store.agents()?;
+        if !request.on.is_empty() {
+            let mut chosen = Vec::new();
+            for name in &request.on {
+                let agent = agents.iter().find(|agent| &agent.name == name).ok_or_else(|| ApiError::Invalid(format!("no agent named {name:?}")))?;
+                chosen.push(agent.clone());
+            }
+            return Ok(chosen);
+        }
+        let chosen: Vec<AgentRecord> = agents
+            .into_iter()
+            .filter(|agent| request.selector.iter().all(|(key, value)| agent.labels.get(key) == Some(value)))
+            .collect();
+        if chosen.is_empty() {
+            return Err(ApiError::Invalid("no agent matches the selection".into()));
+        }
+        Ok(chosen)
+    }
+
+    /// Validates and starts a run on its targets.
+    ///
+    /// # Errors
+    /// [`ApiError::Invalid`] listing every problem (unknown pattern, no target, invalid
+    /// values) before anything is sent.
+    pub async fn start(self: &Arc<Self>, request: v1::MasterStartRunRequest) -> Result<v1::MasterStartRunResponse, ApiError> {
+        if !request.run_id.is_empty() {
+            if let Some(existing) = self.runs.run(&request.run_id)? {
+                let targets = existing.agents.keys().map(|agent| v1::TargetResult { agent: agent.clone(), started: false, error: String::new() }).collect();
+                return Ok(v1::MasterStartRunResponse { run_id: existing.run_id, targets });
+            }
+        }
+        let pattern = self
+            .runs
+            .find_pattern(&request.pattern)?
+            .ok_or_else(|| ApiError::Invalid(format!("no pattern {:?} is registered; push it with `pmesh pattern push`", request.pattern)))?;
+        let (archive, signature) = self.runs.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
+        let files = pmesh_proto::bundle::open(&archive).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
+        let parsed = pmesh_proto::pattern::parse(&contents).map_err(|_| anyhow::anyhow!("a registered pattern no longer parses"))?;
+        let values_text = if request.values_json.trim().is_empty() { "{}" } else { request.values_json.as_str() };
+        let supplied = pmesh_proto::pattern::values_from_yaml("values", values_text)
+            .map_err(|diagnostics| ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        pmesh_proto::pattern::validate_values(&parsed, &supplied)
+            .map_err(|problems| ApiError::Invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        let targets = self.targets(&request)?;
+        let instance = if request.instance.is_empty() { pattern.name.clone() } else { request.instance.clone() };
+        pmesh_proto::identity::validate_name(&instance).map_err(|err| ApiError::Invalid(format!("instance: {err}")))?;
+
+        let run_id = if request.run_id.is_empty() { format!("r{}-{:04x}", now_unix(), rand::random::<u16>()) } else { request.run_id.clone() };
+        let run = RunRecord {
+            v: 1,
+            run_id: run_id.clone(),
+            pattern: format!("{}@{}", pattern.name, pattern.version),
+            digest: pattern.digest.clone(),
+            instance: instance.clone(),
+            created_at: now_unix(),
+            agents: targets.iter().map(|agent| (agent.name.clone(), AgentState { state: "pending".into(), error: String::new() })).collect(),
+        };
+        self.runs.put_run(&run)?;
+        let signed = SignedBundle { digest: pattern.digest.clone(), archive, signature };
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
+        let mut starts = tokio::task::JoinSet::new();
+        for agent in targets {
+            let this = self.clone();
+            let signed = signed.clone();
+            let limit = limit.clone();
+            let (run_id, instance, values) = (run_id.clone(), instance.clone(), values_text.to_owned());
+            starts.spawn(async move {
+                let _permit = limit.acquire().await;
+                let result = this.start_on(&agent, &signed, &run_id, &instance, &values).await;
+                (agent.name, result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = starts.join_next().await {
+            let Ok((agent, result)) = joined else { continue };
+            let (state, error) = match &result {
+                Ok(()) => ("running", String::new()),
+                Err((state, error)) => (*state, error.clone()),
+            };
+            // An event consumed meanwhile may have moved the state on already.
+            if self.runs.run(&run_id)?.and_then(|run| run.agents.get(&agent).map(|known| known.state.clone())).as_deref() == Some("pending") {
+                self.runs.set_agent_state(&run_id, &agent, state, &error)?;
+            }
+            results.push(v1::TargetResult { agent, started: result.is_ok(), error });
+        }
+        results.sort_by(|left, right| left.agent.cmp(&right.agent));
+        tracing::info!(run = %run_id, pattern = %run.pattern, targets = results.len(), "run started");
+        Ok(v1::MasterStartRunResponse { run_id, targets: results })
+    }
+
+    async fn start_on(&self, agent: &AgentRecord, signed: &SignedBundle, run_id: &str, instance: &str, values: &str) -> Result<(), (&'static str, String)> {
+        let dialled = self.channel(agent).map_err(|err| ("unreachable", format!("{err:#}")))?;
+        let unreachable = |status: tonic::Status| {
+            let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) { "failed" } else { "unreachable" };
+            (state, Self::explain(&dialled, &status))
+        };
+        deliver(dialled.channel.clone(), signed).await.map_err(unreachable)?;
+        AgentClient::new(dialled.channel.clone())
+            .start_run(v1::StartRunRequest {
+                run_id: run_id.to_owned(),
+                bundle_digest: signed.digest.clone(),
+                instance: instance.to_owned(),
+                values_json: values.to_owned(),
+            })
+            .await
+            .map_err(unreachable)?;
+        Ok(())
+    }
+
+    /// Cancels a run on every agent still running it.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] for an unknown run.
+    pub async fn cancel(&self, run_id: &str) -> Result<Vec<String>, ApiError> {
+        let run = self.runs.run(run_id)?.ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
+        let mut cancelled = Vec::new();
+        for (name, state) in &run.agents {
+            if !matches!(state.state.as_str(), "pending" | "running") {
+                continue;
+            }
+            let Some(agent) = self.store.agent(name)? else { continue };
+            let Ok(dialled) = self.channel(&agent) else { continue };
+            if let Ok(response) = AgentClient::new(dialled.channel.clone()).cancel_run(v1::CancelRunRequest { run_id: run_id.to_owned() }).await {
+                if response.into_inner().cancelled {
+                    cancelled.push(name.clone());
+                }
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Keeps one journal consumer per registered agent until `shutdown`.
+    pub async fn supervise(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut consumers: HashMap<String, CancellationToken> = HashMap::new();
+        let mut ticker = tokio::time::interval(interval.min(Duration::from_secs(2)));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let Ok(agents) = self.store.agents() else { continue };
+            let names: HashSet<String> = agents.iter().map(|agent| agent.name.clone()).collect();
+            consumers.retain(|name, token| {
+                let keep = names.contains(name);
+                if !keep {
+                    token.cancel();
+                }
+                keep
+            });
+            for agent in agents {
+                if consumers.contains_key(&agent.name) {
+                    continue;
+                }
+                let token = shutdown.child_token();
+                consumers.insert(agent.name.clone(), token.clone());
+                tokio::spawn(self.clone().consume(agent.name.clone(), token));
+            }
+        }
+    }
+
+    /// Follows one agent's journal, reconnecting with backoff, until `stop`.
+    async fn consume(self: Arc<Self>, name: String, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return,
+                outcome = self.follow(&name) => outcome,
+            };
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(err) => tracing::debug!(agent = %name, error = %err, "event stream interrupted; reconnecting"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn follow(&self, name: &str) -> anyhow::Result<()> {
+        let agent = self.store.agent(name)?.ok_or_else(|| anyhow::anyhow!("agent {name} is gone"))?;
+        let dialled = self.channel(&agent)?;
+        let from_seq = self.runs.cursor(name)? + 1;
+        // A long-lived stream: no per-call timeout.
+        let mut request = tonic::Request::new(v1::WatchEventsRequest { from_seq });
+        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+        let mut stream = AgentClient::new(dialled.channel.clone()).watch_events(request).await?.into_inner();
+        let mut unacked = 0usize;
+        let mut flush_timer = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let next = tokio::select! {
+                message = stream.message() => message?,
+                _ = flush_timer.tick(), if unacked > 0 => {
+                    self.acknowledge(&dialled, name).await?;
+                    unacked = 0;
+                    continue;
+                }
+            };
+            let Some(event) = next else { return Ok(()) };
+            let stored = StoredEvent {
+                v: 1,
+                agent: name.to_owned(),
+                seq: event.seq,
+                run_id: event.run_id.clone(),
+                at_unix_ms: event.at_unix_ms,
+                kind: event.kind,
+                step: event.step.clone(),
+                text: event.text.clone(),
+                percent: event.percent,
+                exit_code: event.has_exit_code.then_some(event.exit_code),
+                tail: event.tail.clone(),
+                attempt: event.attempt,
+                instance: event.instance.clone(),
+                pattern: event.pattern.clone(),
+            };
+            let Some(index) = self.runs.persist(&stored)? else { continue };
+            match v1::RunEventKind::try_from(event.kind) {
+                Ok(v1::RunEventKind::RunStarted) => self.runs.set_agent_state(&event.run_id, name, "running", "")?,
+                Ok(v1::RunEventKind::RunFinished) => self.runs.set_agent_state(&event.run_id, name, &event.text, "")?,
+                _ => {}
+            }
+            let _ = self.live.send((index, stored));
+            unacked += 1;
+            if unacked >= ACK_EVERY {
+                self.acknowledge(&dialled, name).await?;
+                unacked = 0;
+            }
+        }
+    }
+
+    async fn acknowledge(&self, dialled: &Dialled, name: &str) -> anyhow::Result<()> {
+        self.runs.flush().await?;
+        let up_to_seq = self.runs.cursor(name)?;
+        AgentClient::new(dialled.channel.clone()).ack_events(v1::AckEventsRequest { up_to_seq }).await?;
+        Ok(())
+    }
+
+    /// A run's events from `from` on; with `follow`, live ones until every agent finished.
+    pub fn watch(self: &Arc<Self>, run_id: String, from: u64, follow: bool) -> mpsc::Receiver<Result<v1::AgentRunEvent, tonic::Status>> {
+        let (tx, rx) = mpsc::channel(512);
+        let mut live = self.live.subscribe();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut next = from;
+            loop {
+                let stored = match this.runs.run_events(&run_id, next) {
+                    Ok(stored) => stored,
+                    Err(err) => {
+                        let _ = tx.send(Err(tonic::Status::internal(format!("{err:#}")))).await;
+                        return;
+                    }
+                };
+                for (index, event) in stored {
+                    next = index + 1;
+                    if tx.send(Ok(envelope(index, event))).await.is_err() {
+                        return;
+                    }
+                }
+                let finished = this.runs.run(&run_id).ok().flatten().is_none_or(|run| run.overall() != "running");
+                if !follow || finished {
+                    // Events persisted after the last read are picked up by one more pass.
+                    if let Ok(rest) = this.runs.run_events(&run_id, next) {
+                        for (index, event) in rest {
+                            if tx.send(Ok(envelope(index, event))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
+                // Wait for something new for this run (or a lag, which a re-read covers).
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
+                        Ok(Ok((_, event))) if event.run_id != run_id => continue,
+                        Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                        _ => break,
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn envelope(index: u64, event: StoredEvent) -> v1::AgentRunEvent {
+    v1::AgentRunEvent {
+        agent: event.agent,
+        index,
+        event: Some(v1::RunEvent {
+            seq: event.seq,
+            run_id: event.run_id,
+            at_unix_ms: event.at_unix_ms,
+            kind: event.kind,
+            step: event.step,
+            text: event.text,
+            percent: event.percent,
+            exit_code: event.exit_code.unwrap_or(0),
+            has_exit_code: event.exit_code.is_some(),
+            tail: event.tail,
+            attempt: event.attempt,
+            instance: event.instance,
+            pattern: event.pattern,
+        }),
+    }
+}
+
+/// The wire summary of a run.
+pub fn summary(run: &RunRecord) -> v1::RunSummary {
+    v1::RunSummary {
+        run_id: run.run_id.clone(),
+        pattern: run.pattern.clone(),
+        instance: run.instance.clone(),
+        created_at_unix: run.created_at,
+        agents: run.agents.iter().map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.clone(), error: state.error.clone() }).collect(),
+        state: run.overall().to_owned(),
+    }
+}

@@ -1,0 +1,295 @@
+//! Patterns, runs and their events in the master's sled database.
+//!
+//! - `patterns`: `NAME@VERSION` → [`PatternRecord`]; `bundle_archives` and
+//!   `bundle_signatures`: digest → bytes.
+//! - `runs`: run id → [`RunRecord`].
+//! - `run_events`: run id, NUL, 8-byte index → [`StoredEvent`], in the order the master
+//!   persisted them; `run_counters` holds each run's next index.
+//! - `cursors`: agent → the last sequence number persisted from its journal. It moves in the
+//!   same transaction as the event, so after any crash the master resumes exactly after the
+//!   last event it kept: nothing lost, nothing stored twice.
+//!
+//! Records are versioned (`"v": 1`) and are not the wire types.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+/// A registered pattern version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternRecord {
+    pub v: u32,
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub description: String,
+    pub category: String,
+    pub pushed_at: i64,
+}
+
+/// A run across agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub v: u32,
+    pub run_id: String,
+    /// `NAME@VERSION`.
+    pub pattern: String,
+    pub digest: String,
+    pub instance: String,
+    pub created_at: i64,
+    /// Agent → state (`pending`, `running`, `succeeded`, `failed`, `cancelled`, `unreachable`).
+    pub agents: BTreeMap<String, AgentState>,
+}
+
+/// One agent's part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub state: String,
+    #[serde(default)]
+    pub error: String,
+}
+
+impl RunRecord {
+    /// `running` until every agent finished; then `succeeded`, or the worst outcome.
+    pub fn overall(&self) -> &'static str {
+        let states: Vec<&str> = self.agents.values().map(|agent| agent.state.as_str()).collect();
+        if states.iter().any(|state| matches!(*state, "pending" | "running")) {
+            "running"
+        } else if states.contains(&"unreachable") {
+            "unreachable"
+        } else if states.contains(&"failed") {
+            "failed"
+        } else if states.contains(&"cancelled") {
+            "cancelled"
+        } else {
+            "succeeded"
+        }
+    }
+}
+
+/// An event as the master keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub v: u32,
+    pub agent: String,
+    pub seq: u64,
+    pub run_id: String,
+    pub at_unix_ms: i64,
+    pub kind: i32,
+    pub step: String,
+    pub text: String,
+    pub percent: f64,
+    pub exit_code: Option<i64>,
+    pub tail: Vec<String>,
+    pub attempt: u32,
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default)]
+    pub pattern: String,
+}
+
+/// The run-side trees.
+#[derive(Clone)]
+pub struct RunStore {
+    db: sled::Db,
+    patterns: sled::Tree,
+    archives: sled::Tree,
+    signatures: sled::Tree,
+    runs: sled::Tree,
+    events: sled::Tree,
+    counters: sled::Tree,
+    cursors: sled::Tree,
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).context("a database record does not decode; the database may be damaged")
+}
+
+fn event_key(run_id: &str, index: u64) -> Vec<u8> {
+    let mut key = run_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+impl RunStore {
+    /// Opens the trees in the master's database.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn open(db: &sled::Db) -> anyhow::Result<RunStore> {
+        Ok(RunStore {
+            patterns: db.open_tree("patterns")?,
+            archives: db.open_tree("bundle_archives")?,
+            signatures: db.open_tree("bundle_signatures")?,
+            runs: db.open_tree("runs")?,
+            events: db.open_tree("run_events")?,
+            counters: db.open_tree("run_counters")?,
+            cursors: db.open_tree("cursors")?,
+            db: db.clone(),
+        })
+    }
+
+    /// Registers a pattern version with its signed bundle; `Ok(false)` if it was there.
+    ///
+    /// # Errors
+    /// When the version is registered with another digest (versions are immutable), or the
+    /// disk fails.
+    pub fn put_pattern(&self, record: &PatternRecord, archive: &[u8], signature: &[u8]) -> anyhow::Result<bool> {
+        let key = format!("{}@{}", record.name, record.version);
+        if let Some(existing) = self.patterns.get(&key)? {
+            let existing: PatternRecord = decode(&existing)?;
+            if existing.digest == record.digest {
+                return Ok(false);
+            }
+            anyhow::bail!(
+                "{key} is registered already with another content ({}); bump the version",
+                existing.digest
+            );
+        }
+        self.archives.insert(&record.digest, archive)?;
+        self.signatures.insert(&record.digest, signature)?;
+        self.patterns.insert(key, serde_json::to_vec(record)?)?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    pub fn patterns(&self) -> anyhow::Result<Vec<PatternRecord>> {
+        self.patterns.iter().values().map(|value| decode(&value?)).collect()
+    }
+
+    /// `NAME@VERSION`, or the highest version of `NAME`.
+    pub fn find_pattern(&self, reference: &str) -> anyhow::Result<Option<PatternRecord>> {
+        if reference.contains('@') {
+            return self.patterns.get(reference)?.map(|value| decode(&value)).transpose();
+        }
+        let mut versions: Vec<PatternRecord> =
+            self.patterns()?.into_iter().filter(|pattern| pattern.name == reference).collect();
+        versions.sort_by_key(|pattern| semver::Version::parse(&pattern.version).ok());
+        Ok(versions.pop())
+    }
+
+    /// The signed bundle of a digest.
+    pub fn bundle(&self, digest: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match (self.archives.get(digest)?, self.signatures.get(digest)?) {
+            (Some(archive), Some(signature)) => Ok(Some((archive.to_vec(), signature.to_vec()))),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.runs.insert(&run.run_id, serde_json::to_vec(run)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
+        self.runs.get(run_id)?.map(|value| decode(&value)).transpose()
+    }
+
+    pub fn runs(&self) -> anyhow::Result<Vec<RunRecord>> {
+        self.runs.iter().values().map(|value| decode(&value?)).collect()
+    }
+
+    /// Sets one agent's state in a run.
+    pub fn set_agent_state(&self, run_id: &str, agent: &str, state: &str, error: &str) -> anyhow::Result<()> {
+        self.runs.fetch_and_update(run_id, |old| {
+            let mut run: RunRecord = serde_json::from_slice(old?).ok()?;
+            run.agents.insert(agent.to_owned(), AgentState { state: state.to_owned(), error: error.to_owned() });
+            serde_json::to_vec(&run).ok()
+        })?;
+        Ok(())
+    }
+
+    /// The last sequence number persisted from `agent`'s journal (0 for none).
+    pub fn cursor(&self, agent: &str) -> anyhow::Result<u64> {
+        Ok(self.cursors.get(agent)?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// Persists an agent's event and moves its cursor, atomically; returns the event's index
+    /// in its run, or `None` when the cursor is already past it (a replay after a reconnect).
+    ///
+    /// # Errors
+    /// When the disk fails.
+    pub fn persist(&self, event: &StoredEvent) -> anyhow::Result<Option<u64>> {
+        let encoded = serde_json::to_vec(event)?;
+        let result = (&self.events, &self.counters, &self.cursors).transaction(|(events, counters, cursors)| {
+            let cursor = cursors.get(event.agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            if event.seq <= cursor {
+                return Ok(None);
+            }
+            let index = counters.get(event.run_id.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            events.insert(event_key(&event.run_id, index), encoded.clone())?;
+            counters.insert(event.run_id.as_bytes(), &(index + 1).to_be_bytes())?;
+            cursors.insert(event.agent.as_bytes(), &event.seq.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<anyhow::Error>>(Some(index))
+        });
+        match result {
+            Ok(index) => Ok(index),
+            Err(TransactionError::Abort(err)) => Err(err),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+        }
+    }
+
+    /// Makes persisted events durable.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A run's stored events from `from` on, with their indexes.
+    pub fn run_events(&self, run_id: &str, from: u64) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
+        let mut prefix = run_id.as_bytes().to_vec();
+        prefix.push(0);
+        let start = event_key(run_id, from);
+        self.events
+            .range(start..)
+            .take_while(|entry| entry.as_ref().map(|(key, _)| key.starts_with(&prefix)).unwrap_or(false))
+            .map(|entry| {
+                let (key, value) = entry?;
+                let index = u64::from_be_bytes(key[key.len() - 8..].try_into().context("event key")?);
+                Ok((index, decode(&value)?))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(agent: &str, seq: u64) -> StoredEvent {
+        StoredEvent { v: 1, agent: agent.into(), seq, run_id: "r1".into(), at_unix_ms: 0, kind: 5, step: "s".into(), text: format!("{agent}-{seq}"), percent: 0.0, exit_code: None, tail: vec![], attempt: 0, instance: String::new(), pattern: String::new() }
+    }
+
+    #[test]
+    fn events_are_kept_once_in_persist_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = RunStore::open(&db).unwrap();
+        assert_eq!(store.persist(&event("a", 1)).unwrap(), Some(0));
+        assert_eq!(store.persist(&event("b", 1)).unwrap(), Some(1));
+        assert_eq!(store.persist(&event("a", 1)).unwrap(), None, "a replayed event is not stored twice");
+        assert_eq!(store.persist(&event("a", 2)).unwrap(), Some(2));
+        assert_eq!(store.cursor("a").unwrap(), 2);
+        let texts: Vec<String> = store.run_events("r1", 1).unwrap().into_iter().map(|(_, event)| event.text).collect();
+        assert_eq!(texts, ["b-1", "a-2"]);
+    }
+
+    #[test]
+    fn versions_are_immutable_and_the_newest_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = RunStore::open(&db).unwrap();
+        let record = |version: &str, digest: &str| PatternRecord { v: 1, name: "dns".into(), version: version.into(), digest: digest.into(), description: String::new(), category: "shared-service".into(), pushed_at: 0 };
+        assert!(store.put_pattern(&record("1.0.0", "d1"), b"a", b"s").unwrap());
+        assert!(!store.put_pattern(&record("1.0.0", "d1"), b"a", b"s").unwrap());
+        assert!(store.put_pattern(&record("1.0.0", "d2"), b"b", b"s").is_err());
+        assert!(store.put_pattern(&record("1.10.0", "d3"), b"c", b"s").unwrap());
+        assert!(store.put_pattern(&record("1.9.0", "d4"), b"d", b"s").unwrap());
+        assert_eq!(store.find_pattern("dns").unwrap().unwrap().version, "1.10.0");
+        assert_eq!(store.find_pattern("dns@1.9.0").unwrap().unwrap().digest, "d4");
+    }
+}

@@ -1,0 +1,136 @@
+//! Dispatch end to end with real processes: the master pushes a signed bundle to agents,
+//! starts runs, consumes the agents' journals and streams the events to the CLI. The steps run
+//! in real containers (the locally built tool image).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pmesh_tests::docker::{containers_with_label, require_tools_image, Instance};
+use pmesh_tests::{wait_until, Mesh};
+
+fn steps_pattern() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/steps").to_owned()
+}
+
+/// A master and `names` agents, enrolled with `site=lab`, running, and the steps pattern pushed.
+fn lab(names: &[&str]) -> anyhow::Result<(Mesh, pmesh_tests::Daemon, Vec<pmesh_tests::Daemon>)> {
+    require_tools_image();
+    let mesh = Mesh::init()?;
+    let master = mesh.start_master()?;
+    let mut agents = Vec::new();
+    for name in names {
+        mesh.enrol(name, &["--label", "site=lab"])?;
+        agents.push(mesh.start_agent(name, &[])?);
+    }
+    let push = mesh.pmesh(&["pattern", "push", &steps_pattern()]);
+    anyhow::ensure!(push.code == 0, "push failed: {}", push.stderr);
+    Ok((mesh, master, agents))
+}
+
+/// Every event of a run, from `pmesh runs watch ID -o json`.
+fn events(mesh: &Mesh, run_id: &str) -> Vec<serde_json::Value> {
+    let watch = mesh.pmesh(&["runs", "watch", run_id, "-o", "json"]);
+    watch.stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+fn run_id_of(stdout: &str) -> String {
+    stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next()).expect("run id printed").to_owned()
+}
+
+/// Per agent, the sequence numbers the master stored must be contiguous and unique.
+fn assert_contiguous(events: &[serde_json::Value]) {
+    let mut by_agent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in events {
+        by_agent.entry(event["agent"].as_str().unwrap_or_default().to_owned()).or_default().push(event["seq"].as_u64().unwrap_or(0));
+    }
+    for (agent, mut seqs) in by_agent {
+        seqs.sort_unstable();
+        let expected: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "{agent}: events are gap-free and unique");
+    }
+}
+
+#[test]
+fn a_run_on_two_agents_by_selector_succeeds_with_contiguous_events() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1", "pc-2"])?;
+    let instance = Instance::new("sel");
+    let run = mesh.pmesh(&["run", "steps", "--selector", "site=lab", "--instance", &instance.0]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    for agent in ["pc-1", "pc-2"] {
+        assert!(run.stdout.contains(&format!("{agent}       third          succeeded")), "{}", run.stdout);
+    }
+
+    let logs = mesh.pmesh(&["runs", "logs", &run_id, "--step", "second"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    for agent in ["pc-1", "pc-2"] {
+        for line in 1..=3 {
+            assert!(logs.stdout.contains(&format!("{agent:<10} second         second-{line}")), "{}", logs.stdout);
+        }
+    }
+    assert!(!logs.stdout.contains("first-1"), "--step filters");
+    let all = events(&mesh, &run_id);
+    assert!(all.len() > 20, "{all:?}");
+    assert_contiguous(&all);
+
+    let shown = mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&shown.stdout)?;
+    assert_eq!(json["state"], "succeeded");
+    assert_eq!(json["agents"]["pc-2"]["state"], "succeeded");
+    Ok(())
+}
+
+#[test]
+fn invalid_values_change_nothing_and_list_every_problem() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("bad");
+    let run = mesh.pmesh(&["run", "steps", "--all", "--instance", &instance.0, "-p", "pause=-1", "-p", "lines=zero"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("param pause") && run.stderr.contains("param lines"), "{}", run.stderr);
+    let listed = mesh.pmesh(&["runs", "ls", "-o", "json"]);
+    assert_eq!(listed.stdout.trim(), "[]", "no run was recorded");
+    assert!(containers_with_label("io.pmesh.instance", &instance.0).is_empty());
+    assert!(!mesh.agent_dir("pc-1").join("bundles").exists(), "nothing was sent to the agent");
+    Ok(())
+}
+
+#[test]
+fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
+    let (mesh, mut master, _agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("crash");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=4", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    // Kill the master once the run is under way, in its second step.
+    wait_until("the second step to start", Duration::from_secs(60), || {
+        let logs = mesh.pmesh(&["runs", "logs", &run_id]);
+        logs.stdout.contains("second-1")
+    })?;
+    master.kill();
+    let _master = mesh.start_master()?;
+    let watch = mesh.pmesh(&["runs", "watch", &run_id]);
+    assert_eq!(watch.code, 0, "the run completes: {}\n{}", watch.stdout, watch.stderr);
+    let all = events(&mesh, &run_id);
+    assert_contiguous(&all);
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    assert_eq!(lines.len(), 12, "every line once: {lines:?}");
+    Ok(())
+}
+
+#[test]
+fn cancel_stops_the_containers_and_the_run_ends_cancelled() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("stop");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=30", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
+    let cancel = mesh.pmesh(&["runs", "cancel", &run_id]);
+    assert_eq!(cancel.code, 0, "{}", cancel.stderr);
+    assert!(cancel.stdout.contains("pc-1"), "{}", cancel.stdout);
+    let watch = mesh.pmesh(&["runs", "watch", &run_id]);
+    assert_eq!(watch.code, 3, "{}\n{}", watch.stdout, watch.stderr);
+    let running = pmesh_tests::docker::docker(&["ps", "-q", "--filter", &format!("label=io.pmesh.instance={}", instance.0)]);
+    assert!(running.is_empty(), "no container of the run is running");
+    Ok(())
+}
