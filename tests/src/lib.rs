@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod docker;
+pub mod proxy;
 
 /// The built binary `name`, from the workspace's target directory.
 ///
@@ -255,6 +256,40 @@ impl Mesh {
             bail!("join {name} failed ({}): {}", run.code, run.stderr);
         }
         Ok(port)
+    }
+
+    /// Joins `name` advertising `advertise` (a proxy, say) rather than its own port.
+    ///
+    /// # Errors
+    /// When the token or the join fails.
+    pub fn enrol_advertising(&self, name: &str, advertise: &str, token_args: &[&str]) -> anyhow::Result<()> {
+        let (token, fingerprint) = self.token(token_args)?;
+        let data_dir = self.agent_dir(name);
+        let run = self.command(
+            "pmesh-agent",
+            &[
+                "join", "--data-dir", data_dir.to_str().expect("utf-8"), "--master", &self.master_address(),
+                "--token", &token, "--ca-fingerprint", &fingerprint, "--name", name, "--advertise", advertise,
+            ],
+        );
+        if run.code != 0 {
+            bail!("join {name} failed ({}): {}", run.code, run.stderr);
+        }
+        Ok(())
+    }
+
+    /// Starts `pmesh-agent run` on `listen` (not its advertised address).
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_agent_listening(&self, name: &str, listen: &str) -> anyhow::Result<Daemon> {
+        let data_dir = self.agent_dir(name);
+        let args = ["run", "--data-dir", data_dir.to_str().expect("utf-8"), "--listen", listen];
+        let log = self.dir.path().join(format!("agent-{name}-{}.log", unique()));
+        let daemon = spawn(&bin("pmesh-agent"), &args, &log)?;
+        wait_until("the agent to listen", Duration::from_secs(20), || std::net::TcpStream::connect(listen).is_ok())
+            .with_context(|| daemon.log_text())?;
+        Ok(daemon)
     }
 
     /// Starts `pmesh-agent run` for an enrolled agent and waits until it listens.

@@ -134,3 +134,41 @@ fn cancel_stops_the_containers_and_the_run_ends_cancelled() -> anyhow::Result<()
     assert!(running.is_empty(), "no container of the run is running");
     Ok(())
 }
+
+/// A partition between master and agent for 20 seconds in the middle of a run: the run carries
+/// on at the agent, and once the network heals every event arrives, in order, once.
+#[test]
+fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
+    require_tools_image();
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let agent_port = pmesh_tests::free_port();
+    let proxy = pmesh_tests::proxy::Proxy::start(format!("127.0.0.1:{agent_port}").parse()?);
+    mesh.enrol_advertising("pc-1", &format!("127.0.0.1:{}", proxy.port), &[])?;
+    let _agent = mesh.start_agent_listening("pc-1", &format!("127.0.0.1:{agent_port}"))?;
+    let push = mesh.pmesh(&["pattern", "push", &steps_pattern()]);
+    assert_eq!(push.code, 0, "{}", push.stderr);
+
+    let instance = Instance::new("split");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=12", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    let logs_during = mesh.pmesh(&["runs", "logs", &run_id]).stdout.lines().count();
+    // Hold the partition for 20 seconds: the run goes on at the agent meanwhile.
+    wait_until("20 seconds of partition", Duration::from_secs(25), || cut_at.elapsed() >= Duration::from_secs(20))?;
+    let logs_after_cut = mesh.pmesh(&["runs", "logs", &run_id]).stdout.lines().count();
+    assert!(logs_after_cut <= logs_during + 2, "no events crossed the cut ({logs_during} then {logs_after_cut})");
+    proxy.restore();
+
+    let watch = mesh.pmesh(&["runs", "watch", &run_id]);
+    assert_eq!(watch.code, 0, "{}\n{}", watch.stdout, watch.stderr);
+    let all = events(&mesh, &run_id);
+    assert_contiguous(&all);
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let expected: Vec<String> = ["first", "second", "third"].iter().flat_map(|step| (1..=12).map(move |line| format!("{step}-{line}"))).collect();
+    assert_eq!(lines, expected, "every line, in order, once");
+    Ok(())
+}
