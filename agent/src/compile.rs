@@ -260,6 +260,7 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
         steps,
         teardown,
         max_parallel: inputs.max_parallel,
+        resume: BTreeMap::new(),
     };
     let secret_values = params
         .iter()

@@ -71,6 +71,10 @@ pub async fn run(
     let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let journal = Arc::new(crate::journal::Journal::open(&data_dir.join("journal"))?);
     let runs = Arc::new(crate::runs::Runs::new(journal, paths.clone(), config.clone()));
+    let resumed = runs.resume_interrupted()?;
+    if resumed > 0 {
+        tracing::info!(runs = resumed, "resumed runs interrupted by the last stop");
+    }
     let service = AgentService { paths, docker_timeout: config.docker_timeout, runs };
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

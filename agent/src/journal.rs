@@ -71,6 +71,22 @@ pub struct RunRecord {
     pub started_at_unix_ms: i64,
     /// `running`, `succeeded`, `failed` or `cancelled`.
     pub state: String,
+    /// The supplied values, kept so a run interrupted by an agent restart can be resumed.
+    /// The data directory is private to the agent (0700 under systemd).
+    #[serde(default)]
+    pub values_json: String,
+    /// Each step's progress, as journalled.
+    #[serde(default)]
+    pub steps: std::collections::BTreeMap<String, StepProgress>,
+}
+
+/// How far a step got, from the journalled events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Output lines journalled so far.
+    pub lines: u64,
 }
 
 fn record(seq: u64, event: &Event) -> JournalRecord {
@@ -271,6 +287,53 @@ impl Journal {
         Ok(inserted)
     }
 
+    /// Folds a batch of events into their runs' step progress.
+    ///
+    /// # Errors
+    /// When the disk fails.
+    pub fn record_progress(&self, batch: &[Event]) -> anyhow::Result<()> {
+        let mut touched: std::collections::BTreeMap<String, RunRecord> = std::collections::BTreeMap::new();
+        for event in batch {
+            let run = match touched.get_mut(&event.run_id) {
+                Some(run) => run,
+                None => {
+                    let Some(run) = self.run(&event.run_id)? else { continue };
+                    touched.entry(event.run_id.clone()).or_insert(run)
+                }
+            };
+            match &event.kind {
+                EventKind::StepStarted { step, .. } => run.steps.entry(step.clone()).or_default().state = "running".into(),
+                EventKind::Log { step, .. } => run.steps.entry(step.clone()).or_default().lines += 1,
+                EventKind::StepSucceeded { step, .. } | EventKind::StepUnchanged { step, .. } => {
+                    run.steps.entry(step.clone()).or_default().state = "done".into()
+                }
+                EventKind::StepFailed { step, .. } | EventKind::StepSkipped { step, .. } => {
+                    run.steps.entry(step.clone()).or_default().state = "failed".into()
+                }
+                _ => {}
+            }
+        }
+        for (run_id, run) in touched {
+            self.runs.insert(run_id, serde_json::to_vec(&run)?)?;
+        }
+        Ok(())
+    }
+
+    /// Runs that were running when the agent stopped.
+    ///
+    /// # Errors
+    /// When a record is damaged.
+    pub fn interrupted_runs(&self) -> anyhow::Result<Vec<RunRecord>> {
+        let mut interrupted = Vec::new();
+        for value in self.runs.iter().values() {
+            let run: RunRecord = serde_json::from_slice(&value?).context("a run record does not decode")?;
+            if run.state == "running" {
+                interrupted.push(run);
+            }
+        }
+        Ok(interrupted)
+    }
+
     /// Sets a run's state.
     ///
     /// # Errors
@@ -318,7 +381,7 @@ mod tests {
     fn a_run_id_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let run = RunRecord { v: 1, run_id: "r1".into(), instance: "i".into(), bundle_digest: "d".into(), started_at_unix_ms: 0, state: "running".into() };
+        let run = RunRecord { v: 1, run_id: "r1".into(), instance: "i".into(), bundle_digest: "d".into(), started_at_unix_ms: 0, state: "running".into(), values_json: "{}".into(), steps: Default::default() };
         assert!(journal.insert_run(&run).unwrap());
         assert!(!journal.insert_run(&run).unwrap());
         journal.set_run_state("r1", "succeeded").unwrap();

@@ -65,6 +65,33 @@ impl Runs {
         if self.journal.run(run_id)?.is_some() {
             return Ok(false);
         }
+        let compiled = self.compile_run(run_id, digest, instance, values_json)?;
+
+        let started_at_unix_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let record = RunRecord {
+            v: 1,
+            run_id: run_id.to_owned(),
+            instance: instance.to_owned(),
+            bundle_digest: digest.to_owned(),
+            started_at_unix_ms,
+            state: "running".into(),
+            values_json: values_json.to_owned(),
+            steps: BTreeMap::new(),
+        };
+        if !self.journal.insert_run(&record)? {
+            return Ok(false);
+        }
+        compiled.materials.write()?;
+        self.spawn_drive(run_id.to_owned(), compiled);
+        Ok(true)
+    }
+
+    /// Validates and compiles a run of a held bundle.
+    ///
+    /// # Errors
+    /// [`StartError::Invalid`] listing every problem.
+    fn compile_run(&self, run_id: &str, digest: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
+        let invalid = |message: String| StartError::Invalid(message);
         pmesh_proto::identity::validate_name(instance).map_err(|err| invalid(format!("instance: {err}")))?;
         let enrolment = state::load_enrolment(&self.paths)?;
         let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
@@ -90,34 +117,7 @@ impl Runs {
             artifacts: &artifacts,
             max_parallel: self.config.max_parallel_steps,
         };
-        let compiled = compile::compile(&parsed, &inputs).map_err(|err| invalid(err.to_string()))?;
-
-        let started_at_unix_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        let record = RunRecord {
-            v: 1,
-            run_id: run_id.to_owned(),
-            instance: instance.to_owned(),
-            bundle_digest: digest.to_owned(),
-            started_at_unix_ms,
-            state: "running".into(),
-        };
-        if !self.journal.insert_run(&record)? {
-            return Ok(false);
-        }
-        compiled.materials.write()?;
-        let cancel = CancellationToken::new();
-        self.active.lock().expect("runs lock").insert(run_id.to_owned(), cancel.clone());
-        let runs = self.clone();
-        let run_id = run_id.to_owned();
-        tokio::spawn(async move {
-            let outcome = runs.drive(compiled, cancel).await;
-            runs.active.lock().expect("runs lock").remove(&run_id);
-            if let Err(err) = runs.journal.set_run_state(&run_id, outcome_name(outcome)) {
-                tracing::error!(run = %run_id, error = %err, "recording the run's end failed");
-            }
-            tracing::info!(run = %run_id, outcome = outcome_name(outcome), "run finished");
-        });
-        Ok(true)
+        compile::compile(&parsed, &inputs).map_err(|err| invalid(err.to_string()))
     }
 
     async fn drive(&self, compiled: compile::Compiled, cancel: CancellationToken) -> Outcome {
@@ -135,6 +135,9 @@ impl Runs {
                 if let Err(err) = journal.append(&batch).await {
                     // The journal is the run's record: without it, events would be lost.
                     tracing::error!(error = format!("{err:#}"), "journalling events failed");
+                }
+                if let Err(err) = journal.record_progress(&batch) {
+                    tracing::error!(error = format!("{err:#}"), "recording step progress failed");
                 }
             }
         });
@@ -160,6 +163,49 @@ impl Runs {
         };
         let _ = pump.await;
         outcome
+    }
+
+    /// Resumes the runs an agent restart interrupted: each is compiled again from its bundle
+    /// and values, and its running steps' containers are re-adopted rather than restarted.
+    ///
+    /// # Errors
+    /// When the journal cannot be read; a run that cannot be resumed is marked failed.
+    pub fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let interrupted = self.journal.interrupted_runs()?;
+        let n_runs = interrupted.len();
+        for run in interrupted {
+            match self.compile_run(&run.run_id, &run.bundle_digest, &run.instance, &run.values_json) {
+                Ok(mut compiled) => {
+                    compiled.plan.resume = run
+                        .steps
+                        .iter()
+                        .filter(|(_, progress)| progress.state == "running")
+                        .map(|(step, progress)| (step.clone(), progress.lines))
+                        .collect();
+                    tracing::info!(run = %run.run_id, resumed_steps = compiled.plan.resume.len(), "resuming a run after a restart");
+                    self.spawn_drive(run.run_id.clone(), compiled);
+                }
+                Err(err) => {
+                    tracing::error!(run = %run.run_id, error = %err, "cannot resume a run; marking it failed");
+                    self.journal.set_run_state(&run.run_id, "failed")?;
+                }
+            }
+        }
+        Ok(n_runs)
+    }
+
+    fn spawn_drive(self: &Arc<Self>, run_id: String, compiled: compile::Compiled) {
+        let cancel = CancellationToken::new();
+        self.active.lock().expect("runs lock").insert(run_id.clone(), cancel.clone());
+        let runs = self.clone();
+        tokio::spawn(async move {
+            let outcome = runs.drive(compiled, cancel).await;
+            runs.active.lock().expect("runs lock").remove(&run_id);
+            if let Err(err) = runs.journal.set_run_state(&run_id, outcome_name(outcome)) {
+                tracing::error!(run = %run_id, error = %err, "recording the run's end failed");
+            }
+            tracing::info!(run = %run_id, outcome = outcome_name(outcome), "run finished");
+        });
     }
 
     /// Cancels a running run; `false` when it is not running here.

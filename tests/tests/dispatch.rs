@@ -172,3 +172,47 @@ fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
     assert_eq!(lines, expected, "every line, in order, once");
     Ok(())
 }
+
+/// SIGKILL the agent in the middle of a long run step and start it again: the step's
+/// container is re-adopted, not restarted, and the run completes with every line once.
+#[test]
+fn a_killed_agent_readopts_its_running_container() -> anyhow::Result<()> {
+    let (mesh, _master, mut agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("adopt");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=6", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    wait_until("the second step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("second-2"))?;
+    let container = format!("pmesh-pc-1-{}-second", instance.0);
+    let started_at = |name: &str| pmesh_tests::docker::docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name]);
+    let before = started_at(&container);
+    agents[0].kill();
+    agents[0] = mesh.start_agent("pc-1", &[])?;
+    let watch = mesh.pmesh(&["runs", "watch", &run_id]);
+    assert_eq!(watch.code, 0, "{}\n{}", watch.stdout, watch.stderr);
+    assert_eq!(started_at(&container), before, "the same container, never restarted");
+    let all = events(&mesh, &run_id);
+    assert_contiguous(&all);
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let expected: Vec<String> = ["first", "second", "third"].iter().flat_map(|step| (1..=6).map(move |line| format!("{step}-{line}"))).collect();
+    assert_eq!(lines, expected, "every line, in order, once");
+    Ok(())
+}
+
+/// A container removed while its agent was down fails its step with a clear reason.
+#[test]
+fn a_container_that_vanished_fails_its_step_clearly() -> anyhow::Result<()> {
+    let (mesh, _master, mut agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("gone");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=2", "-p", "lines=10", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
+    agents[0].kill();
+    pmesh_tests::docker::docker(&["rm", "-f", &format!("pmesh-pc-1-{}-first", instance.0)]);
+    agents[0] = mesh.start_agent("pc-1", &[])?;
+    let watch = mesh.pmesh(&["runs", "watch", &run_id]);
+    assert_eq!(watch.code, 1, "{}\n{}", watch.stdout, watch.stderr);
+    assert!(watch.stdout.contains("FAILED: the container of step first vanished while the agent was down"), "{}", watch.stdout);
+    Ok(())
+}

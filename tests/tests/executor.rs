@@ -63,6 +63,7 @@ fn plan(instance: &str, run: &str, steps: Vec<PlannedStep>) -> Plan {
         steps,
         teardown: vec![],
         max_parallel: 4,
+        resume: BTreeMap::new(),
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Plan {
     pub teardown: Vec<PlannedStep>,
     /// The most steps running at once.
     pub max_parallel: usize,
+    /// Steps that were running when the agent stopped, with the output lines already
+    /// reported: their containers are re-adopted, not restarted.
+    pub resume: BTreeMap<String, u64>,
 }
 
 /// How an image gets onto the host.

@@ -354,13 +354,18 @@ impl Runner {
         Ok(id)
     }
 
-    /// Streams a container's output as log and progress events; returns the last lines.
-    async fn follow_logs(&self, plan: &Plan, step: &PlannedStep, id: &str) -> VecDeque<String> {
+    /// Streams a container's output as log and progress events, skipping the first `skip`
+    /// lines (already reported before an agent restart); returns the last lines.
+    async fn follow_logs(&self, plan: &Plan, step: &PlannedStep, id: &str, mut skip: u64) -> VecDeque<String> {
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
         let mut logs = self.driver.logs(id);
         while let Some(chunk) = logs.next().await {
             let Ok(chunk) = chunk else { break };
             for line in split_lines(&chunk) {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
                 self.report_line(plan, step, line).await;
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
@@ -378,7 +383,28 @@ impl Runner {
         }
     }
 
+    /// After an agent restart: the step's container from this run, if it still exists.
+    async fn adoptable(&self, plan: &Plan, step: &str) -> Result<Option<super::contract::Found>, Failure> {
+        let found = self.existing(plan, step).await?;
+        Ok(found.into_iter().find(|container| container.label(labels::RUN) == plan.run_id))
+    }
+
+    fn vanished(step: &str) -> Failure {
+        Failure::new(format!("the container of step {step} vanished while the agent was down"))
+    }
+
     async fn run_container(&self, plan: &Plan, step: &PlannedStep, spec: &ContainerSpec, kind: &str) -> Result<Attempt, Failure> {
+        if let Some(reported) = plan.resume.get(&step.name) {
+            let container = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?;
+            tracing::info!(step = %step.name, container = %container.name, "re-adopting a container after a restart");
+            let tail = self.follow_logs(plan, step, &container.id, *reported).await;
+            let exit_code = self.driver.wait(&container.id).await?;
+            return Ok(if exit_code == 0 {
+                Attempt::Succeeded(Some(container.id))
+            } else {
+                Attempt::Failed(Failure { reason: format!("exited with code {exit_code}"), exit_code: Some(exit_code), tail: tail.into() })
+            });
+        }
         let hash = spec.spec_hash();
         let existing = self.existing(plan, &step.name).await?;
         if let Some(done) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && !found.running && found.exit_code == Some(0)) {
@@ -386,7 +412,7 @@ impl Runner {
         }
         let id = self.replace(plan, &step.name, spec, kind).await?;
         self.driver.start(&id).await?;
-        let tail = self.follow_logs(plan, step, &id).await;
+        let tail = self.follow_logs(plan, step, &id, 0).await;
         let exit_code = self.driver.wait(&id).await?;
         if exit_code == 0 {
             Ok(Attempt::Succeeded(Some(id)))
@@ -403,15 +429,20 @@ impl Runner {
                 return Ok(Attempt::Unchanged(Some(current.id.clone())));
             }
         }
-        let id = self.replace(plan, &step.name, spec, "service").await?;
-        self.driver.start(&id).await?;
+        let id = if plan.resume.contains_key(&step.name) {
+            self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?.id
+        } else {
+            let id = self.replace(plan, &step.name, spec, "service").await?;
+            self.driver.start(&id).await?;
+            id
+        };
         // The service's output is reported until the run ends.
         let runner = self.clone();
         let (plan_for_logs, step_for_logs, id_for_logs) = (plan.clone(), step.clone(), id.clone());
         let log_stop = cancel.child_token();
         tokio::spawn(async move {
             tokio::select! {
-                _ = runner.follow_logs(&plan_for_logs, &step_for_logs, &id_for_logs) => {}
+                _ = runner.follow_logs(&plan_for_logs, &step_for_logs, &id_for_logs, 0) => {}
                 _ = log_stop.cancelled() => {}
             }
         });
