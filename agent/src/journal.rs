@@ -197,7 +197,13 @@ impl Journal {
     /// # Errors
     /// When sled cannot open it (another agent process holds it) or a record is damaged.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
-        let db = sled::open(dir).with_context(|| format!("opening the journal in {} (is another agent running?)", dir.display()))?;
+        // A small page cache: the journal is written once and read sequentially, and an idle
+        // agent should stay small.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(4 * 1024 * 1024)
+            .open()
+            .with_context(|| format!("opening the journal in {} (is another agent running?)", dir.display()))?;
         let events = db.open_tree("events")?;
         let runs = db.open_tree("runs")?;
         let meta = db.open_tree("meta")?;

@@ -14,7 +14,8 @@ use anyhow::{bail, Context};
 pub mod docker;
 pub mod proxy;
 
-/// The built binary `name`, from the workspace's target directory.
+/// The built binary `name`, from `$PMESH_BIN_DIR` (the benchmark points it at release
+/// builds), else the workspace's debug target directory.
 ///
 /// # Panics
 /// When it has not been built; the message says how to build it.
@@ -22,7 +23,8 @@ pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+    let dir = std::env::var_os("PMESH_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| target.join("debug"));
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the binaries first with `cargo build --workspace --bins` (tests/run.sh does)",
@@ -74,6 +76,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,191 @@
+//! `pmesh-bench`: pmesh's benchmark. It starts real processes on loopback (release builds,
+//! from `$PMESH_BIN_DIR`) and prints each measurement beside its target. It asserts nothing:
+//! performance is reported, not tested.
+//!
+//! - fan-out: `pmesh run --all` of a container-less pattern, to completion, on 10, 50 and 200
+//!   agents;
+//! - events: one container printing many lines, received by a watcher of the run (events per
+//!   second, and p50/p99 latency from the agent's event time to the watcher);
+//! - start latency: from the start request to the step container's start, beside
+//!   `docker run -d` of the same image;
+//! - idle RSS of the master and of an agent.
+//!
+//! Usage: `tests/bench.sh [--agents 10,50,200] [--lines 100000]`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use pmesh_proto::v1;
+use pmesh_tests::{wait_until, Mesh};
+
+fn patterns_dir(name: &str) -> String {
+    format!("{}/patterns/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
+fn docker_started_at_ms(name: &str) -> anyhow::Result<i64> {
+    let output = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.StartedAt}}", name]).output()?;
+    anyhow::ensure!(output.status.success(), "no container {name} yet");
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let parsed = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('.').next().unwrap_or_default())
+        .with_context(|| format!("StartedAt {text:?}"))?;
+    let nanos: u64 = text.split('.').nth(1).map(|fraction| fraction.trim_end_matches('Z')).map(|digits| format!("{digits:0<9}")[..9].parse().unwrap_or(0)).unwrap_or(0);
+    Ok((parsed.duration_since(UNIX_EPOCH)?.as_nanos() as u64 / 1_000_000 + nanos / 1_000_000) as i64)
+}
+
+struct Args {
+    agents: Vec<usize>,
+    lines: u64,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut parsed = Args { agents: vec![10, 50, 200], lines: 100_000 };
+    let mut raw = std::env::args().skip(1);
+    while let Some(flag) = raw.next() {
+        let value = raw.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--agents" => parsed.agents = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--lines" => parsed.lines = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> anyhow::Result<()> {
+    pmesh_proto::tls::install_default_provider();
+    pmesh_tests::docker::require_tools_image();
+    let args = args()?;
+    let mut mesh = Mesh::init()?;
+    mesh.check_interval = "5s".into();
+    let master = mesh.start_master()?;
+    for pattern in ["noop", "chatty"] {
+        let push = mesh.pmesh(&["pattern", "push", &patterns_dir(pattern)]);
+        anyhow::ensure!(push.code == 0, "push {pattern}: {}", push.stderr);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let connection = runtime.block_on(async { pmesh_master::cli::client::connect(None, &mesh.master_dir()) }).map_err(|err| anyhow::anyhow!(err.message))?;
+    let mut results: Vec<(String, String, String)> = Vec::new();
+    // Unique instances: a leftover container of an earlier, interrupted benchmark with the same
+    // spec would make a step "unchanged" and measure nothing.
+    let tag = std::process::id();
+
+    // Fan-out.
+    let mut agents = Vec::new();
+    for &target in &args.agents {
+        while agents.len() < target {
+            let name = format!("a{:03}", agents.len() + 1);
+            mesh.enrol(&name, &[])?;
+            agents.push(mesh.start_agent(&name, &[])?);
+        }
+        // Let the master's consumers connect to every agent before timing.
+        std::thread::sleep(Duration::from_secs(6));
+        let mut samples = Vec::new();
+        for round in 0..3 {
+            let started = Instant::now();
+            let run = mesh.pmesh(&["run", "noop", "--all", "--instance", &format!("fan{target}r{round}-{tag}"), "-p", &format!("port={}", mesh.master_port)]);
+            let elapsed = started.elapsed();
+            anyhow::ensure!(run.code == 0, "fan-out run on {target} agents: {}", run.stderr);
+            samples.push(elapsed.as_secs_f64());
+        }
+        samples.sort_by(f64::total_cmp);
+        results.push((format!("fan-out, {target} agents (median of 3, CLI wall clock)"), format!("{:.3} s", samples[1]), if target == 200 { "< 1 s".into() } else { "-".into() }));
+    }
+
+    // Idle RSS, once the agents have been idle a while.
+    std::thread::sleep(Duration::from_secs(5));
+    results.push(("master idle RSS".into(), format!("{:.1} MB", rss_kib(master.pid()) as f64 / 1024.0), "-".into()));
+    let mut agent_rss: Vec<u64> = agents.iter().map(|agent| rss_kib(agent.pid())).collect();
+    agent_rss.sort_unstable();
+    results.push(("agent idle RSS (median)".into(), format!("{:.1} MB", agent_rss[agent_rss.len() / 2] as f64 / 1024.0), "< 15 MB".into()));
+
+    // Events: one agent, one container printing many lines.
+    let values = format!("{{\"lines\": {}}}", args.lines);
+    let (count, seconds, mut latencies) = runtime.block_on(async {
+        let mut client = connection.client.clone();
+        let started = client
+            .start_run(v1::MasterStartRunRequest { pattern: "chatty".into(), on: vec!["a001".into()], values_json: values, instance: format!("chatty-{tag}"), ..Default::default() })
+            .await?
+            .into_inner();
+        let mut request = tonic::Request::new(v1::WatchRunRequest { run_id: started.run_id.clone(), from_index: 0, no_follow: false });
+        request.set_timeout(Duration::from_secs(3600));
+        let mut stream = client.watch_run(request).await?.into_inner();
+        let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+        let mut latencies = Vec::new();
+        while let Some(envelope) = stream.message().await? {
+            let Some(event) = envelope.event else { continue };
+            if std::env::var_os("PMESH_BENCH_DEBUG").is_some() {
+                eprintln!("{event:?}");
+            }
+            if event.kind == v1::RunEventKind::Log as i32 {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+                count += 1;
+                latencies.push((now_ms() - event.at_unix_ms) as f64);
+            }
+        }
+        let seconds = first.map(|first| last.duration_since(first).as_secs_f64()).unwrap_or(f64::NAN);
+        Ok::<_, anyhow::Error>((count, seconds, latencies))
+    })?;
+    latencies.sort_by(f64::total_cmp);
+    results.push((format!("events to a watcher ({count} log events)"), format!("{:.0} /s", count as f64 / seconds), ">= 50000 /s".into()));
+    results.push(("event latency p50 / p99".into(), format!("{:.0} ms / {:.0} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99)), "p99 < 50 ms".into()));
+
+    // Start latency beside docker run.
+    let mut pmesh_ms = Vec::new();
+    let mut docker_ms = Vec::new();
+    for round in 0..5 {
+        let instance = format!("start{round}-{tag}");
+        let t0 = now_ms();
+        runtime.block_on(connection.client.clone().start_run(v1::MasterStartRunRequest {
+            pattern: "chatty".into(),
+            on: vec!["a001".into()],
+            values_json: "{\"lines\": 1}".into(),
+            instance: instance.clone(),
+            ..Default::default()
+        }))?;
+        let name = format!("pmesh-a001-{instance}-print");
+        wait_until("the step container", Duration::from_secs(30), || docker_started_at_ms(&name).is_ok_and(|at| at > 0))?;
+        pmesh_ms.push((docker_started_at_ms(&name)? - t0) as f64);
+        let t1 = now_ms();
+        let id = pmesh_tests::docker::docker(&["run", "-d", pmesh_tests::docker::TOOLS_IMAGE, "true"]);
+        docker_ms.push((docker_started_at_ms(&id)? - t1) as f64);
+        pmesh_tests::docker::docker(&["rm", "-f", &id]);
+        pmesh_tests::docker::remove_instance(&instance);
+    }
+    pmesh_ms.sort_by(f64::total_cmp);
+    docker_ms.sort_by(f64::total_cmp);
+    let (pmesh_median, docker_median) = (pmesh_ms[2], docker_ms[2]);
+    results.push(("start latency, pmesh (median of 5)".into(), format!("{pmesh_median:.0} ms"), format!("<= 1.2 x docker run = {:.0} ms", docker_median * 1.2)));
+    results.push(("start latency, docker run -d (median of 5)".into(), format!("{docker_median:.0} ms"), "-".into()));
+    pmesh_tests::docker::remove_instance(&format!("chatty-{tag}"));
+    for round in 0..3 {
+        for &target in &args.agents {
+            pmesh_tests::docker::remove_instance(&format!("fan{target}r{round}-{tag}"));
+        }
+    }
+
+    println!("\n{:<58} {:>20}  {}", "MEASUREMENT", "MEASURED", "TARGET");
+    for (name, measured, target) in results {
+        println!("{name:<58} {measured:>20}  {target}");
+    }
+    drop(agents);
+    Ok(())
+}
