@@ -4,6 +4,7 @@
 //!   service and who may call it; [`registry`]: the agents' heartbeat;
 //!   [`daemon`]: `ca init` and `serve`; [`cli`]: the command line.
 
+pub mod bootstrap;
 pub mod bundles;
 pub mod cli;
 pub mod config;

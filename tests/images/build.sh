@@ -9,6 +9,7 @@ set -euo pipefail
 # tag, then the packages debootstrap installs into a bookworm minbase root.
 images=(
   "pmesh-test/tools:bookworm-1|bind9,bind9-dnsutils,ca-certificates,curl,netcat-openbsd,procps"
+  "pmesh-test/sshd:bookworm-1|systemd,systemd-sysv,openssh-server,sudo,iproute2,iptables,procps,ca-certificates"
 )
 
 need_root_tools() {

@@ -1,6 +1,7 @@
 //! The `pmesh` command line: the master daemon (`serve`), mesh creation (`ca init`) and the
 //! operator's verbs. Every verb returns a [`CliError`] with a documented exit code on failure.
 
+pub mod bootstrap;
 pub mod client;
 pub mod output;
 pub mod pattern;
@@ -60,6 +61,7 @@ pub enum Command {
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Make a host reachable over SSH an enrolled pattern controller.
+    Bootstrap(bootstrap::BootstrapArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +250,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Agents(command) => agents(command, credentials, data_dir, cli.output).await,
+        Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, cli.output),
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, cli.output),
         Command::Pattern(PatternCommand::Push { path }) => runs::push(&client::connect(credentials, data_dir)?, &path, cli.output).await,
