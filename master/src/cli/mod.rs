@@ -60,7 +60,7 @@ pub enum Command {
     /// List, inspect, follow and cancel runs.
     #[command(subcommand)]
     Runs(RunsCommand),
-    /// Make a host reachable over SSH an enrolled pattern controller.
+    /// Turn a host reachable over SSH into an enrolled pattern controller.
     Bootstrap(bootstrap::BootstrapArgs),
 }
 
