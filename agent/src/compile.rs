@@ -261,6 +261,7 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
         teardown,
         max_parallel: inputs.max_parallel,
         resume: BTreeMap::new(),
+        timeout: None,
     };
     let secret_values = params
         .iter()

@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub docker_timeout: Duration,
     /// How many steps of one run may run at once.
     pub max_parallel_steps: usize,
+    /// How many runs may run at once; later ones wait their turn.
+    pub max_concurrent_runs: usize,
     /// Image mirrors and registry logins.
     pub images: ImageConfig,
 }
@@ -71,6 +73,7 @@ impl Default for AgentConfig {
             shutdown_grace: Duration::from_secs(10),
             docker_timeout: Duration::from_secs(3),
             max_parallel_steps: 4,
+            max_concurrent_runs: 4,
             images: ImageConfig::default(),
         }
     }

@@ -41,11 +41,14 @@ pub struct Runs {
     paths: Paths,
     config: AgentConfig,
     active: Mutex<HashMap<String, CancellationToken>>,
+    /// One permit per run allowed to run at once (`max_concurrent_runs`).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runs {
     pub fn new(journal: Arc<Journal>, paths: Paths, config: AgentConfig) -> Runs {
-        Runs { journal, paths, config, active: Mutex::new(HashMap::new()) }
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs.max(1)));
+        Runs { journal, paths, config, active: Mutex::new(HashMap::new()), permits }
     }
 
     pub fn journal(&self) -> &Arc<Journal> {
@@ -57,7 +60,14 @@ impl Runs {
     /// # Errors
     /// [`StartError::Invalid`] when the bundle is not held or the pattern, values or plan are
     /// invalid: nothing is recorded or created then.
-    pub async fn start(self: &Arc<Self>, run_id: &str, digest: &str, instance: &str, values_json: &str) -> Result<bool, StartError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        run_id: &str,
+        digest: &str,
+        instance: &str,
+        values_json: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<bool, StartError> {
         let invalid = |message: String| StartError::Invalid(message);
         if run_id.is_empty() || !run_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(invalid(format!("run id {run_id:?}: use letters, digits and '-'")));
@@ -65,7 +75,8 @@ impl Runs {
         if self.journal.run(run_id)?.is_some() {
             return Ok(false);
         }
-        let compiled = self.compile_run(run_id, digest, instance, values_json)?;
+        let mut compiled = self.compile_run(run_id, digest, instance, values_json)?;
+        compiled.plan.timeout = timeout;
 
         let started_at_unix_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let record = RunRecord {
@@ -199,7 +210,13 @@ impl Runs {
         self.active.lock().expect("runs lock").insert(run_id.clone(), cancel.clone());
         let runs = self.clone();
         tokio::spawn(async move {
+            // Runs past `max_concurrent_runs` wait here, cancellable, for their turn.
+            let permit = tokio::select! {
+                permit = runs.permits.clone().acquire_owned() => permit.ok(),
+                _ = cancel.cancelled() => None,
+            };
             let outcome = runs.drive(compiled, cancel).await;
+            drop(permit);
             runs.active.lock().expect("runs lock").remove(&run_id);
             if let Err(err) = runs.journal.set_run_state(&run_id, outcome_name(outcome)) {
                 tracing::error!(run = %run_id, error = %err, "recording the run's end failed");

@@ -147,7 +147,8 @@ impl Agent for AgentService {
     #[tracing::instrument(skip_all, fields(run = %request.get_ref().run_id))]
     async fn start_run(&self, request: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
         let start = request.into_inner();
-        match self.runs.start(&start.run_id, &start.bundle_digest, &start.instance, &start.values_json).await {
+        let timeout = (start.timeout_seconds > 0).then(|| Duration::from_secs(start.timeout_seconds));
+        match self.runs.start(&start.run_id, &start.bundle_digest, &start.instance, &start.values_json, timeout).await {
             Ok(started) => Ok(Response::new(v1::StartRunResponse { started })),
             Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),
             Err(StartError::Internal(err)) => {

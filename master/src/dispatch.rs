@@ -170,9 +170,10 @@ impl Dispatcher {
             let signed = signed.clone();
             let limit = limit.clone();
             let (run_id, instance, values) = (run_id.clone(), instance.clone(), values_text.to_owned());
+            let timeout_seconds = request.timeout_seconds;
             starts.spawn(async move {
                 let _permit = limit.acquire().await;
-                let result = this.start_on(&agent, &signed, &run_id, &instance, &values).await;
+                let result = this.start_on(&agent, &signed, &run_id, &instance, &values, timeout_seconds).await;
                 (agent.name, result)
             });
         }
@@ -194,7 +195,15 @@ impl Dispatcher {
         Ok(v1::MasterStartRunResponse { run_id, targets: results })
     }
 
-    async fn start_on(&self, agent: &AgentRecord, signed: &SignedBundle, run_id: &str, instance: &str, values: &str) -> Result<(), (&'static str, String)> {
+    async fn start_on(
+        &self,
+        agent: &AgentRecord,
+        signed: &SignedBundle,
+        run_id: &str,
+        instance: &str,
+        values: &str,
+        timeout_seconds: u64,
+    ) -> Result<(), (&'static str, String)> {
         let dialled = self.channel(agent).map_err(|err| ("unreachable", format!("{err:#}")))?;
         let unreachable = |status: tonic::Status| {
             let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) { "failed" } else { "unreachable" };
@@ -207,6 +216,7 @@ impl Dispatcher {
                 bundle_digest: signed.digest.clone(),
                 instance: instance.to_owned(),
                 values_json: values.to_owned(),
+                timeout_seconds,
             })
             .await
             .map_err(unreachable)?;

@@ -173,6 +173,19 @@ fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A run past its `--timeout` is stopped on the agent and fails, saying so.
+#[test]
+fn a_run_past_its_timeout_fails_and_its_containers_stop() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("late");
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=30", "--timeout", "3s"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("FAILED: the run timed out after 3s"), "{}", run.stdout);
+    let running = pmesh_tests::docker::docker(&["ps", "-q", "--filter", &format!("label=io.pmesh.instance={}", instance.0)]);
+    assert!(running.is_empty(), "no container of the run is running");
+    Ok(())
+}
+
 /// SIGKILL the agent in the middle of a long run step and start it again: the step's
 /// container is re-adopted, not restarted, and the run completes with every line once.
 #[test]

@@ -34,6 +34,8 @@ pub struct Plan {
     pub teardown: Vec<PlannedStep>,
     /// The most steps running at once.
     pub max_parallel: usize,
+    /// The run's time limit: past it, every container is stopped and the run fails.
+    pub timeout: Option<Duration>,
     /// Steps that were running when the agent stopped, with the output lines already
     /// reported: their containers are re-adopted, not restarted.
     pub resume: BTreeMap<String, u64>,

@@ -131,7 +131,20 @@ impl Runner {
         // The run's scope: cancelled by the caller's token, and by the end of the run, which
         // stops the tasks that follow services' output.
         let scope = cancel.child_token();
-        let outcome = match self.prepare(&plan).await {
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(limit) = plan.timeout {
+            let (scope, timed_out) = (scope.clone(), timed_out.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = scope.cancelled() => {}
+                    _ = tokio::time::sleep(limit) => {
+                        timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                        scope.cancel();
+                    }
+                }
+            });
+        }
+        let mut outcome = match self.prepare(&plan).await {
             Ok(()) => self.walk(plan.clone(), scope.clone()).await,
             Err(failure) => {
                 self.emit(&run_id, EventKind::StepFailed { step: "prepare".into(), reason: failure.reason, exit_code: None, tail: failure.tail }).await;
@@ -141,6 +154,11 @@ impl Runner {
         scope.cancel();
         if outcome == Outcome::Cancelled {
             self.stop_run_containers(&plan).await;
+            if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                let limit = humantime::format_duration(plan.timeout.unwrap_or_default());
+                self.emit(&run_id, EventKind::StepFailed { step: "run".into(), reason: format!("the run timed out after {limit}"), exit_code: None, tail: vec![] }).await;
+                outcome = Outcome::Failed;
+            }
         }
         self.emit(&run_id, EventKind::RunFinished { outcome }).await;
         outcome

@@ -110,6 +110,9 @@ pub struct RunArgs {
     /// Start and return; follow later with `pmesh runs watch`.
     #[arg(long)]
     pub detach: bool,
+    /// Stop the run and fail it past this time on each agent, such as 30m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +269,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 values_file: args.values,
                 instance: args.instance,
                 detach: args.detach,
+                timeout: args.timeout,
             };
             match runs::run(&connection, options, cli.output).await? {
                 0 => Ok(()),

@@ -81,6 +81,7 @@ pub struct RunOptions {
     pub values_file: Option<std::path::PathBuf>,
     pub instance: Option<String>,
     pub detach: bool,
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The supplied values as JSON: the values file, then each `-p` over it.
@@ -114,6 +115,7 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         values_json: values_json(&options)?,
         instance: options.instance.clone().unwrap_or_default(),
         run_id: String::new(),
+        timeout_seconds: options.timeout.map(|timeout| timeout.as_secs().max(1)).unwrap_or(0),
     };
     let started = connection.client.clone().start_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
     for target in started.targets.iter().filter(|target| !target.started) {
