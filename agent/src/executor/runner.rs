@@ -180,9 +180,14 @@ impl Runner {
     }
 
     async fn prepare(&self, plan: &Plan) -> Result<(), Failure> {
-        self.driver.ensure_network(&network_name(&plan.scope()), &Self::owner(plan, "", "", "network")).await?;
-        for network in &plan.networks {
-            self.driver.ensure_network(network, &Self::owner(plan, "", "", "network")).await?;
+        // A plan without containers (only waits, say) touches nothing in Docker: Docker's
+        // pool of network address ranges is small, and one network per instance adds up.
+        let has_containers = plan.steps.iter().chain(&plan.teardown).any(|step| matches!(step.action, Action::Run(_) | Action::Service(_)));
+        if has_containers {
+            self.driver.ensure_network(&network_name(&plan.scope()), &Self::owner(plan, "", "", "network")).await?;
+            for network in &plan.networks {
+                self.driver.ensure_network(network, &Self::owner(plan, "", "", "network")).await?;
+            }
         }
         for image in &plan.images {
             let action = self.driver.ensure_image(image).await?;

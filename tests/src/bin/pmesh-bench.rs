@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let run = mesh.pmesh(&["run", "noop", "--all", "--instance", &format!("fan{target}r{round}-{tag}"), "-p", &format!("port={}", mesh.master_port)]);
             let elapsed = started.elapsed();
-            anyhow::ensure!(run.code == 0, "fan-out run on {target} agents: {}", run.stderr);
+            anyhow::ensure!(run.code == 0, "fan-out run on {target} agents: {}\n{}", run.stderr, run.stdout.lines().filter(|line| line.contains("FAILED") || line.contains("failed") || line.contains("unreachable")).collect::<Vec<_>>().join("\n"));
             samples.push(elapsed.as_secs_f64());
         }
         samples.sort_by(f64::total_cmp);
