@@ -1,34 +1,10 @@
-//! Exit codes of `pmesh-agent`, the same as `pmesh`'s, and call failures as sentences.
+//! Exit codes of `pmesh-agent` (the same as `pmesh`'s, from `pmesh_rt::cli`), and failed calls
+//! to the master as sentences. Unlike `pmesh`, a join that finds its name taken is a refusal.
 
 use tonic::Code;
 
-/// The command failed.
-pub const FAILED: u8 = 1;
-/// Usage or validation error: nothing was changed.
-pub const USAGE: u8 = 2;
-/// The master could not be reached.
-pub const UNREACHABLE: u8 = 4;
-/// The master refused: bad or used token, fingerprint mismatch, revoked certificate.
-pub const REFUSED: u8 = 5;
-
-/// One sentence and an exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into() }
-    }
-}
-
-impl From<anyhow::Error> for CliError {
-    fn from(err: anyhow::Error) -> Self {
-        CliError::new(FAILED, format!("{err:#}"))
-    }
-}
+pub use pmesh_rt::cli::exit::{CANCELLED, FAILED, REFUSED, UNREACHABLE, USAGE};
+pub use pmesh_rt::cli::CliError;
 
 /// One sentence for a failed call to `peer`; `explained` is what the connection knows of a
 /// TLS or socket failure behind the status.

@@ -19,9 +19,6 @@ use crate::executor::events::{Event, EventKind, ImageAction, Outcome};
 use crate::executor::runner::Runner;
 use crate::exit::{self, CliError};
 
-/// Exit code of a cancelled run.
-pub const CANCELLED: u8 = 3;
-
 /// What `pattern apply` and `pattern destroy` were given.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -123,7 +120,7 @@ pub async fn apply(options: LocalOptions, config: AgentConfig) -> Result<u8, Cli
     Ok(match outcome {
         Outcome::Succeeded => 0,
         Outcome::Failed => exit::FAILED,
-        Outcome::Cancelled => CANCELLED,
+        Outcome::Cancelled => exit::CANCELLED,
     })
 }
 

@@ -14,13 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{self, Paths};
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
-}
+use pmesh_rt::cli::now_unix;
 
 /// Checks every `interval` and renews when due, until `shutdown`.
 pub async fn keep_renewed(

@@ -35,13 +35,7 @@ impl From<ApiError> for Status {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use pmesh_rt::cli::now_unix;
 
 /// Unix seconds of a `SystemTime`.
 pub fn unix(time: std::time::SystemTime) -> i64 {

@@ -13,36 +13,7 @@ use tonic::Code;
 use crate::credentials::{self, Credentials};
 use crate::error::now_unix;
 
-/// Exit codes, as the README documents them.
-pub mod exit {
-    /// The command failed (not found, already exists, internal error).
-    pub const FAILED: u8 = 1;
-    /// Usage or validation error: nothing was changed.
-    pub const USAGE: u8 = 2;
-    /// The master or an agent could not be reached.
-    pub const UNREACHABLE: u8 = 4;
-    /// The credential was refused: missing, expired, revoked, from another CA, or not allowed.
-    pub const REFUSED: u8 = 5;
-}
-
-/// A failure the CLI reports: one sentence and an exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into() }
-    }
-}
-
-impl From<anyhow::Error> for CliError {
-    fn from(err: anyhow::Error) -> Self {
-        CliError::new(exit::FAILED, format!("{err:#}"))
-    }
-}
+pub use pmesh_rt::cli::{exit, CliError};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -13,9 +13,6 @@ use serde_json::json;
 use super::client::{exit, CliError, Connection};
 use super::output::{table, Format};
 
-/// Exit code of a cancelled run.
-pub const CANCELLED: u8 = 3;
-
 /// `pmesh pattern push PATH`.
 ///
 /// # Errors
@@ -170,7 +167,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
 pub fn exit_code(state: &str) -> u8 {
     match state {
         "succeeded" => 0,
-        "cancelled" => CANCELLED,
+        "cancelled" => exit::CANCELLED,
         "unreachable" => exit::UNREACHABLE,
         _ => exit::FAILED,
     }

@@ -3,11 +3,13 @@
 //!
 //! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
 //!   TLS failure a call died of kept for the error message;
+//! - [`cli`]: exit codes and the CLI's one-sentence error, shared by both binaries;
 //! - [`files`]: atomic writes, private files created 0600;
 //! - [`pattern_dir`]: a pattern directory read from disk;
 //! - [`logging`]: the tracing subscriber, journald-aware;
 //! - [`process`]: signals and sd_notify readiness around a daemon's future.
 
+pub mod cli;
 pub mod files;
 pub mod logging;
 pub mod net;
