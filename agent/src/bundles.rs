@@ -72,6 +72,19 @@ impl BundleStore {
         Ok(true)
     }
 
+    /// The files of a bundle that travelled in a request (a plan), verified as [`Self::put`]
+    /// verifies, and not stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] as for [`Self::put`].
+    pub fn verify(&self, digest: &str, archive: &[u8], signature: &[u8]) -> Result<BTreeMap<String, BundleFile>, StoreError> {
+        let actual = bundle::verify(archive, signature, &self.public_key).map_err(|err| StoreError::Refused(err.to_string()))?;
+        if actual != digest {
+            return Err(StoreError::Refused(format!("its digest is {actual}, not the {digest} announced")));
+        }
+        bundle::open(archive).map_err(|err| StoreError::Refused(err.to_string()))
+    }
+
     /// The files of a held bundle, verified again on the way out.
     ///
     /// # Errors

@@ -104,6 +104,14 @@ fn context_tar(context: &Path) -> anyhow::Result<Vec<u8>> {
 
 #[async_trait::async_trait]
 impl Driver for DockerDriver {
+    async fn has_image(&self, reference: &str) -> anyhow::Result<bool> {
+        match self.docker.inspect_image(reference).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("asking Docker for image {reference}")),
+        }
+    }
+
     async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<ImageAction> {
         match source {
             ImageSource::Pull { reference, auth } => {

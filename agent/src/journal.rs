@@ -189,6 +189,8 @@ pub struct Journal {
     /// The next sequence number; held while appending so numbers are gap-free.
     next_seq: Mutex<u64>,
     last_seq: watch::Sender<u64>,
+    /// Concurrent appends (several runs) share flushes.
+    flusher: pmesh_rt::durable::GroupFlush,
 }
 
 impl Journal {
@@ -212,7 +214,11 @@ impl Journal {
         let trimmed = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
         let last = last_event.max(trimmed);
         let (last_seq, _) = watch::channel(last);
-        Ok(Journal { db, events, runs, next_seq: Mutex::new(last + 1), last_seq })
+        let flusher = {
+            let db = db.clone();
+            pmesh_rt::durable::GroupFlush::new(move || db.flush().map(drop).map_err(std::io::Error::other))
+        };
+        Ok(Journal { db, events, runs, next_seq: Mutex::new(last + 1), last_seq, flusher })
     }
 
     /// Appends `batch`, flushes it to disk, then tells watchers. Returns the last sequence
@@ -232,8 +238,15 @@ impl Journal {
             self.events.apply_batch(sled_batch)?;
             *next - 1
         };
-        self.db.flush_async().await.context("flushing the journal")?;
-        self.last_seq.send_replace(last);
+        self.flusher.flush().await.context("flushing the journal")?;
+        // Another run's append may have announced a later number already; it never goes back.
+        self.last_seq.send_if_modified(|announced| {
+            let newer = last > *announced;
+            if newer {
+                *announced = last;
+            }
+            newer
+        });
         Ok(last)
     }
 

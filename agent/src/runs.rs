@@ -18,6 +18,7 @@ use crate::compile::{self, Inputs};
 use crate::config::AgentConfig;
 use crate::docker::DockerDriver;
 use crate::executor::events::{Event, EventKind, Outcome};
+use crate::executor::preview::{preview, Planned};
 use crate::executor::runner::Runner;
 use crate::journal::{outcome_name, Journal, RunRecord};
 use crate::state::{self, Paths};
@@ -97,31 +98,60 @@ impl Runs {
         Ok(true)
     }
 
+    /// The bundle store, keyed by the enrolment's bundle-signing key, and the agent's name.
+    fn bundle_store(&self) -> Result<(BundleStore, String), StartError> {
+        let enrolment = state::load_enrolment(&self.paths)?;
+        let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
+        Ok((BundleStore::new(&self.paths.data_dir, key), enrolment.name))
+    }
+
     /// Validates and compiles a run of a held bundle.
     ///
     /// # Errors
     /// [`StartError::Invalid`] listing every problem.
     fn compile_run(&self, run_id: &str, digest: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
+        let (store, agent) = self.bundle_store()?;
+        let files: BTreeMap<String, Vec<u8>> = match store.open(digest) {
+            Ok(files) => files.into_iter().map(|(path, file)| (path, file.contents)).collect(),
+            Err(StoreError::Missing(_)) => return Err(StartError::Invalid(format!("bundle {digest} is not on this agent; push it first"))),
+            Err(err) => return Err(StartError::Invalid(err.to_string())),
+        };
+        self.compile_files(&files, &agent, run_id, instance, values_json)
+    }
+
+    /// What a run of a bundle sent with the request would do here; nothing is stored,
+    /// written or created.
+    ///
+    /// # Errors
+    /// [`StartError::Invalid`] for a bundle that does not verify or a run that does not
+    /// compile; [`StartError::Internal`] when Docker cannot be asked.
+    pub async fn plan(&self, digest: &str, archive: &[u8], signature: &[u8], instance: &str, values_json: &str) -> Result<Vec<Planned>, StartError> {
+        let (store, agent) = self.bundle_store()?;
+        let files: BTreeMap<String, Vec<u8>> = store
+            .verify(digest, archive, signature)
+            .map_err(|err| StartError::Invalid(err.to_string()))?
+            .into_iter()
+            .map(|(path, file)| (path, file.contents))
+            .collect();
+        let compiled = self.compile_files(&files, &agent, "plan", instance, values_json)?;
+        let driver = DockerDriver::connect().await?;
+        Ok(preview(&driver, &compiled.plan).await?)
+    }
+
+    fn compile_files(&self, files: &BTreeMap<String, Vec<u8>>, agent: &str, run_id: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
         let invalid = |message: String| StartError::Invalid(message);
         pmesh_proto::identity::validate_name(instance).map_err(|err| invalid(format!("instance: {err}")))?;
-        let enrolment = state::load_enrolment(&self.paths)?;
-        let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
-        let files: BTreeMap<String, Vec<u8>> = match BundleStore::new(&self.paths.data_dir, key).open(digest) {
-            Ok(files) => files.into_iter().map(|(path, file)| (path, file.contents)).collect(),
-            Err(StoreError::Missing(_)) => return Err(invalid(format!("bundle {digest} is not on this agent; push it first"))),
-            Err(err) => return Err(invalid(err.to_string())),
-        };
-        let parsed = pattern::parse(&files).map_err(|diagnostics| invalid(lines(&diagnostics)))?;
+        let parsed = pattern::parse(files).map_err(|diagnostics| invalid(lines(&diagnostics)))?;
         let supplied = pattern::values_from_yaml("values", if values_json.trim().is_empty() { "{}" } else { values_json })
             .map_err(|diagnostics| invalid(lines(&diagnostics)))?;
         let params = pattern::validate_values(&parsed, &supplied).map_err(|problems| invalid(lines(&problems)))?;
         let work_dir = self.paths.data_dir.join("instances").join(instance);
         let artifacts = BTreeMap::new();
         let inputs = Inputs {
-            files: &files,
+            files,
             params: &params,
             instance,
-            agent: &enrolment.name,
+            agent,
             run_id,
             work_dir: &work_dir,
             images: &self.config.images,

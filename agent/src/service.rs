@@ -158,6 +158,21 @@ impl Agent for AgentService {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(digest = %request.get_ref().digest))]
+    async fn plan_run(&self, request: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
+        let plan = request.into_inner();
+        match self.runs.plan(&plan.digest, &plan.bundle, &plan.signature, &plan.instance, &plan.values_json).await {
+            Ok(planned) => Ok(Response::new(v1::PlanRunResponse {
+                actions: planned
+                    .into_iter()
+                    .map(|item| v1::PlanAction { kind: item.kind.to_owned(), name: item.name, action: item.action.to_owned(), detail: item.detail })
+                    .collect(),
+            })),
+            Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),
+            Err(StartError::Internal(err)) => Err(Status::unavailable(format!("the agent could not plan the run: {err:#}"))),
+        }
+    }
+
     async fn cancel_run(&self, request: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
         Ok(Response::new(v1::CancelRunResponse { cancelled: self.runs.cancel(&request.get_ref().run_id) }))
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{self, agent_client::AgentClient};
 use pmesh_rt::net::{dial, Dialled};
+use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +29,9 @@ use crate::store::{AgentRecord, Store};
 const MAX_CONCURRENT_STARTS: usize = 32;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events persisted between flushes and acknowledgements.
-const ACK_EVERY: usize = 256;
+const ACK_EVERY: usize = 4096;
+/// At most this many events of one agent go into one transaction.
+const MAX_BATCH: usize = 1024;
 
 /// The dispatcher, shared by the service and the background consumers.
 pub struct Dispatcher {
@@ -130,7 +133,7 @@ impl Dispatcher {
     pub async fn start(self: &Arc<Self>, request: v1::MasterStartRunRequest) -> Result<v1::MasterStartRunResponse, ApiError> {
         if !request.run_id.is_empty() {
             if let Some(existing) = self.runs.run(&request.run_id)? {
-                let targets = existing.agents.keys().map(|agent| v1::TargetResult { agent: agent.clone(), started: false, error: String::new() }).collect();
+                let targets = existing.agents.keys().map(|agent| v1::TargetResult { agent: agent.clone(), ..Default::default() }).collect();
                 return Ok(v1::MasterStartRunResponse { run_id: existing.run_id, targets });
             }
         }
@@ -151,6 +154,11 @@ impl Dispatcher {
         let instance = if request.instance.is_empty() { pattern.name.clone() } else { request.instance.clone() };
         pmesh_proto::identity::validate_name(&instance).map_err(|err| ApiError::Invalid(format!("instance: {err}")))?;
 
+        let signed = SignedBundle { digest: pattern.digest.clone(), archive, signature };
+        if request.plan_only {
+            return Ok(self.plan(targets, signed, instance, values_text.to_owned()).await);
+        }
+
         let run_id = if request.run_id.is_empty() { format!("r{}-{:04x}", now_unix(), rand::random::<u16>()) } else { request.run_id.clone() };
         let run = RunRecord {
             v: 1,
@@ -162,7 +170,6 @@ impl Dispatcher {
             agents: targets.iter().map(|agent| (agent.name.clone(), AgentState { state: "pending".into(), error: String::new() })).collect(),
         };
         self.runs.put_run(&run)?;
-        let signed = SignedBundle { digest: pattern.digest.clone(), archive, signature };
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
         let mut starts = tokio::task::JoinSet::new();
         for agent in targets {
@@ -188,11 +195,40 @@ impl Dispatcher {
             if self.runs.run(&run_id)?.and_then(|run| run.agents.get(&agent).map(|known| known.state.clone())).as_deref() == Some("pending") {
                 self.runs.set_agent_state(&run_id, &agent, state, &error)?;
             }
-            results.push(v1::TargetResult { agent, started: result.is_ok(), error });
+            results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![] });
         }
         results.sort_by(|left, right| left.agent.cmp(&right.agent));
         tracing::info!(run = %run_id, pattern = %run.pattern, targets = results.len(), "run started");
         Ok(v1::MasterStartRunResponse { run_id, targets: results })
+    }
+
+    /// Asks each target what the run would do there, concurrently and bounded; records,
+    /// pushes and starts nothing.
+    async fn plan(self: &Arc<Self>, targets: Vec<AgentRecord>, signed: SignedBundle, instance: String, values: String) -> v1::MasterStartRunResponse {
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
+        let mut plans = tokio::task::JoinSet::new();
+        for agent in targets {
+            let (this, signed, limit) = (self.clone(), signed.clone(), limit.clone());
+            let request = v1::PlanRunRequest { bundle: signed.archive.clone(), signature: signed.signature.clone(), digest: signed.digest.clone(), instance: instance.clone(), values_json: values.clone() };
+            plans.spawn(async move {
+                let _permit = limit.acquire().await;
+                let result = match this.channel(&agent) {
+                    Ok(dialled) => AgentClient::new(dialled.channel.clone()).plan_run(request).await.map(|response| response.into_inner().actions).map_err(|status| Self::explain(&dialled, &status)),
+                    Err(err) => Err(format!("{err:#}")),
+                };
+                (agent.name, result)
+            });
+        }
+        let mut targets = Vec::new();
+        while let Some(joined) = plans.join_next().await {
+            let Ok((agent, result)) = joined else { continue };
+            targets.push(match result {
+                Ok(plan) => v1::TargetResult { agent, started: false, error: String::new(), plan },
+                Err(error) => v1::TargetResult { agent, started: false, error, plan: vec![] },
+            });
+        }
+        targets.sort_by(|left, right| left.agent.cmp(&right.agent));
+        v1::MasterStartRunResponse { run_id: String::new(), targets }
     }
 
     async fn start_on(
@@ -301,43 +337,46 @@ impl Dispatcher {
         // A long-lived stream: no per-call timeout.
         let mut request = tonic::Request::new(v1::WatchEventsRequest { from_seq });
         request.set_timeout(Duration::from_secs(365 * 24 * 3600));
-        let mut stream = AgentClient::new(dialled.channel.clone()).watch_events(request).await?.into_inner();
+        let stream = AgentClient::new(dialled.channel.clone()).watch_events(request).await?.into_inner();
+        // Whatever the stream holds already is persisted in one transaction: one commit per
+        // burst rather than per event.
+        let mut batches = stream.ready_chunks(MAX_BATCH);
         let mut unacked = 0usize;
         let mut flush_timer = tokio::time::interval(Duration::from_millis(200));
         loop {
             let next = tokio::select! {
-                message = stream.message() => message?,
+                batch = batches.next() => batch,
                 _ = flush_timer.tick(), if unacked > 0 => {
                     self.acknowledge(&dialled, name).await?;
                     unacked = 0;
                     continue;
                 }
             };
-            let Some(event) = next else { return Ok(()) };
-            let stored = StoredEvent {
-                v: 1,
-                agent: name.to_owned(),
-                seq: event.seq,
-                run_id: event.run_id.clone(),
-                at_unix_ms: event.at_unix_ms,
-                kind: event.kind,
-                step: event.step.clone(),
-                text: event.text.clone(),
-                percent: event.percent,
-                exit_code: event.has_exit_code.then_some(event.exit_code),
-                tail: event.tail.clone(),
-                attempt: event.attempt,
-                instance: event.instance.clone(),
-                pattern: event.pattern.clone(),
-            };
-            let Some(index) = self.runs.persist(&stored)? else { continue };
-            match v1::RunEventKind::try_from(event.kind) {
-                Ok(v1::RunEventKind::RunStarted) => self.runs.set_agent_state(&event.run_id, name, "running", "")?,
-                Ok(v1::RunEventKind::RunFinished) => self.runs.set_agent_state(&event.run_id, name, &event.text, "")?,
-                _ => {}
+            let Some(batch) = next else { return Ok(()) };
+            let mut events = Vec::with_capacity(batch.len());
+            let mut interrupted = None;
+            for message in batch {
+                match message {
+                    Ok(event) => events.push(stored(name, event)),
+                    Err(status) => {
+                        interrupted = Some(status);
+                        break;
+                    }
+                }
             }
-            let _ = self.live.send((index, stored));
-            unacked += 1;
+            let kept = self.runs.persist(name, &events)?;
+            unacked += kept.len();
+            for (index, event) in kept {
+                match v1::RunEventKind::try_from(event.kind) {
+                    Ok(v1::RunEventKind::RunStarted) => self.runs.set_agent_state(&event.run_id, name, "running", "")?,
+                    Ok(v1::RunEventKind::RunFinished) => self.runs.set_agent_state(&event.run_id, name, &event.text, "")?,
+                    _ => {}
+                }
+                let _ = self.live.send((index, event));
+            }
+            if let Some(status) = interrupted {
+                return Err(status.into());
+            }
             if unacked >= ACK_EVERY {
                 self.acknowledge(&dialled, name).await?;
                 unacked = 0;
@@ -353,49 +392,103 @@ impl Dispatcher {
     }
 
     /// A run's events from `from` on; with `follow`, live ones until every agent finished.
+    ///
+    /// Stored events are read first; live ones come from the broadcast the consumers feed
+    /// after persisting. A gap (events persisted before this watch subscribed, or indexes
+    /// broadcast out of order by two agents' consumers) or a lag is filled from the store, so
+    /// the watcher sees every index once and in order.
     pub fn watch(self: &Arc<Self>, run_id: String, from: u64, follow: bool) -> mpsc::Receiver<Result<v1::AgentRunEvent, tonic::Status>> {
-        let (tx, rx) = mpsc::channel(512);
-        let mut live = self.live.subscribe();
+        let (tx, rx) = mpsc::channel(1024);
+        let live = self.live.subscribe();
         let this = self.clone();
         tokio::spawn(async move {
-            let mut next = from;
-            loop {
-                let stored = match this.runs.run_events(&run_id, next) {
-                    Ok(stored) => stored,
-                    Err(err) => {
-                        let _ = tx.send(Err(tonic::Status::internal(format!("{err:#}")))).await;
-                        return;
-                    }
-                };
-                for (index, event) in stored {
-                    next = index + 1;
-                    if tx.send(Ok(envelope(index, event))).await.is_err() {
-                        return;
-                    }
-                }
-                let finished = this.runs.run(&run_id).ok().flatten().is_none_or(|run| run.overall() != "running");
-                if !follow || finished {
-                    // Events persisted after the last read are picked up by one more pass.
-                    if let Ok(rest) = this.runs.run_events(&run_id, next) {
-                        for (index, event) in rest {
-                            if tx.send(Ok(envelope(index, event))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    return;
-                }
-                // Wait for something new for this run (or a lag, which a re-read covers).
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
-                        Ok(Ok((_, event))) if event.run_id != run_id => continue,
-                        Ok(Err(broadcast::error::RecvError::Closed)) => return,
-                        _ => break,
-                    }
-                }
+            if let Err(status) = this.stream_run(&run_id, from, follow, live, &tx).await {
+                let _ = tx.send(Err(status)).await;
             }
         });
         rx
+    }
+
+    async fn stream_run(
+        &self,
+        run_id: &str,
+        from: u64,
+        follow: bool,
+        mut live: broadcast::Receiver<(u64, StoredEvent)>,
+        tx: &mpsc::Sender<Result<v1::AgentRunEvent, tonic::Status>>,
+    ) -> Result<(), tonic::Status> {
+        let internal = |err: anyhow::Error| tonic::Status::internal(format!("{err:#}"));
+        let mut next = from;
+        let catch_up = |from: u64| self.runs.run_events(run_id, from).map_err(internal);
+        let finished = || self.runs.run(run_id).ok().flatten().is_none_or(|run| run.overall() != "running");
+        // A run can end without an event reaching this master (an agent deleted, a start that
+        // failed): its record is looked at now and then, whatever else the broadcast carries.
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            for (index, event) in catch_up(next)? {
+                next = index + 1;
+                if tx.send(Ok(envelope(index, event))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !follow || finished() {
+                // Events persisted after the last read are picked up by one more pass.
+                for (index, event) in catch_up(next)? {
+                    if tx.send(Ok(envelope(index, event))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                return Ok(());
+            }
+            // Live events, straight from the broadcast while they arrive in order.
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = tx.closed() => return Ok(()),
+                    _ = recheck.tick() => break,
+                };
+                match received {
+                    Ok((index, event)) if event.run_id == run_id => {
+                        if index < next {
+                            continue;
+                        }
+                        if index > next {
+                            break;
+                        }
+                        let ends = event.kind == v1::RunEventKind::RunFinished as i32;
+                        next = index + 1;
+                        if tx.send(Ok(envelope(index, event))).await.is_err() {
+                            return Ok(());
+                        }
+                        if ends && finished() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn stored(agent: &str, event: v1::RunEvent) -> StoredEvent {
+    StoredEvent {
+        v: 1,
+        agent: agent.to_owned(),
+        seq: event.seq,
+        run_id: event.run_id,
+        at_unix_ms: event.at_unix_ms,
+        kind: event.kind,
+        step: event.step,
+        text: event.text,
+        percent: event.percent,
+        exit_code: event.has_exit_code.then_some(event.exit_code),
+        tail: event.tail,
+        attempt: event.attempt,
+        instance: event.instance,
+        pattern: event.pattern,
     }
 }
 

@@ -101,6 +101,7 @@ pub struct RunStore {
     events: sled::Tree,
     counters: sled::Tree,
     cursors: sled::Tree,
+    flusher: pmesh_rt::durable::GroupFlush,
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
@@ -128,6 +129,10 @@ impl RunStore {
             events: db.open_tree("run_events")?,
             counters: db.open_tree("run_counters")?,
             cursors: db.open_tree("cursors")?,
+            flusher: {
+                let db = db.clone();
+                pmesh_rt::durable::GroupFlush::new(move || db.flush().map(drop).map_err(std::io::Error::other))
+            },
             db: db.clone(),
         })
     }
@@ -208,35 +213,50 @@ impl RunStore {
         Ok(self.cursors.get(agent)?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
     }
 
-    /// Persists an agent's event and moves its cursor, atomically; returns the event's index
-    /// in its run, or `None` when the cursor is already past it (a replay after a reconnect).
+    /// Persists a batch of one agent's events and moves its cursor, in one transaction;
+    /// returns the events it kept with their indexes in their runs. Events the cursor is
+    /// already past (a replay after a reconnect) are skipped.
     ///
     /// # Errors
-    /// When the disk fails.
-    pub fn persist(&self, event: &StoredEvent) -> anyhow::Result<Option<u64>> {
-        let encoded = serde_json::to_vec(event)?;
+    /// When the disk fails; then nothing of the batch is kept.
+    pub fn persist(&self, agent: &str, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
+        let encoded: Vec<Vec<u8>> = batch.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
         let result = (&self.events, &self.counters, &self.cursors).transaction(|(events, counters, cursors)| {
-            let cursor = cursors.get(event.agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            if event.seq <= cursor {
-                return Ok(None);
+            let mut cursor = cursors.get(agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let mut next_index: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut kept = Vec::new();
+            for (event, bytes) in batch.iter().zip(&encoded) {
+                if event.seq <= cursor {
+                    continue;
+                }
+                let index = match next_index.get_mut(event.run_id.as_str()) {
+                    Some(index) => index,
+                    None => {
+                        let stored = counters.get(event.run_id.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                        next_index.entry(event.run_id.as_str()).or_insert(stored)
+                    }
+                };
+                events.insert(event_key(&event.run_id, *index), bytes.as_slice())?;
+                kept.push((*index, event.clone()));
+                *index += 1;
+                cursor = event.seq;
             }
-            let index = counters.get(event.run_id.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            events.insert(event_key(&event.run_id, index), encoded.clone())?;
-            counters.insert(event.run_id.as_bytes(), &(index + 1).to_be_bytes())?;
-            cursors.insert(event.agent.as_bytes(), &event.seq.to_be_bytes())?;
-            Ok::<_, ConflictableTransactionError<anyhow::Error>>(Some(index))
+            for (run_id, index) in &next_index {
+                counters.insert(run_id.as_bytes(), &index.to_be_bytes())?;
+            }
+            cursors.insert(agent.as_bytes(), &cursor.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<anyhow::Error>>(kept)
         });
         match result {
-            Ok(index) => Ok(index),
+            Ok(kept) => Ok(kept),
             Err(TransactionError::Abort(err)) => Err(err),
             Err(TransactionError::Storage(err)) => Err(err.into()),
         }
     }
 
-    /// Makes persisted events durable.
+    /// Makes persisted events durable; concurrent callers share one flush.
     pub async fn flush(&self) -> anyhow::Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher.flush().await
     }
 
     /// A run's stored events from `from` on, with their indexes.
@@ -269,13 +289,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let store = RunStore::open(&db).unwrap();
-        assert_eq!(store.persist(&event("a", 1)).unwrap(), Some(0));
-        assert_eq!(store.persist(&event("b", 1)).unwrap(), Some(1));
-        assert_eq!(store.persist(&event("a", 1)).unwrap(), None, "a replayed event is not stored twice");
-        assert_eq!(store.persist(&event("a", 2)).unwrap(), Some(2));
-        assert_eq!(store.cursor("a").unwrap(), 2);
+        let indexes = |kept: Vec<(u64, StoredEvent)>| kept.into_iter().map(|(index, event)| (index, event.text)).collect::<Vec<_>>();
+        assert_eq!(indexes(store.persist("a", &[event("a", 1)]).unwrap()), [(0, "a-1".to_owned())]);
+        assert_eq!(indexes(store.persist("b", &[event("b", 1)]).unwrap()), [(1, "b-1".to_owned())]);
+        assert_eq!(
+            indexes(store.persist("a", &[event("a", 1), event("a", 2), event("a", 3)]).unwrap()),
+            [(2, "a-2".to_owned()), (3, "a-3".to_owned())],
+            "a replayed event is not stored twice"
+        );
+        assert_eq!(store.cursor("a").unwrap(), 3);
         let texts: Vec<String> = store.run_events("r1", 1).unwrap().into_iter().map(|(_, event)| event.text).collect();
-        assert_eq!(texts, ["b-1", "a-2"]);
+        assert_eq!(texts, ["b-1", "a-2", "a-3"]);
     }
 
     #[test]

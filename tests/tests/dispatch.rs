@@ -95,6 +95,50 @@ fn invalid_values_change_nothing_and_list_every_problem() -> anyhow::Result<()> 
 }
 
 #[test]
+fn a_plan_changes_nothing_and_says_what_a_run_would_do_then_what_it_would_leave_alone() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1", "pc-2"])?;
+    let instance = Instance::new("plan");
+    let plan_json = |mesh: &Mesh| -> anyhow::Result<serde_json::Value> {
+        let plan = mesh.pmesh(&["run", "steps", "--all", "--instance", &instance.0, "--plan", "-o", "json"]);
+        anyhow::ensure!(plan.code == 0, "{}\n{}", plan.stdout, plan.stderr);
+        Ok(serde_json::from_str(&plan.stdout)?)
+    };
+    let actions = |plan: &serde_json::Value, agent: &str| -> Vec<(String, String)> {
+        plan[agent]["actions"].as_array().into_iter().flatten().map(|action| (action["name"].as_str().unwrap_or_default().to_owned(), action["action"].as_str().unwrap_or_default().to_owned())).collect()
+    };
+
+    let before = plan_json(&mesh)?;
+    for agent in ["pc-1", "pc-2"] {
+        assert_eq!(
+            actions(&before, agent),
+            [("pmesh-test/tools:bookworm-1", "present"), ("first", "create"), ("second", "create"), ("third", "create")].map(|(name, action)| (name.to_owned(), action.to_owned())),
+            "{before:#}"
+        );
+    }
+    assert_eq!(mesh.pmesh(&["runs", "ls", "-o", "json"]).stdout.trim(), "[]", "a plan records no run");
+    assert!(containers_with_label("io.pmesh.instance", &instance.0).is_empty(), "a plan creates no container");
+    for agent in ["pc-1", "pc-2"] {
+        assert!(!mesh.agent_dir(agent).join("bundles").exists(), "a plan stores no bundle on {agent}");
+        assert!(!mesh.agent_dir(agent).join("instances").exists(), "a plan renders no file on {agent}");
+    }
+    let text = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "--plan"]);
+    assert!(text.stdout.contains("3 create, 1 present") && text.stdout.contains("nothing was pushed, started or changed"), "{}", text.stdout);
+
+    // After a run on pc-1 only, pc-1 would leave its steps alone and pc-2 would still create them.
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let after = plan_json(&mesh)?;
+    assert_eq!(actions(&after, "pc-1")[1..], [("first", "unchanged"), ("second", "unchanged"), ("third", "unchanged")].map(|(name, action)| (name.to_owned(), action.to_owned())));
+    assert_eq!(actions(&after, "pc-2")[1..], [("first", "create"), ("second", "create"), ("third", "create")].map(|(name, action)| (name.to_owned(), action.to_owned())));
+
+    // A changed parameter changes the steps' specs: the plan says they would be replaced.
+    let changed = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "--plan", "-p", "lines=4", "-o", "json"]);
+    let changed: serde_json::Value = serde_json::from_str(&changed.stdout)?;
+    assert!(actions(&changed, "pc-1")[1..].iter().all(|(_, action)| action == "replace"), "{changed:#}");
+    Ok(())
+}
+
+#[test]
 fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
     let (mesh, mut master, _agents) = lab(&["pc-1"])?;
     let instance = Instance::new("crash");

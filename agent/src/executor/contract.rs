@@ -89,6 +89,8 @@ pub type OutputStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = anyhow
 pub trait Driver: Send + Sync + 'static {
     /// Makes the image available; returns what was done.
     async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<super::events::ImageAction>;
+    /// Whether an image with this reference is on the host (nothing is pulled).
+    async fn has_image(&self, reference: &str) -> anyhow::Result<bool>;
     /// Creates (without starting) a container named `name` on the instance network.
     async fn create(&self, name: &str, spec: &ContainerSpec, owner: &OwnerLabels, network: &str) -> anyhow::Result<String>;
     async fn start(&self, id: &str) -> anyhow::Result<()>;

@@ -3,10 +3,12 @@
 //! - [`contract`]: what the runner needs from a container engine (`crate::docker` implements
 //!   it with bollard);
 //! - [`runner`]: walks the steps as a DAG, converges, reports [`events`];
-//! - [`probe`]: the wait steps' probes.
+//! - [`probe`]: the wait steps' probes;
+//! - [`preview`]: what an apply would do, found out without doing it (`--plan`).
 
 pub mod contract;
 pub mod events;
 pub mod plan;
+pub mod preview;
 pub mod probe;
 pub mod runner;

@@ -41,7 +41,7 @@ pub fn container_name(scope: &str, step: &str) -> String {
 }
 
 /// The label filter selecting the plan's instance (and agent, when dispatched), plus `extra`.
-fn instance_filter<'a>(plan: &'a Plan, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn instance_filter<'a>(plan: &'a Plan, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut filter = vec![(labels::INSTANCE, plan.instance.as_str())];
     if !plan.agent.is_empty() {
         filter.push((labels::AGENT, plan.agent.as_str()));

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod live;
 pub mod output;
 pub mod pattern;
 pub mod runs;
@@ -113,6 +114,10 @@ pub struct RunArgs {
     /// Stop the run and fail it past this time on each agent, such as 30m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// A dry run: show, per agent, what would be pulled, created, replaced or left alone,
+    /// and change nothing.
+    #[arg(long, conflicts_with = "detach")]
+    pub plan: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 instance: args.instance,
                 detach: args.detach,
                 timeout: args.timeout,
+                plan: args.plan,
             };
             match runs::run(&connection, options, cli.output).await? {
                 0 => Ok(()),

@@ -11,6 +11,7 @@ use pmesh_proto::v1::{self, RunEventKind};
 use serde_json::json;
 
 use super::client::{exit, CliError, Connection};
+use super::live::Live;
 use super::output::{table, Format};
 
 /// `pmesh pattern push PATH`.
@@ -79,6 +80,8 @@ pub struct RunOptions {
     pub instance: Option<String>,
     pub detach: bool,
     pub timeout: Option<std::time::Duration>,
+    /// A dry run: show what each agent would do.
+    pub plan: bool,
 }
 
 /// The supplied values as JSON: the values file, then each `-p` over it.
@@ -113,8 +116,12 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         instance: options.instance.clone().unwrap_or_default(),
         run_id: String::new(),
         timeout_seconds: options.timeout.map(|timeout| timeout.as_secs().max(1)).unwrap_or(0),
+        plan_only: options.plan,
     };
     let started = connection.client.clone().start_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
+    if options.plan {
+        return Ok(print_plan(&started.targets, format));
+    }
     for target in started.targets.iter().filter(|target| !target.started) {
         eprintln!("{}: {}", target.agent, target.error);
     }
@@ -130,6 +137,45 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
     watch(connection, &started.run_id, format).await
 }
 
+/// Prints what each agent would do; returns 4 when an agent could not be asked.
+fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
+    let unreachable = targets.iter().any(|target| !target.error.is_empty());
+    match format {
+        Format::Json => {
+            let agents: BTreeMap<&str, serde_json::Value> = targets
+                .iter()
+                .map(|target| {
+                    let actions: Vec<_> = target.plan.iter().map(|action| json!({ "kind": action.kind, "name": action.name, "action": action.action, "detail": action.detail })).collect();
+                    (target.agent.as_str(), json!({ "error": target.error, "actions": actions }))
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&agents).unwrap_or_default());
+        }
+        Format::Text => {
+            for target in targets {
+                println!("{}:", target.agent);
+                if !target.error.is_empty() {
+                    println!("  could not plan: {}", target.error);
+                    continue;
+                }
+                let rows: Vec<Vec<String>> = target.plan.iter().map(|action| vec![format!("  {}", action.action), action.kind.clone(), action.name.clone(), action.detail.clone()]).collect();
+                println!("{}", table(&["  ACTION", "KIND", "NAME", "DETAIL"], &rows));
+                let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+                for action in &target.plan {
+                    *counts.entry(action.action.as_str()).or_default() += 1;
+                }
+                println!("  {}", counts.iter().map(|(action, count)| format!("{count} {action}")).collect::<Vec<_>>().join(", "));
+            }
+            println!("plan only: nothing was pushed, started or changed");
+        }
+    }
+    if unreachable {
+        exit::UNREACHABLE
+    } else {
+        0
+    }
+}
+
 /// Follows a run until it ends (or Ctrl-C detaches); returns the exit code.
 ///
 /// # Errors
@@ -139,27 +185,33 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
     let mut long = tonic::Request::new(request);
     long.set_timeout(std::time::Duration::from_secs(7 * 24 * 3600));
     let mut stream = connection.client.clone().watch_run(long).await.map_err(|status| connection.failed(status))?.into_inner();
+    let mut live = Live::new(format);
     loop {
         let next = tokio::select! {
             next = stream.message() => next,
             _ = tokio::signal::ctrl_c() => {
+                live.finish();
                 eprintln!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
                 return Ok(0);
             }
         };
         match next {
-            Ok(Some(envelope)) => print_event(&envelope, format),
+            Ok(Some(envelope)) => live.event(&envelope),
             Ok(None) => break,
-            Err(status) => return Err(connection.failed(status)),
+            Err(status) => {
+                live.finish();
+                return Err(connection.failed(status));
+            }
         }
     }
     let run = connection.client.clone().get_run(v1::GetRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
     if format == Format::Text {
         for agent in &run.agents {
             let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
-            println!("{:<12} {}{error}", agent.agent, agent.state);
+            live.println(&format!("{:<12} {}{error}", agent.agent, agent.state));
         }
     }
+    live.finish();
     Ok(exit_code(&run.state))
 }
 
@@ -170,48 +222,6 @@ pub fn exit_code(state: &str) -> u8 {
         "cancelled" => exit::CANCELLED,
         "unreachable" => exit::UNREACHABLE,
         _ => exit::FAILED,
-    }
-}
-
-fn describe(event: &v1::RunEvent) -> String {
-    match RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified) {
-        RunEventKind::RunStarted => format!("run started: {} on instance {} ({})", event.pattern, event.instance, event.text),
-        RunEventKind::ImageReady => format!("image {}", event.text),
-        RunEventKind::StepStarted if event.attempt > 1 => format!("started (attempt {})", event.attempt),
-        RunEventKind::StepStarted => "started".into(),
-        RunEventKind::StepUnchanged => "unchanged".into(),
-        RunEventKind::Log => format!("| {}", event.text),
-        RunEventKind::Progress => format!("{:.0}%", event.percent),
-        RunEventKind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
-        RunEventKind::StepSucceeded => "succeeded".into(),
-        RunEventKind::StepFailed => {
-            let mut text = format!("FAILED: {}", event.text);
-            for line in &event.tail {
-                text.push_str(&format!("\n      {line}"));
-            }
-            text
-        }
-        RunEventKind::StepSkipped => format!("skipped: {}", event.text),
-        RunEventKind::RunFinished => format!("run {}", event.text),
-        RunEventKind::Unspecified => event.text.clone(),
-    }
-}
-
-fn print_event(envelope: &v1::AgentRunEvent, format: Format) {
-    let Some(event) = &envelope.event else { return };
-    match format {
-        Format::Json => println!(
-            "{}",
-            json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
-                    "kind": RunEventKind::try_from(event.kind).map(|kind| kind.as_str_name()).unwrap_or("UNSPECIFIED"),
-                    "step": event.step, "text": event.text, "percent": event.percent,
-                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail })
-        ),
-        Format::Text => {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_unix_ms.max(0) as u64);
-            let step = if event.step.is_empty() { "-" } else { event.step.as_str() };
-            println!("{} {:<10} {:<14} {}", humantime::format_rfc3339_seconds(at), envelope.agent, step, describe(event));
-        }
     }
 }
 

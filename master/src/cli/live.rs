@@ -1,0 +1,192 @@
+//! A run followed live: one bar per agent and step on a terminal, one timestamped line per
+//! event anywhere else (a pipe, a CI log, `-o json`).
+//!
+//! A bar shows the step's state, a percentage once the step reports one (downloads, OVFTool),
+//! its elapsed time and the latest log line. Run-level events, failures and their last lines
+//! are printed above the bars, so they stay on screen after the bars finish.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pmesh_proto::v1::{self, RunEventKind};
+use serde_json::json;
+
+use super::output::Format;
+
+/// Where a run's events are shown.
+pub enum Live {
+    Lines(Format),
+    Bars(Bars),
+}
+
+impl Live {
+    /// Bars when text goes to a terminal (and `TERM` is not `dumb`), lines otherwise.
+    pub fn new(format: Format) -> Live {
+        let terminal = std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb");
+        if format == Format::Text && terminal {
+            Live::Bars(Bars::new())
+        } else {
+            Live::Lines(format)
+        }
+    }
+
+    /// Shows one event.
+    pub fn event(&mut self, envelope: &v1::AgentRunEvent) {
+        match self {
+            Live::Lines(format) => print_line(envelope, *format),
+            Live::Bars(bars) => bars.event(envelope),
+        }
+    }
+
+    /// A line of text outside the event stream (a summary, a hint).
+    pub fn println(&self, text: &str) {
+        match self {
+            Live::Lines(_) => println!("{text}"),
+            Live::Bars(bars) => bars.println(text),
+        }
+    }
+
+    /// Stops drawing; bars still running are left as they are on screen.
+    pub fn finish(self) {
+        if let Live::Bars(bars) = self {
+            bars.finish();
+        }
+    }
+}
+
+/// The terminal view: a bar per agent and step.
+pub struct Bars {
+    multi: MultiProgress,
+    steps: HashMap<(String, String), ProgressBar>,
+    prefix_width: usize,
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} {wide_msg}").expect("a valid template").tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} [{bar:20.cyan/blue}] {pos:>3}% {wide_msg}")
+        .expect("a valid template")
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
+        .progress_chars("=> ")
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        Bars { multi, steps: HashMap::new(), prefix_width: 24 }
+    }
+
+    fn bar(&mut self, agent: &str, step: &str) -> &ProgressBar {
+        let key = (agent.to_owned(), step.to_owned());
+        let width = self.prefix_width;
+        let multi = &self.multi;
+        self.steps.entry(key).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(100).with_style(spinner_style()));
+            bar.set_prefix(format!("{:<width$}", format!("{agent} {step}")));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        })
+    }
+
+    fn println(&self, text: &str) {
+        // Printed above the bars; when nothing is drawn (a hidden target) it would be lost.
+        if self.multi.println(text).is_err() || self.multi.is_hidden() {
+            println!("{text}");
+        }
+    }
+
+    fn event(&mut self, envelope: &v1::AgentRunEvent) {
+        let Some(event) = &envelope.event else { return };
+        let agent = envelope.agent.as_str();
+        let kind = RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified);
+        if event.step.is_empty() {
+            self.println(&format!("{agent}: {}", describe(event)));
+            return;
+        }
+        let step = event.step.as_str();
+        match kind {
+            RunEventKind::StepStarted => {
+                let bar = self.bar(agent, step);
+                bar.reset_elapsed();
+                bar.set_message(describe(event));
+            }
+            RunEventKind::Log => self.bar(agent, step).set_message(format!("| {}", event.text)),
+            RunEventKind::Progress => {
+                let bar = self.bar(agent, step);
+                bar.set_style(bar_style());
+                bar.set_position(event.percent.clamp(0.0, 100.0) as u64);
+            }
+            RunEventKind::StepRetrying => self.bar(agent, step).set_message(describe(event)),
+            RunEventKind::StepSucceeded | RunEventKind::StepUnchanged | RunEventKind::StepSkipped => {
+                let bar = self.bar(agent, step);
+                if kind == RunEventKind::StepSucceeded && bar.position() > 0 {
+                    bar.set_position(100);
+                }
+                bar.finish_with_message(describe(event));
+            }
+            RunEventKind::StepFailed => {
+                self.bar(agent, step).abandon_with_message(format!("FAILED: {}", event.text));
+                for line in &event.tail {
+                    self.println(&format!("  {agent} {step} | {line}"));
+                }
+            }
+            _ => self.println(&format!("{agent} {step}: {}", describe(event))),
+        }
+    }
+
+    fn finish(self) {
+        for bar in self.steps.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// An event in words, as both views show it.
+pub fn describe(event: &v1::RunEvent) -> String {
+    match RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified) {
+        RunEventKind::RunStarted => format!("run started: {} on instance {} ({})", event.pattern, event.instance, event.text),
+        RunEventKind::ImageReady => format!("image {}", event.text),
+        RunEventKind::StepStarted if event.attempt > 1 => format!("started (attempt {})", event.attempt),
+        RunEventKind::StepStarted => "started".into(),
+        RunEventKind::StepUnchanged => "unchanged".into(),
+        RunEventKind::Log => format!("| {}", event.text),
+        RunEventKind::Progress => format!("{:.0}%", event.percent),
+        RunEventKind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
+        RunEventKind::StepSucceeded => "succeeded".into(),
+        RunEventKind::StepFailed => {
+            let mut text = format!("FAILED: {}", event.text);
+            for line in &event.tail {
+                text.push_str(&format!("\n      {line}"));
+            }
+            text
+        }
+        RunEventKind::StepSkipped => format!("skipped: {}", event.text),
+        RunEventKind::RunFinished => format!("run {}", event.text),
+        RunEventKind::Unspecified => event.text.clone(),
+    }
+}
+
+/// One event as a timestamped line, or as a JSON object per line.
+pub fn print_line(envelope: &v1::AgentRunEvent, format: Format) {
+    let Some(event) = &envelope.event else { return };
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
+                    "kind": RunEventKind::try_from(event.kind).map(|kind| kind.as_str_name()).unwrap_or("UNSPECIFIED"),
+                    "step": event.step, "text": event.text, "percent": event.percent,
+                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail })
+        ),
+        Format::Text => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_unix_ms.max(0) as u64);
+            let step = if event.step.is_empty() { "-" } else { event.step.as_str() };
+            println!("{} {:<10} {:<14} {}", humantime::format_rfc3339_seconds(at), envelope.agent, step, describe(event));
+        }
+    }
+}
