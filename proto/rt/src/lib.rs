@@ -6,12 +6,14 @@
 //! - [`cli`]: exit codes and the CLI's one-sentence error, shared by both binaries;
 //! - [`files`]: atomic writes, private files created 0600;
 //! - [`durable`]: group commit, one flush shared by every task waiting for one;
+//! - [`fetch`]: artifacts by checksum: resumable, verified downloads into a cache with leases;
 //! - [`pattern_dir`]: a pattern directory read from disk;
 //! - [`logging`]: the tracing subscriber, journald-aware;
 //! - [`process`]: signals and sd_notify readiness around a daemon's future.
 
 pub mod cli;
 pub mod durable;
+pub mod fetch;
 pub mod files;
 pub mod logging;
 pub mod net;
