@@ -15,7 +15,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, AttachContainerOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
@@ -240,11 +240,16 @@ impl Driver for DockerDriver {
         self.docker.start_container(id, None).await.with_context(|| format!("starting container {id}"))
     }
 
+    async fn attach(&self, id: &str) -> anyhow::Result<OutputStream> {
+        let options = AttachContainerOptionsBuilder::default().stdout(true).stderr(true).stream(true).logs(false).build();
+        let attached = self.docker.attach_container(id, Some(options)).await.with_context(|| format!("attaching to container {id}"))?;
+        let stream = attached.output.map(|chunk| chunk.map(|output| output.into_bytes()).map_err(anyhow::Error::from));
+        Ok(Box::pin(stream))
+    }
+
     fn logs(&self, id: &str) -> OutputStream {
         let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
-        let stream = self.docker.logs(id, Some(options)).map(|chunk| {
-            chunk.map(|output| String::from_utf8_lossy(&output.into_bytes()).into_owned()).map_err(anyhow::Error::from)
-        });
+        let stream = self.docker.logs(id, Some(options)).map(|chunk| chunk.map(|output| output.into_bytes()).map_err(anyhow::Error::from));
         Box::pin(stream)
     }
 
@@ -324,10 +329,11 @@ impl Driver for DockerDriver {
         if let bollard::exec::StartExecResults::Attached { mut output, .. } =
             self.docker.start_exec(&exec.id, None).await.context("starting the exec")?
         {
+            let mut buffer = crate::executor::events::LineBuffer::default();
             while let Some(chunk) = output.next().await {
-                let text = String::from_utf8_lossy(&chunk.context("reading exec output")?.into_bytes()).into_owned();
-                lines.extend(crate::executor::events::split_lines(&text).map(str::to_owned));
+                lines.extend(buffer.push(&chunk.context("reading exec output")?.into_bytes()));
             }
+            lines.extend(buffer.finish());
         }
         let inspect = self.docker.inspect_exec(&exec.id).await.context("inspecting the exec")?;
         Ok((inspect.exit_code.unwrap_or(-1), lines))

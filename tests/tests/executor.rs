@@ -196,6 +196,23 @@ fn service_exec_wait_and_run_steps_succeed_in_order() {
     }
 }
 
+/// Every line of a fast writer arrives, in order. Following the log file lost them: the engine
+/// here rotates json-file logs at 10 MB (`log-opts` in /etc/docker/daemon.json, a common
+/// setting), and lines written while a follower lagged behind a rotation were never read.
+/// The runner attaches to the container's output before starting it instead.
+#[test]
+fn a_fast_writer_loses_no_line_across_log_rotation() {
+    let harness = Harness::new();
+    let instance = unique_instance("flood");
+    let plan = plan(&instance, "run-1", vec![step("flood", &[], Action::Run(container(&["seq", "1", "300000"])))]);
+    let _cleanup = Cleanup(&harness, plan.clone());
+    let (outcome, events) = harness.apply(plan, vec![]);
+    assert_eq!(outcome, Outcome::Succeeded);
+    let lines = logs(&events, "flood");
+    assert_eq!(lines.len(), 300_000, "first missing line: {:?}", lines.iter().enumerate().find(|(index, line)| **line != (index + 1).to_string()));
+    assert!(lines.iter().enumerate().all(|(index, line)| *line == (index + 1).to_string()), "lines arrive in order");
+}
+
 #[test]
 fn a_failing_run_step_reports_exit_code_and_log_tail() {
     let harness = Harness::new();

@@ -81,8 +81,9 @@ pub enum Health {
     Unhealthy,
 }
 
-/// A chunk of output from a container or an exec.
-pub type OutputStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = anyhow::Result<String>> + Send>>;
+/// Output from a container or an exec, in pieces as the engine delivers them (a piece may end
+/// mid-line; [`super::events::LineBuffer`] makes lines of them).
+pub type OutputStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = anyhow::Result<bytes::Bytes>> + Send>>;
 
 /// What the runner needs from a container engine.
 #[async_trait::async_trait]
@@ -94,7 +95,12 @@ pub trait Driver: Send + Sync + 'static {
     /// Creates (without starting) a container named `name` on the instance network.
     async fn create(&self, name: &str, spec: &ContainerSpec, owner: &OwnerLabels, network: &str) -> anyhow::Result<String>;
     async fn start(&self, id: &str) -> anyhow::Result<()>;
-    /// The container's output from its start, following until it exits.
+    /// The container's output from now on, straight from its stdio rather than its log file,
+    /// until it exits. Called before `start`, it misses nothing: following the log file loses
+    /// lines when the engine rotates it under a fast writer (json-file `max-size`).
+    async fn attach(&self, id: &str) -> anyhow::Result<OutputStream>;
+    /// The container's output from its start (its log file), following until it exits: how
+    /// a re-adopted container is followed after an agent restart.
     fn logs(&self, id: &str) -> OutputStream;
     /// Waits for exit; returns the exit code.
     async fn wait(&self, id: &str) -> anyhow::Result<i64>;

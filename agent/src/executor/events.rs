@@ -66,10 +66,52 @@ impl Redactor {
     }
 }
 
-/// Splits tool output into lines on `\n` and `\r` (ovftool and govc redraw progress with
-/// `\r`), dropping empty ones.
-pub fn split_lines(chunk: &str) -> impl Iterator<Item = &str> {
-    chunk.split(['\n', '\r']).map(str::trim_end).filter(|line| !line.is_empty())
+/// The longest line kept whole; a tool writing more without a newline is cut into pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Turns output that arrives in arbitrary pieces (a write may end mid-line, or mid-character)
+/// into lines, split on `\n` and `\r` (ovftool and govc redraw progress with `\r`), trimmed
+/// at the end, empty ones dropped.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    pending: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// The lines `chunk` completes; a trailing partial line waits for the next chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (index, byte) in self.pending.iter().enumerate() {
+            if matches!(byte, b'\n' | b'\r') {
+                Self::keep(&self.pending[start..index], &mut lines);
+                start = index + 1;
+            }
+        }
+        self.pending.drain(..start);
+        if self.pending.len() >= MAX_LINE {
+            Self::keep(&self.pending, &mut lines);
+            self.pending.clear();
+        }
+        lines
+    }
+
+    /// The last line, when the output ended without a newline.
+    pub fn finish(&mut self) -> Option<String> {
+        let mut lines = Vec::new();
+        Self::keep(&self.pending, &mut lines);
+        self.pending.clear();
+        lines.pop()
+    }
+
+    fn keep(bytes: &[u8], lines: &mut Vec<String>) {
+        let line = String::from_utf8_lossy(bytes);
+        let line = line.trim_end();
+        if !line.is_empty() {
+            lines.push(line.to_owned());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,9 +124,31 @@ mod tests {
         assert_eq!(redactor.redact("pw=hunter2-admin and hunter2 x"), "pw=<redacted> and <redacted> x");
     }
 
+    fn lines_of(chunks: &[&[u8]]) -> Vec<String> {
+        let mut buffer = LineBuffer::default();
+        let mut lines: Vec<String> = chunks.iter().flat_map(|chunk| buffer.push(chunk)).collect();
+        lines.extend(buffer.finish());
+        lines
+    }
+
     #[test]
     fn splits_on_carriage_returns() {
-        let lines: Vec<&str> = split_lines("Disk progress: 1%\rDisk progress: 2%\r\nDone\n\n").collect();
-        assert_eq!(lines, ["Disk progress: 1%", "Disk progress: 2%", "Done"]);
+        assert_eq!(lines_of(&[b"Disk progress: 1%\rDisk progress: 2%\r\nDone\n\n"]), ["Disk progress: 1%", "Disk progress: 2%", "Done"]);
+    }
+
+    #[test]
+    fn lines_and_characters_cut_between_chunks_are_joined() {
+        let text = "104\n105\nh\u{e9}llo\nlast";
+        let bytes = text.as_bytes();
+        for cut in 1..bytes.len() {
+            assert_eq!(lines_of(&[&bytes[..cut], &bytes[cut..]]), ["104", "105", "h\u{e9}llo", "last"], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_into_pieces() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let lines = lines_of(&[&long[..MAX_LINE / 2], &long[MAX_LINE / 2..], b"\n"]);
+        assert_eq!(lines.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE + 10]);
     }
 }

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::contract::{labels, Driver, Health, OwnerLabels};
-use super::events::{split_lines, Event, EventKind, Outcome, Redactor};
+use super::contract::{labels, Driver, Health, OutputStream, OwnerLabels};
+use super::events::{Event, EventKind, LineBuffer, Outcome, Redactor};
 use super::plan::{Action, ContainerSpec, Plan, PlannedStep, Probe};
 use super::probe;
 
@@ -377,26 +377,41 @@ impl Runner {
         Ok(id)
     }
 
+    /// Creates the step's container, attaches to its output and starts it: the output stream
+    /// then holds every line from the first.
+    async fn launch(&self, plan: &Plan, step: &str, spec: &ContainerSpec, kind: &str) -> Result<(String, OutputStream), Failure> {
+        let id = self.replace(plan, step, spec, kind).await?;
+        let output = self.driver.attach(&id).await?;
+        self.driver.start(&id).await?;
+        Ok((id, output))
+    }
+
     /// Streams a container's output as log and progress events, skipping the first `skip`
     /// lines (already reported before an agent restart); returns the last lines.
-    async fn follow_logs(&self, plan: &Plan, step: &PlannedStep, id: &str, mut skip: u64) -> VecDeque<String> {
+    async fn follow_logs(&self, plan: &Plan, step: &PlannedStep, mut logs: OutputStream, mut skip: u64) -> VecDeque<String> {
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
-        let mut logs = self.driver.logs(id);
+        let mut buffer = LineBuffer::default();
         while let Some(chunk) = logs.next().await {
             let Ok(chunk) = chunk else { break };
-            for line in split_lines(&chunk) {
-                if skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                self.report_line(plan, step, line).await;
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(self.redactor.redact(line));
-            }
+            self.report_lines(plan, step, buffer.push(&chunk), &mut skip, &mut tail).await;
         }
+        self.report_lines(plan, step, buffer.finish().into_iter().collect(), &mut skip, &mut tail).await;
         tail
+    }
+
+    /// Reports `lines` after the first `skip` of them, keeping the last ones in `tail`.
+    async fn report_lines(&self, plan: &Plan, step: &PlannedStep, lines: Vec<String>, skip: &mut u64, tail: &mut VecDeque<String>) {
+        for line in lines {
+            if *skip > 0 {
+                *skip -= 1;
+                continue;
+            }
+            self.report_line(plan, step, &line).await;
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(self.redactor.redact(&line));
+        }
     }
 
     async fn report_line(&self, plan: &Plan, step: &PlannedStep, line: &str) {
@@ -420,7 +435,7 @@ impl Runner {
         if let Some(reported) = plan.resume.get(&step.name) {
             let container = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?;
             tracing::info!(step = %step.name, container = %container.name, "re-adopting a container after a restart");
-            let tail = self.follow_logs(plan, step, &container.id, *reported).await;
+            let tail = self.follow_logs(plan, step, self.driver.logs(&container.id), *reported).await;
             let exit_code = self.driver.wait(&container.id).await?;
             return Ok(if exit_code == 0 {
                 Attempt::Succeeded(Some(container.id))
@@ -433,9 +448,8 @@ impl Runner {
         if let Some(done) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && !found.running && found.exit_code == Some(0)) {
             return Ok(Attempt::Unchanged(Some(done.id.clone())));
         }
-        let id = self.replace(plan, &step.name, spec, kind).await?;
-        self.driver.start(&id).await?;
-        let tail = self.follow_logs(plan, step, &id, 0).await;
+        let (id, output) = self.launch(plan, &step.name, spec, kind).await?;
+        let tail = self.follow_logs(plan, step, output, 0).await;
         let exit_code = self.driver.wait(&id).await?;
         if exit_code == 0 {
             Ok(Attempt::Succeeded(Some(id)))
@@ -452,20 +466,23 @@ impl Runner {
                 return Ok(Attempt::Unchanged(Some(current.id.clone())));
             }
         }
-        let id = if plan.resume.contains_key(&step.name) {
-            self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?.id
+        // A re-adopted service's output is read from its log file, after the lines reported
+        // before the restart.
+        let (id, output, skip) = if let Some(reported) = plan.resume.get(&step.name) {
+            let id = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?.id;
+            let output = self.driver.logs(&id);
+            (id, output, *reported)
         } else {
-            let id = self.replace(plan, &step.name, spec, "service").await?;
-            self.driver.start(&id).await?;
-            id
+            let (id, output) = self.launch(plan, &step.name, spec, "service").await?;
+            (id, output, 0)
         };
         // The service's output is reported until the run ends.
         let runner = self.clone();
-        let (plan_for_logs, step_for_logs, id_for_logs) = (plan.clone(), step.clone(), id.clone());
+        let (plan_for_logs, step_for_logs) = (plan.clone(), step.clone());
         let log_stop = cancel.child_token();
         tokio::spawn(async move {
             tokio::select! {
-                _ = runner.follow_logs(&plan_for_logs, &step_for_logs, &id_for_logs, 0) => {}
+                _ = runner.follow_logs(&plan_for_logs, &step_for_logs, output, skip) => {}
                 _ = log_stop.cancelled() => {}
             }
         });
