@@ -5,199 +5,88 @@
 //! and the agents advertise their container's address, so every connection (SSH, enrolment,
 //! the master's mTLS heartbeat) crosses a real network.
 //!
-//! The agent's unit is installed exactly as shipped, and starts: no drop-in relaxes it. Said
+//! The agent's unit is installed exactly as shipped, and starts: no drop-in relaxes it (the
+//! pattern test's drop-in moves only the data directory, for the reason it gives). Said
 //! plainly, though: in these unprivileged containers systemd cannot make namespaces, and it
 //! starts the unit without them. It logs that for `ProtectHostname=`, and silently skips the
 //! mount-namespace directives (`ProtectSystem=`, `ProtectHome=`, `PrivateTmp=`): checked by
 //! hand with a probe unit, which could write to /usr as root. What is in force here, and
 //! checked below, is `NoNewPrivileges=`, the seccomp filter and the empty capability set.
 //!
-//! What the containers stand in for: a Debian 12 host. The Photon paths (tdnf, ip4save) are
-//! covered by unit tests of the scripts, not here.
+//! What the containers stand in for: a Debian 12 host; with Photon's os-release and stand-ins
+//! for tdnf and iptables, a Photon one. The pattern test runs the catalog's DNS pattern through
+//! a bootstrapped agent, on a host that shares this machine's network (said there, with why).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pmesh_tests::docker::docker;
-use pmesh_tests::{bin, wait_until, Mesh, Run};
-
-const IMAGE: &str = "pmesh-test/sshd:bookworm-1";
-
-/// Runs `docker ARGS` and returns its output, whatever the exit status.
-fn docker_output(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker is missing: install the Docker engine and CLI")
-}
-
-fn require_image() {
-    assert!(
-        docker_output(&["image", "inspect", IMAGE]).status.success(),
-        "{IMAGE} is missing: build it with tests/images/build.sh (tests/run.sh does)"
-    );
-}
+use pmesh_tests::docker::{docker, require_tools_image, start_master_on, Host, Instance, Network, TOOLS_IMAGE};
+use pmesh_tests::{bin, free_port, wait_until, Daemon, Mesh, Run};
 
 fn unique(tag: &str) -> String {
     format!("pmesh-bs-{tag}-{}", std::process::id())
 }
 
-/// A Docker network, removed on drop.
-struct Network {
-    name: String,
-    gateway: String,
+/// A host with systemd and sshd on `network`, the Docker socket at its usual path: the normal
+/// target.
+fn systemd_host(tag: &str, network: &Network) -> Host {
+    let args = ["--hostname", tag, "--network", &network.name, "-v", "/var/run/docker.sock:/var/run/docker.sock"];
+    Host::start(&unique(tag), &args, true, &["/lib/systemd/systemd"])
 }
 
-impl Network {
-    fn create(tag: &str) -> Network {
-        let name = unique(tag);
-        let _ = docker_output(&["network", "rm", &name]);
-        docker(&["network", "create", &name]);
-        let gateway = docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", &name]);
-        assert!(!gateway.is_empty(), "network {name} has no gateway address");
-        Network { name, gateway }
-    }
+/// What a bootstrap would have left behind on `host`, if anything.
+fn traces(host: &Host) -> String {
+    host.sh(
+        "for path in /usr/local/bin/pmesh-agent /etc/systemd/system/pmesh-agent.service /usr/lib/sysusers.d/pmesh.conf \
+         /etc/pmesh /var/lib/pmesh-agent; do [ -e $path ] && echo $path; done; \
+         getent passwd pmesh-agent; ls /var/tmp | grep pmesh; true",
+    )
 }
 
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = docker_output(&["network", "rm", &self.name]);
-    }
-}
-
-/// A container, removed on drop.
-struct Container {
-    name: String,
-    ip: String,
-}
-
-impl Container {
-    /// Starts `command` in the test image on `network`, with the Docker socket mounted at
-    /// `socket`.
-    fn start(tag: &str, network: &Network, systemd: bool, socket: &str, command: &[&str]) -> Container {
-        require_image();
-        let name = unique(tag);
-        let _ = docker_output(&["rm", "-f", &name]);
-        let mut args = vec!["run", "-d", "--name", &name, "--hostname", tag, "--network", &network.name];
-        if systemd {
-            args.extend(["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock"]);
-        }
-        let mount = format!("/var/run/docker.sock:{socket}");
-        args.extend(["-v", &mount, IMAGE]);
-        args.extend_from_slice(command);
-        docker(&args);
-        let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &name]);
-        let container = Container { name, ip };
-        if systemd {
-            wait_until("sshd to run under systemd", Duration::from_secs(60), || container.sh("systemctl is-active ssh") == "active")
-                .unwrap_or_else(|err| panic!("{err}: {}", container.sh("systemctl --failed --no-pager; journalctl -b --no-pager | tail -20")));
-        }
-        container
-    }
-
-    /// A host with systemd and sshd: the normal target.
-    fn host(tag: &str, network: &Network) -> Container {
-        Container::start(tag, network, true, "/var/run/docker.sock", &["/lib/systemd/systemd"])
-    }
-
-    /// Runs a shell command inside; returns stdout (trimmed) whatever the exit status.
-    fn sh(&self, script: &str) -> String {
-        let output = docker_output(&["exec", &self.name, "sh", "-c", script]);
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
-
-    /// Runs a shell command inside and asserts it succeeded.
-    fn ok(&self, script: &str) -> String {
-        let output = docker_output(&["exec", &self.name, "sh", "-c", script]);
-        assert!(output.status.success(), "{script}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
-
-    /// Lets units in the container use the bind-mounted Docker socket: a `docker` group with
-    /// the socket's group id (the agent's unit names the group, as on a real host).
-    fn add_docker_group(&self) {
-        let gid = std::fs::metadata("/var/run/docker.sock")
-            .map(|meta| std::os::unix::fs::MetadataExt::gid(&meta))
-            .expect("/var/run/docker.sock is missing: these tests need a running Docker engine");
-        self.ok(&format!("groupadd -o -g {gid} docker"));
-    }
-
-    /// Generates a key pair for `user` inside, authorises it, and returns the private key file
-    /// copied to `dir`.
-    fn authorise_key(&self, user: &str, dir: &Path) -> PathBuf {
-        let home = self.ok(&format!("getent passwd {user} | cut -d: -f6"));
-        self.ok(&format!(
-            "ssh-keygen -q -t ed25519 -N '' -f /tmp/key-{user} && install -d -m 700 -o {user} {home}/.ssh && \
-             cat /tmp/key-{user}.pub >> {home}/.ssh/authorized_keys && chown {user} {home}/.ssh/authorized_keys"
-        ));
-        let path = dir.join(format!("key-{user}"));
-        std::fs::write(&path, self.ok(&format!("cat /tmp/key-{user}")) + "\n").expect("writing the key");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
-        path
-    }
-
-    /// The host's ed25519 key fingerprint, as `ssh-keygen -lf` prints it.
-    fn host_key_fingerprint(&self) -> String {
-        let line = self.ok("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
-        line.split_whitespace().nth(1).expect("a fingerprint").to_owned()
-    }
-
-    /// What a bootstrap would have left behind, if anything.
-    fn traces(&self) -> String {
-        self.sh(
-            "for path in /usr/local/bin/pmesh-agent /etc/systemd/system/pmesh-agent.service /usr/lib/sysusers.d/pmesh.conf \
-             /etc/pmesh /var/lib/pmesh-agent; do [ -e $path ] && echo $path; done; \
-             getent passwd pmesh-agent; ls /var/tmp | grep pmesh; true",
-        )
-    }
-
-    fn main_pid(&self) -> String {
-        self.sh("systemctl show -p MainPID --value pmesh-agent")
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = docker_output(&["rm", "-f", &self.name]);
-    }
-}
-
-/// `pmesh serve` on the network's gateway address, killed on drop.
-struct MasterProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn agent_pid(host: &Host) -> String {
+    host.main_pid("pmesh-agent")
 }
 
 /// A mesh whose master the containers reach, and one target host.
 struct Lab {
     // Dropped in this order: the host, then the master, then the network, then the files.
-    host: Container,
-    master: MasterProcess,
-    _network: Network,
+    host: Host,
+    master: Daemon,
+    _network: Option<Network>,
     mesh: Mesh,
 }
 
 impl Lab {
-    fn new(tag: &str, start_host: impl FnOnce(&Network) -> Container) -> Lab {
-        let network = Network::create(tag);
-        let listener = std::net::TcpListener::bind((network.gateway.as_str(), 0)).expect("binding the gateway address");
+    /// A master on the gateway of a new network, and the host `start_host` starts on it.
+    fn new(tag: &str, start_host: impl FnOnce(&Network) -> Host) -> Lab {
+        let network = Network::create(&unique(tag));
+        let (mesh, master) = Lab::master(&network.gateway);
+        let host = start_host(&network);
+        Lab { host, master, _network: Some(network), mesh }
+    }
+
+    /// A master on 127.0.0.1, for a host that shares this machine's network namespace.
+    fn on_host_network(start_host: impl FnOnce() -> Host) -> Lab {
+        let (mesh, master) = Lab::master("127.0.0.1");
+        let host = start_host();
+        Lab { host, master, _network: None, mesh }
+    }
+
+    /// A new mesh whose master listens on `ip`.
+    fn master(ip: &str) -> (Mesh, Daemon) {
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("binding the master's address");
         let master_port = listener.local_addr().expect("address").port();
         drop(listener);
         let mesh = Mesh { dir: tempfile::tempdir().expect("temp dir"), master_port, check_interval: "1s".into(), extra_serve_args: Vec::new() };
-        let address = format!("{}:{master_port}", network.gateway);
+        let address = format!("{ip}:{master_port}");
         let init = mesh.pmesh(&["ca", "init", "--listen", &address]);
         assert_eq!(init.code, 0, "ca init: {}", init.stderr);
-        let master = start_master(&mesh, &address);
-        let host = start_host(&network);
-        Lab { host, master, _network: network, mesh }
+        let master = start_master_on(&mesh, &address).unwrap_or_else(|err| panic!("{err:#}"));
+        (mesh, master)
     }
 
     fn dir(&self) -> &Path {
@@ -234,30 +123,13 @@ impl Lab {
     }
 }
 
-fn start_master(mesh: &Mesh, address: &str) -> MasterProcess {
-    let log = mesh.dir.path().join("master.log");
-    let file = std::fs::File::create(&log).expect("master log");
-    let child = Command::new(bin("pmesh"))
-        .args(["serve", "--check-interval", "1s", "--data-dir"])
-        .arg(mesh.master_dir())
-        .stdout(Stdio::from(file.try_clone().expect("log file")))
-        .stderr(Stdio::from(file))
-        .env_remove("PMESH_HOME")
-        .spawn()
-        .expect("starting pmesh serve");
-    let master = MasterProcess { child, log };
-    wait_until("the master to listen", Duration::from_secs(20), || std::net::TcpStream::connect(address).is_ok())
-        .unwrap_or_else(|err| panic!("{err}: {}", std::fs::read_to_string(&master.log).unwrap_or_default()));
-    master
-}
-
 fn assert_success(run: &Run, what: &str) {
     assert_eq!(run.code, 0, "{what} failed\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
 }
 
 #[test]
 fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_rerun_changes_nothing() {
-    let lab = Lab::new("pc-a", |network| Container::host("pc-a", network));
+    let lab = Lab::new("pc-a", |network| systemd_host("pc-a", network));
     lab.host.add_docker_group();
     let key = lab.host.authorise_key("root", lab.dir());
     let key = key.to_str().expect("utf-8");
@@ -267,7 +139,7 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     assert_success(&dry, "the dry run");
     assert!(dry.stdout.contains("[binary] would upload pmesh-agent"), "{}", dry.stdout);
     assert!(dry.stdout.contains("[enrol] would enrol as agent pc-a"), "{}", dry.stdout);
-    assert_eq!(lab.host.traces(), "", "a dry run leaves nothing on the host");
+    assert_eq!(traces(&lab.host), "", "a dry run leaves nothing on the host");
     assert!(lab.mesh.agents().expect("agents ls").is_empty(), "a dry run enrols nothing");
     assert!(!lab.mesh.master_dir().join("known_hosts").exists(), "a dry run records no host key");
 
@@ -291,12 +163,12 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     assert_eq!(lab.host.sh("sha256sum /usr/local/bin/pmesh-agent | cut -d' ' -f1"), local_sha);
 
     // Again, with the host key now known: nothing changes, and it says so.
-    let pid = lab.host.main_pid();
+    let pid = agent_pid(&lab.host);
     let second = lab.bootstrap(&target, &["--identity", key], "");
     assert_success(&second, "the second bootstrap");
     assert!(second.stdout.contains(&format!("nothing changed: {} is already a pattern controller (agent pc-a)", lab.host.ip)), "{}", second.stdout);
     assert!(!second.stdout.contains("done"), "{}", second.stdout);
-    assert_eq!(lab.host.main_pid(), pid, "the agent was not restarted");
+    assert_eq!(agent_pid(&lab.host), pid, "the agent was not restarted");
 
     // Another binary is kept without --upgrade, and replaced (with a restart) with it.
     let other = lab.dir().join("pmesh-agent-next");
@@ -306,11 +178,11 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     let kept = lab.bootstrap(&target, &["--identity", key, "--agent-binary", other], "");
     assert_success(&kept, "bootstrap with another binary");
     assert!(kept.stdout.contains("pass --upgrade to replace it"), "{}", kept.stdout);
-    assert_eq!(lab.host.main_pid(), pid);
+    assert_eq!(agent_pid(&lab.host), pid);
     let upgraded = lab.bootstrap(&target, &["--identity", key, "--agent-binary", other, "--upgrade"], "");
     assert_success(&upgraded, "bootstrap --upgrade");
     assert!(upgraded.stdout.contains("[service] restart pmesh-agent.service ... done"), "{}", upgraded.stdout);
-    assert_ne!(lab.host.main_pid(), pid, "the unit was restarted");
+    assert_ne!(agent_pid(&lab.host), pid, "the unit was restarted");
     assert_eq!(lab.host.sh("sha256sum /usr/local/bin/pmesh-agent | cut -d' ' -f1"), sha256_of(Path::new(other)));
     assert_eq!(lab.listed("pc-a").expect("listed")["status"], "up");
 }
@@ -318,7 +190,7 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
 #[test]
 fn by_password_through_sudo_and_no_secret_shows_in_output_processes_logs_or_state() {
     const PASSWORD: &str = "Tr0ub4dor&3-pmesh-secret";
-    let lab = Lab::new("pc-b", |network| Container::host("pc-b", network));
+    let lab = Lab::new("pc-b", |network| systemd_host("pc-b", network));
     lab.host.add_docker_group();
     lab.host.ok(&format!(
         "useradd -m -s /bin/bash ops && echo 'ops:{PASSWORD}' | chpasswd && \
@@ -331,7 +203,7 @@ fn by_password_through_sudo_and_no_secret_shows_in_output_processes_logs_or_stat
     let wrong = lab.bootstrap(&target, &["--password-stdin", "--accept-new-host-key"], "not-the-password\n");
     assert_eq!(wrong.code, 5, "a wrong password is refused: {}", wrong.stderr);
     assert!(wrong.stderr.contains("refused the password of user ops"), "{}", wrong.stderr);
-    assert_eq!(lab.host.traces(), "");
+    assert_eq!(traces(&lab.host), "");
 
     // Watch every process's arguments while bootstrap runs. This machine's /proc shows the
     // container's processes too (sshd, sudo, the shells, `pmesh-agent join`), so a tight loop
@@ -378,13 +250,20 @@ fn by_password_through_sudo_and_no_secret_shows_in_output_processes_logs_or_stat
 
 #[test]
 fn host_keys_unknown_changed_or_not_the_pinned_one_are_refused_and_an_expired_password_stops_preflight() {
-    let lab = Lab::new("pc-c", |network| Container::host("pc-c", network));
+    let lab = Lab::new("pc-c", |network| systemd_host("pc-c", network));
     lab.host.add_docker_group();
     let key = lab.host.authorise_key("root", lab.dir());
     let key = key.to_str().expect("utf-8");
     let target = format!("root@{}", lab.host.ip);
     let fingerprint = lab.host.host_key_fingerprint();
     let known_hosts = lab.mesh.master_dir().join("known_hosts");
+
+    // An RSA key is refused by name, before the host is contacted: the host key is unknown
+    // here, which would have been refused first (exit 5) had bootstrap connected.
+    let rsa = lab.host.authorise_key_of_type("root", "rsa", lab.dir());
+    let refused = lab.bootstrap(&target, &["--identity", rsa.to_str().expect("utf-8"), "--dry-run"], "");
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("holds an SSH key of type RSA") && refused.stderr.contains("ssh-keygen -t ed25519"), "{}", refused.stderr);
 
     let unknown = lab.bootstrap(&target, &["--identity", key, "--dry-run"], "");
     assert_eq!(unknown.code, 5, "{}", unknown.stderr);
@@ -426,7 +305,7 @@ fn host_keys_unknown_changed_or_not_the_pinned_one_are_refused_and_an_expired_pa
         assert_eq!(changed.code, 5, "{extra:?}: {}", changed.stderr);
         assert!(changed.stderr.contains("has CHANGED") && changed.stderr.contains(&new_fingerprint), "{extra:?}: {}", changed.stderr);
     }
-    assert_eq!(lab.host.traces(), "", "refusals and dry runs leave nothing on the host");
+    assert_eq!(traces(&lab.host), "", "refusals and dry runs leave nothing on the host");
 }
 
 #[test]
@@ -434,11 +313,10 @@ fn preflight_lists_every_problem_at_once_and_changes_nothing() {
     // A host without systemd (sshd is PID 1), its agent port taken, the Docker socket there but
     // no docker group, and an agent binary for another architecture.
     let lab = Lab::new("pc-d", |network| {
-        Container::start(
-            "pc-d",
-            network,
+        Host::start(
+            &unique("pc-d"),
+            &["--hostname", "pc-d", "--network", &network.name, "-v", "/var/run/docker.sock:/var/run/docker.sock"],
             false,
-            "/var/run/docker.sock",
             &["sh", "-c", "mkdir -p /run/sshd && (systemd-socket-activate -l 7444 cat &) && exec /usr/sbin/sshd -D -e"],
         )
     });
@@ -466,8 +344,132 @@ fn preflight_lists_every_problem_at_once_and_changes_nothing() {
     ] {
         assert!(run.stderr.contains(problem), "{problem:?} missing from:\n{}", run.stderr);
     }
-    assert_eq!(lab.host.traces(), "");
+    assert_eq!(traces(&lab.host), "");
     assert!(lab.mesh.agents().expect("agents ls").is_empty(), "no token was spent and no agent enrolled");
+}
+
+/// The catalog's DNS pattern.
+fn dns_pattern() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../patterns/shared/dns")
+}
+
+/// Id, running state and start time of every container of `instance`, sorted.
+fn instance_containers(instance: &str) -> Vec<String> {
+    let ids = docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=io.pmesh.instance={instance}")]);
+    let mut states: Vec<String> = ids
+        .split_whitespace()
+        .map(|id| docker(&["inspect", "-f", "{{.Id}} running={{.State.Running}} started={{.State.StartedAt}}", id]))
+        .collect();
+    states.sort();
+    states
+}
+
+/// `dig +short NAME` against 127.0.0.1:`port`, from a container on the host network.
+fn dig(port: u16, name: &str) -> String {
+    let port = port.to_string();
+    docker(&["run", "--rm", "--network", "host", TOOLS_IMAGE, "dig", "+short", "+time=2", "+tries=3", "@127.0.0.1", "-p", &port, name])
+}
+
+/// The sha256 of the binary the agent process in `host` runs, read through this machine's
+/// /proc (inside the container, /proc/PID/exe of another user's process is not readable).
+fn running_agent_sha256(host: &Host) -> String {
+    let processes = docker(&["top", &host.name, "-eo", "pid,args"]);
+    let pid = processes.lines().find(|line| line.contains("pmesh-agent run")).and_then(|line| line.split_whitespace().next());
+    let pid = pid.unwrap_or_else(|| panic!("no pmesh-agent process in {}:\n{processes}", host.name));
+    sha256_of(&Path::new("/proc").join(pid).join("exe"))
+}
+
+/// A pattern run through a bootstrapped agent, and `--upgrade` under it.
+///
+/// The agent runs under systemd in the host container and drives this machine's Docker engine
+/// through the bind-mounted socket, so what the agent hands the engine must mean the same to
+/// both, as it does on a real VM:
+/// - **paths**: the agent asks the engine to bind-mount the files it rendered under its data
+///   directory. A directory of this machine is bind-mounted into the container at the same
+///   absolute path (and at /var/lib/pmesh-agent, where bootstrap enrols), and a drop-in,
+///   written before bootstrap and marked as the test's, runs the unit with that path as
+///   `--data-dir`;
+/// - **the network**: the pattern's `ready` probe asks 127.0.0.1:PORT, from the agent, for the
+///   port the engine publishes. The container shares this machine's network namespace
+///   (`--network host`), with sshd on a free loopback port, the agent on another and the master
+///   on 127.0.0.1.
+///
+/// The image rewrite to the locally built BIND image is in an agent.toml written before
+/// bootstrap, which keeps an existing config as it is.
+#[test]
+fn a_dns_pattern_runs_on_a_bootstrapped_agent_and_its_containers_survive_an_upgrade() {
+    require_tools_image();
+    let shared = tempfile::Builder::new().prefix("pmesh-bs-data-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let shared_dir = shared.path().to_str().expect("utf-8").to_owned();
+    let (ssh_port, agent_port, dns_port) = (free_port(), free_port(), free_port());
+    let lab = Lab::on_host_network(|| {
+        let (same_path, state_dir) = (format!("{shared_dir}:{shared_dir}"), format!("{shared_dir}:/var/lib/pmesh-agent"));
+        let socket = "/var/run/docker.sock:/var/run/docker.sock";
+        let args = ["--hostname", "pc-dns", "--network", "host", "-v", socket, "-v", &same_path, "-v", &state_dir];
+        let sshd = format!(
+            "printf 'Port {ssh_port}\\nListenAddress 127.0.0.1\\n' > /etc/ssh/sshd_config.d/pmesh-test.conf && exec /lib/systemd/systemd"
+        );
+        Host::start(&unique("pc-dns"), &args, true, &["sh", "-c", &sshd])
+    });
+    let host = &lab.host;
+    host.add_docker_group();
+    let config = format!("listen = \"127.0.0.1:{agent_port}\"\n\n[images.rewrite]\n\"internetsystemsconsortium/bind9:9.18\" = \"{TOOLS_IMAGE}\"\n");
+    host.write_file("/etc/pmesh/agent.toml", "0644", &config);
+    let drop_in = format!(
+        "# Written by pmesh's bootstrap test: the data directory at a path this machine's Docker engine sees too.\n\
+         [Service]\nExecStart=\nExecStart=/usr/local/bin/pmesh-agent run --data-dir {shared_dir}\nReadWritePaths={shared_dir}\n"
+    );
+    host.write_file("/etc/systemd/system/pmesh-agent.service.d/50-test-data-dir.conf", "0644", &drop_in);
+    let key = host.authorise_key("root", lab.dir());
+    let (key, ssh_port, advertise) = (key.to_str().expect("utf-8"), ssh_port.to_string(), format!("127.0.0.1:{agent_port}"));
+    let common = ["--port", &ssh_port, "--identity", key, "--name", "pc-dns", "--advertise", &advertise];
+
+    let first = lab.bootstrap("root@127.0.0.1", &[&common[..], &["--accept-new-host-key"]].concat(), "");
+    assert_success(&first, "bootstrap");
+    assert!(first.stdout.contains("[config] ok: /etc/pmesh/agent.toml exists; kept as it is"), "{}", first.stdout);
+    assert!(first.stdout.contains("agent pc-dns is up"), "{}", first.stdout);
+
+    let push = lab.mesh.pmesh(&["pattern", "push", dns_pattern().to_str().expect("utf-8")]);
+    assert_eq!(push.code, 0, "pattern push: {}", push.stderr);
+    let instance = Instance::new("bsdns");
+    let values = lab.dir().join("values.yaml");
+    std::fs::write(&values, "records:\n  - www A 10.0.0.7\n  - vcsa A 10.0.0.10\n").expect("values");
+    let (listen_port, values) = (format!("listen_port={dns_port}"), values.to_str().expect("utf-8"));
+    let run_dns = || lab.mesh.pmesh(&["run", "dns", "--on", "pc-dns", "--instance", &instance.0, "-p", "zone=lab.test", "-p", &listen_port, "-f", values]);
+    let journal = || host.sh("journalctl -u pmesh-agent --no-pager -o cat | tail -30");
+    let run = run_dns();
+    assert_eq!(run.code, 0, "pmesh run dns\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}", run.stdout, run.stderr, journal());
+    assert!(run.stdout.contains("check-zone     | OK"), "{}", run.stdout);
+    assert_eq!(dig(dns_port, "vcsa.lab.test"), "10.0.0.10");
+    let zone = shared.path().join("instances").join(&instance.0).join("files/zone.db");
+    assert!(zone.is_file(), "the agent rendered {} where the engine mounts it from", zone.display());
+    let containers = instance_containers(&instance.0);
+    assert!(!containers.is_empty() && containers.iter().all(|state| state.contains("running=true")), "{containers:?}");
+
+    // --upgrade with a binary whose sha256 differs: the unit restarts, the containers do not.
+    let pid = agent_pid(host);
+    let next = lab.dir().join("pmesh-agent-next");
+    std::fs::copy(bin("pmesh-agent"), &next).expect("copying the agent");
+    std::fs::OpenOptions::new().append(true).open(&next).and_then(|mut file| file.write_all(b"next")).expect("changing the copy");
+    let next_sha = sha256_of(&next);
+    assert_ne!(next_sha, sha256_of(&bin("pmesh-agent")));
+    let upgrade = [&common[..], &["--agent-binary", next.to_str().expect("utf-8"), "--upgrade"]].concat();
+    let upgraded = lab.bootstrap("root@127.0.0.1", &upgrade, "");
+    assert_success(&upgraded, "bootstrap --upgrade");
+    assert!(upgraded.stdout.contains("[service] restart pmesh-agent.service ... done"), "{}", upgraded.stdout);
+    assert_eq!(host.sh("sha256sum /usr/local/bin/pmesh-agent | cut -d' ' -f1"), next_sha);
+    let new_pid = agent_pid(host);
+    assert!(new_pid != pid && new_pid != "0", "the unit was restarted: MainPID {pid}, then {new_pid}");
+    assert_eq!(running_agent_sha256(host), next_sha, "the new binary runs");
+    assert_eq!(instance_containers(&instance.0), containers, "the containers were neither replaced nor restarted");
+    assert_eq!(dig(dns_port, "www.lab.test"), "10.0.0.7");
+
+    // The upgraded agent serves the master: the same run again finds every container current.
+    let again = run_dns();
+    assert_eq!(again.code, 0, "pmesh run dns after the upgrade\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}", again.stdout, again.stderr, journal());
+    assert!(again.stdout.contains("named          unchanged"), "{}", again.stdout);
+    assert_eq!(instance_containers(&instance.0), containers);
+    assert_eq!(lab.listed("pc-dns").expect("listed")["status"], "up");
 }
 
 /// Photon's default `/etc/systemd/scripts/ip4save` (the same on 4.0 and 5.0).
@@ -508,7 +510,10 @@ fn the_photon_path_installs_docker_with_tdnf_and_persists_the_firewall_rule() {
     // Photon's default ip4save, and stand-ins for tdnf and iptables that record their calls.
     // What this shows is what bootstrap asks of a Photon host, not that Photon answers so.
     // The engine's socket is elsewhere until the stand-in docker.service links it into place.
-    let lab = Lab::new("pc-e", |network| Container::start("pc-e", network, true, "/host-docker.sock", &["/lib/systemd/systemd"]));
+    let lab = Lab::new("pc-e", |network| {
+        let args = ["--hostname", "pc-e", "--network", &network.name, "-v", "/var/run/docker.sock:/host-docker.sock"];
+        Host::start(&unique("pc-e"), &args, true, &["/lib/systemd/systemd"])
+    });
     let host = &lab.host;
     host.ok("rm -f /etc/os-release && printf 'NAME=\"VMware Photon OS\"\\nVERSION_ID=5.0\\nID=photon\\nPRETTY_NAME=\"VMware Photon OS/Linux (stand-in)\"\\n' > /etc/os-release");
     host.ok(&format!("mkdir -p /etc/systemd/scripts && printf '%s' '{PHOTON_IP4SAVE}' > /etc/systemd/scripts/ip4save"));

@@ -180,6 +180,8 @@ pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write
         if !path.is_file() {
             return Err(Error::Usage(format!("the SSH key {} does not exist; pass --identity KEYFILE or --password-stdin", path.display())));
         }
+        // A key bootstrap cannot sign with is refused before the host is contacted.
+        ssh::load_key(path).map_err(|err| Error::Usage(err.to_string()))?;
     }
     let binary = LocalBinary::read(&options.agent_binary)?;
     let (agent_port, advertise_host) = match &options.advertise {

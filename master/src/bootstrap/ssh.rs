@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pmesh_proto::pattern::Secret;
 use russh::client::{self, KeyboardInteractiveAuthResponse};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, MethodKind};
 use tokio::io::AsyncWriteExt;
 
@@ -39,10 +39,42 @@ impl HostKey {
 /// How the operator logs in.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    /// An unencrypted OpenSSH private key file (ed25519 or ECDSA).
+    /// An unencrypted private key file, ed25519 or ECDSA ([`load_key`] says why not RSA).
     Key(PathBuf),
     /// A password, read from stdin by the CLI.
     Password(Secret),
+}
+
+/// Loads the private key in `path`, if bootstrap can log in with it: an unencrypted ed25519 or
+/// ECDSA key. RSA is refused by name: this build of russh has its `rsa` feature off, so it
+/// cannot sign with RSA keys.
+///
+/// # Errors
+/// [`SshError::KeyFile`], saying what is wrong and what to do: the file is unreadable, not a
+/// private key, protected by a passphrase, or holds a key type bootstrap cannot use.
+pub fn load_key(path: &Path) -> Result<PrivateKey, SshError> {
+    let unsupported = |kind: &str| {
+        SshError::KeyFile(format!(
+            "{} holds an SSH key of type {kind}, which bootstrap cannot log in with: it supports ed25519 and ECDSA keys. \
+             Make one with `ssh-keygen -t ed25519 -f KEYFILE`, add KEYFILE.pub to the user's ~/.ssh/authorized_keys on the host, \
+             and pass --identity KEYFILE",
+            path.display()
+        ))
+    };
+    let key = russh::keys::load_secret_key(path, None).map_err(|err| match err {
+        russh::keys::Error::KeyIsEncrypted => SshError::KeyFile(format!(
+            "{} is protected by a passphrase, and bootstrap never prompts: use a key without one",
+            path.display()
+        )),
+        russh::keys::Error::UnsupportedKeyType { key_type_string, .. } => unsupported(&key_type_string),
+        other => SshError::KeyFile(format!("cannot use {} as an SSH key (ed25519 and ECDSA keys are supported): {other}", path.display())),
+    })?;
+    match key.algorithm() {
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Ok(key),
+        Algorithm::Rsa { .. } => Err(unsupported("RSA")),
+        Algorithm::Dsa => Err(unsupported("DSA")),
+        other => Err(unsupported(other.as_str())),
+    }
 }
 
 /// What a command left behind.
@@ -179,15 +211,7 @@ impl Session {
     }
 
     async fn authenticate_key(&mut self, user: &str, path: &Path) -> Result<(), SshError> {
-        let key = russh::keys::load_secret_key(path, None).map_err(|err| {
-            SshError::KeyFile(match err {
-                russh::keys::Error::KeyIsEncrypted => format!(
-                    "{} is protected by a passphrase, and bootstrap never prompts: use a key without one",
-                    path.display()
-                ),
-                other => format!("cannot use {} as an SSH key (ed25519 and ECDSA keys are supported): {other}", path.display()),
-            })
-        })?;
+        let key = load_key(path)?;
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256);
         let hash = self.handle.best_supported_rsa_hash().await.map_err(session_error("negotiating the signature"))?.flatten();
         let result = self
@@ -349,4 +373,40 @@ impl Session {
 enum SftpFailure {
     Unavailable,
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes a key with `ssh-keygen ARGS` and loads it; the error's text, or "ok".
+    fn load(args: &[&str]) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("key");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-f"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("ssh-keygen is missing: install openssh-client");
+        assert!(made.status.success(), "ssh-keygen {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+        match load_key(&path) {
+            Ok(_) => "ok".into(),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn ed25519_and_ecdsa_keys_load_and_rsa_keys_are_refused_by_name() {
+        for args in [&["-t", "ed25519", "-N", ""][..], &["-t", "ecdsa", "-N", ""], &["-t", "ecdsa", "-b", "384", "-N", ""]] {
+            assert_eq!(load(args), "ok", "{args:?}");
+        }
+        // OpenSSH's own format, and the PEM (PKCS#1) one older tools write.
+        for args in [&["-t", "rsa", "-b", "2048", "-N", ""][..], &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""]] {
+            let error = load(args);
+            assert!(error.contains("holds an SSH key of type RSA") && error.contains("ssh-keygen -t ed25519"), "{args:?}: {error}");
+        }
+        let error = load(&["-t", "ed25519", "-N", "a passphrase"]);
+        assert!(error.contains("protected by a passphrase"), "{error}");
+    }
 }
