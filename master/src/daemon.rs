@@ -129,12 +129,19 @@ pub async fn serve(
 
     let client_tls = Arc::new(client_tls);
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), client_tls.clone())?);
+    let depot = crate::depot::Depot::open(
+        &crate::depot::dir(data_dir),
+        store.db(),
+        dispatcher.runs().clone(),
+        pmesh_rt::fetch::FetchConfig::default(),
+    )?;
     let state = Arc::new(MasterState {
         store: store.clone(),
         bundle_public_key: identity::bundle_public_key(&paths)?,
         ca,
         config: config.clone(),
         dispatcher: dispatcher.clone(),
+        depot: Arc::new(depot),
     });
     let consumers = tokio::spawn(dispatcher.supervise(config.check_interval, shutdown.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

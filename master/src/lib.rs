@@ -1,7 +1,8 @@
 //! `pmesh`: the master daemon and the operator's CLI.
 //!
 //! - [`identity`]: the mesh CA; [`store`]: sled state; [`service`] and [`policy`]: the gRPC
-//!   service and who may call it; [`registry`]: the agents' heartbeat;
+//!   service and who may call it; [`registry`]: the agents' heartbeat; [`depot`]: the
+//!   artifact depot;
 //!   [`daemon`]: `ca init` and `serve`; [`cli`]: the command line.
 
 pub mod bootstrap;
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod depot;
 pub mod dispatch;
 pub mod error;
 pub mod identity;

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `Master/Join` | anyone (the token authenticates) |
 //! | `Master/Renew` | an agent, for itself, while registered |
-//! | other `Master/*` | an admin |
+//! | `Master/ReadArtifact` | an agent or an admin |
+//! | other `Master/*` (the rest of the depot included) | an admin |
 //! | health, reflection | any mesh certificate |
 //!
 //! Every certificate is also checked against the revocation records on every call.
@@ -17,6 +18,8 @@ use crate::store::Store;
 
 pub const JOIN: &str = "/pmesh.v1.Master/Join";
 pub const RENEW: &str = "/pmesh.v1.Master/Renew";
+/// Agents fetch pattern artifacts from the depot with it.
+pub const READ_ARTIFACT: &str = "/pmesh.v1.Master/ReadArtifact";
 const MASTER_PREFIX: &str = "/pmesh.v1.Master/";
 
 /// The master's authorisation policy.
@@ -47,17 +50,61 @@ impl Policy for MasterPolicy {
         if is_introspection(path) {
             return Ok(());
         }
-        let required = match path {
-            RENEW => Role::Agent,
-            _ if path.starts_with(MASTER_PREFIX) => Role::Admin,
+        let allowed: &[Role] = match path {
+            RENEW => &[Role::Agent],
+            READ_ARTIFACT => &[Role::Agent, Role::Admin],
+            _ if path.starts_with(MASTER_PREFIX) => &[Role::Admin],
             _ => return Err(Status::unimplemented(format!("unknown method {path}"))),
         };
-        if facts.identity.role != required {
+        if !allowed.contains(&facts.identity.role) {
+            let needed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
             return Err(Status::permission_denied(format!(
-                "{} may not call {path}: it needs an {required} certificate",
-                facts.identity
+                "{} may not call {path}: it needs an {} certificate",
+                facts.identity,
+                needed.join(" or ")
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pmesh_proto::identity::Identity;
+
+    use super::*;
+
+    /// The table, call by call: `Some(role)` certificates, `None` no certificate.
+    #[test]
+    fn who_may_call_what() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let facts = |role: Role, name: &str, serial: &str| {
+            let identity = Identity::new(role, name).unwrap();
+            store.record_issued(serial, &identity.uri(), i64::MAX).unwrap();
+            CertFacts { identity, serial: serial.into(), not_before: 0, not_after: i64::MAX }
+        };
+        let (agent, admin, master) = (facts(Role::Agent, "pc-1", "01"), facts(Role::Admin, "ann", "02"), facts(Role::Master, "master", "03"));
+        let revoked = facts(Role::Admin, "bob", "04");
+        store.revoke_serial("04", 1).unwrap();
+        let policy = MasterPolicy { store };
+        let check = |path: &str, caller: Option<&CertFacts>| policy.authorize(path, caller).map_err(|status| status.code());
+        let denied = Err(tonic::Code::PermissionDenied);
+        let method = |name: &str| format!("{MASTER_PREFIX}{name}");
+
+        assert_eq!(check(JOIN, None), Ok(()));
+        assert_eq!(check(RENEW, Some(&agent)), Ok(()));
+        assert_eq!(check(RENEW, Some(&admin)), denied);
+        assert_eq!(check(READ_ARTIFACT, Some(&agent)), Ok(()));
+        assert_eq!(check(READ_ARTIFACT, Some(&admin)), Ok(()));
+        assert_eq!(check(READ_ARTIFACT, Some(&master)), denied);
+        assert_eq!(check(READ_ARTIFACT, None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(check(READ_ARTIFACT, Some(&revoked)), Err(tonic::Code::Unauthenticated));
+        for admin_only in ["AddArtifact", "ImportArtifact", "ListArtifacts", "RemoveArtifact", "ListAgents", "PushPattern", "StartRun"] {
+            assert_eq!(check(&method(admin_only), Some(&admin)), Ok(()), "{admin_only}");
+            assert_eq!(check(&method(admin_only), Some(&agent)), denied, "{admin_only}");
+        }
+        assert_eq!(check("/grpc.health.v1.Health/Check", Some(&agent)), Ok(()));
+        assert_eq!(check("/pmesh.v1.Agent/Info", Some(&admin)), Err(tonic::Code::Unimplemented));
     }
 }

@@ -26,6 +26,7 @@ pub struct MasterState {
     pub config: MasterConfig,
     pub bundle_public_key: Vec<u8>,
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
+    pub depot: Arc<crate::depot::Depot>,
 }
 
 /// The gRPC service.
@@ -388,6 +389,37 @@ impl Master for MasterService {
     async fn cancel_run(&self, request: Request<v1::MasterCancelRunRequest>) -> RpcResult<v1::MasterCancelRunResponse> {
         let cancelled_on = self.state.dispatcher.cancel(&request.get_ref().run_id).await?;
         Ok(Response::new(v1::MasterCancelRunResponse { cancelled_on }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_artifact(&self, request: Request<tonic::Streaming<v1::AddArtifactChunk>>) -> RpcResult<v1::ArtifactSummary> {
+        Ok(Response::new(self.state.depot.add(request.into_inner()).await?))
+    }
+
+    type ImportArtifactStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ImportArtifactProgress, Status>>;
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn import_artifact(&self, request: Request<v1::ImportArtifactRequest>) -> RpcResult<Self::ImportArtifactStream> {
+        let rx = self.state.depot.import(request.into_inner())?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn list_artifacts(&self, _request: Request<v1::ListArtifactsRequest>) -> RpcResult<v1::ListArtifactsResponse> {
+        Ok(Response::new(v1::ListArtifactsResponse { artifacts: self.state.depot.list()? }))
+    }
+
+    #[tracing::instrument(skip_all, fields(artifact = %request.get_ref().artifact, force = request.get_ref().force))]
+    async fn remove_artifact(&self, request: Request<v1::RemoveArtifactRequest>) -> RpcResult<v1::RemoveArtifactResponse> {
+        let request = request.get_ref();
+        Ok(Response::new(self.state.depot.remove(&request.artifact, request.force)?))
+    }
+
+    type ReadArtifactStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ArtifactData, Status>>;
+
+    #[tracing::instrument(skip_all, fields(sha256 = %request.get_ref().sha256, offset = request.get_ref().offset))]
+    async fn read_artifact(&self, request: Request<v1::ReadArtifactRequest>) -> RpcResult<Self::ReadArtifactStream> {
+        let rx = self.state.depot.read(&request.get_ref().sha256, request.get_ref().offset).await?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     type WatchRunStream = tokio_stream::wrappers::ReceiverStream<Result<v1::AgentRunEvent, Status>>;

@@ -1,6 +1,7 @@
 //! The `pmesh` command line: the master daemon (`serve`), mesh creation (`ca init`) and the
 //! operator's verbs. Every verb returns a [`CliError`] with a documented exit code on failure.
 
+pub mod artifact;
 pub mod bootstrap;
 pub mod client;
 pub mod live;
@@ -63,6 +64,35 @@ pub enum Command {
     Runs(RunsCommand),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Add, list and remove binaries in the master's artifact depot.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Upload a file, or have the master import a URL (resumable); verified by sha256.
+    Add {
+        /// A file, or an http:// or https:// URL the master fetches.
+        source: String,
+        /// The sha256 the content must have (64 hex digits); a mismatch keeps nothing.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// The name to add it under [default: the file name, or the URL's last segment,
+        /// made a valid name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the artifacts, with the registered patterns that need each.
+    Ls,
+    /// Remove an artifact by name or sha256; refused while a registered pattern needs it.
+    Rm {
+        /// A name, a sha256, or a unique start of one (8 or more hex digits).
+        artifact: String,
+        /// Remove it even though registered patterns need it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +289,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Agents(command) => agents(command, credentials, data_dir, cli.output).await,
         Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
+        Command::Artifact(command) => artifact::run(command, credentials, data_dir, cli.output).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, cli.output),
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, cli.output),
         Command::Pattern(PatternCommand::Push { path }) => runs::push(&client::connect(credentials, data_dir)?, &path, cli.output).await,

@@ -7,7 +7,7 @@
 //! ```text
 //! ROOT/.lock                    flock: one process owns a cache
 //! ROOT/sha256/<hex>             complete artifacts, read-only, named by their sha256
-//! ROOT/partial/<key>.part       downloads in progress (key: the sha256, or import-<hash>)
+//! ROOT/partial/<key>.part       downloads in progress (key: the sha256, import-<hash>, upload-<pid>-<n>)
 //! ROOT/partial/<key>.validator  the source and ETag / Last-Modified the bytes came with
 //! ```
 //!
@@ -41,6 +41,12 @@
 //! a lease is taken and when the last one is dropped: the content never changes after it
 //! lands, so the mtime means nothing else, and it survives restarts without an index file to
 //! keep consistent (atime would not: `noatime` and `relatime` mounts).
+//!
+//! # Uploads
+//!
+//! [`Cache::receive`] lands bytes a caller pushes (the depot's gRPC uploads) through the same
+//! hashing partial and atomic rename; an upload cannot be resumed, so a failed one leaves
+//! nothing, not even its partial.
 
 mod cache;
 mod error;
@@ -49,6 +55,7 @@ mod partial;
 mod progress;
 mod source;
 mod transfer;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,8 +67,9 @@ use tracing::Instrument;
 
 pub use cache::{Cache, Entry, Lease};
 pub use error::FetchError;
-pub use progress::Progress;
+pub use progress::{human_bytes, Progress};
 pub use source::{Auth, ByteStream, RangeSource, Secret, Source};
+pub use upload::Upload;
 
 use partial::Partial;
 use progress::Meter;

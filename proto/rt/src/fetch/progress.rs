@@ -16,6 +16,46 @@ pub struct Progress {
     pub eta: Option<Duration>,
 }
 
+impl std::fmt::Display for Progress {
+    /// `412.0 MiB of 1.0 GiB, 98.2 MiB/s, ETA 6s`, leaving out what is unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", human_bytes(self.done))?;
+        if let Some(total) = self.total {
+            write!(f, " of {}", human_bytes(total))?;
+        }
+        if self.rate > 0.0 {
+            write!(f, ", {}/s", human_bytes(self.rate as u64))?;
+        }
+        if let Some(eta) = self.eta {
+            write!(f, ", ETA {}", humanise_seconds(eta.as_secs()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `11.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn humanise_seconds(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
 /// The shortest time between two reports.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
