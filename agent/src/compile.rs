@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ImageConfig;
 use crate::executor::plan::{
     scope, Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedStep, PortSpec, Probe,
-    Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
+    PlannedArtifact, Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
 };
 
 /// Why a pattern could not be turned into a plan; the message names the step and field.
@@ -250,8 +250,32 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
         }
     }
 
+    let mut artifacts = Vec::new();
+    for (name, artifact) in &pattern.artifacts {
+        let place = format!("artifacts.{name}");
+        let path = inputs.artifacts.get(name).ok_or_else(|| CompileError(format!("{place}: no cache path for it")))?;
+        // A URL may hold a download token: placeholders here may be secrets, and the runner
+        // redacts every secret value from what it reports.
+        let urls = artifact
+            .urls
+            .iter()
+            .map(|url| pattern::substitute(url, params).map_err(|err| CompileError(format!("{place}.url: {err}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let auth = match &artifact.auth {
+            None => None,
+            // An optional token left out means an anonymous download.
+            Some(param) => match params.get(param) {
+                Some(ParamValue::Secret(secret)) => Some(secret.clone()),
+                None => None,
+                Some(_) => return Err(CompileError(format!("{place}.auth: param {param} is not a secret"))),
+            },
+        };
+        artifacts.push(PlannedArtifact { name: name.clone(), sha256: artifact.sha256.clone(), size: artifact.size, path: path.clone(), urls, auth });
+    }
+
     let plan = Plan {
         instance: inputs.instance.to_owned(),
+        artifacts,
         agent: inputs.agent.to_owned(),
         pattern: format!("{}@{}", pattern.metadata.name, pattern.metadata.version),
         run_id: inputs.run_id.to_owned(),

@@ -35,6 +35,34 @@ pub struct AgentConfig {
     pub max_concurrent_runs: usize,
     /// Image mirrors and registry logins.
     pub images: ImageConfig,
+    /// The artifact cache and how artifacts are fetched.
+    pub artifacts: ArtifactConfig,
+}
+
+/// The artifact cache and downloads (`[artifacts]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactConfig {
+    /// The cache directory [default: DATA_DIR/artifacts].
+    pub cache_dir: Option<PathBuf>,
+    /// The most bytes the cache keeps; past it, the least recently used artifacts no run is
+    /// using are evicted [default: no limit].
+    pub cache_max_bytes: Option<u64>,
+    /// Downloads at once; more wait their turn.
+    pub max_concurrent_downloads: usize,
+    /// Attempts per source that move no bytes before the next source is tried.
+    pub retries: u32,
+    /// A source that sends nothing for this long is given up and retried.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Extra CA certificates (PEM) trusted for HTTPS downloads, for mirrors with a private CA.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for ArtifactConfig {
+    fn default() -> Self {
+        ArtifactConfig { cache_dir: None, cache_max_bytes: None, max_concurrent_downloads: 2, retries: 5, stall_timeout: Duration::from_secs(60), ca_bundle: None }
+    }
 }
 
 /// Where images come from: a rewrite map for mirrors and air-gapped labs, and registry logins.
@@ -75,6 +103,7 @@ impl Default for AgentConfig {
             max_parallel_steps: 4,
             max_concurrent_runs: 4,
             images: ImageConfig::default(),
+            artifacts: ArtifactConfig::default(),
         }
     }
 }

@@ -70,7 +70,8 @@ pub async fn run(
     pmesh_rt::process::notify_ready();
     let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let journal = Arc::new(crate::journal::Journal::open(&data_dir.join("journal"))?);
-    let runs = Arc::new(crate::runs::Runs::new(journal, paths.clone(), config.clone()));
+    let artifacts = Arc::new(crate::artifacts::AgentArtifacts::open(data_dir, &config.artifacts, Some(paths.clone()))?);
+    let runs = Arc::new(crate::runs::Runs::new(journal, paths.clone(), config.clone(), artifacts));
     let resumed = runs.resume_interrupted()?;
     if resumed > 0 {
         tracing::info!(runs = resumed, "resumed runs interrupted by the last stop");

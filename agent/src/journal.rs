@@ -42,6 +42,19 @@ pub struct JournalRecord {
     pub instance: String,
     #[serde(default)]
     pub pattern: String,
+    /// A transfer's bytes so far, its total and its rate (bytes per second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferRecord>,
+}
+
+/// The numbers of an artifact transfer, as journalled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub done: u64,
+    pub total: u64,
+    pub rate: f64,
+    #[serde(default)]
+    pub eta_seconds: Option<u64>,
 }
 
 /// The kinds of journalled events, as stored.
@@ -105,6 +118,7 @@ fn record(seq: u64, event: &Event) -> JournalRecord {
         attempt: 0,
         instance: String::new(),
         pattern: String::new(),
+        transfer: None,
     };
     match &event.kind {
         EventKind::RunStarted { instance, pattern, n_steps } => {
@@ -141,6 +155,16 @@ fn record(seq: u64, event: &Event) -> JournalRecord {
             out.kind = RecordKind::Progress;
             out.step = step.clone();
             out.percent = f64::from(*percent);
+        }
+        EventKind::Transfer { step, transfer } => {
+            out.kind = RecordKind::Progress;
+            out.step = step.clone();
+            if transfer.total > 0 {
+                out.percent = transfer.done as f64 * 100.0 / transfer.total as f64;
+            }
+            let progress = pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
+            out.text = progress.to_string();
+            out.transfer = Some(TransferRecord { done: transfer.done, total: transfer.total, rate: transfer.rate, eta_seconds: transfer.eta.map(|eta| eta.as_secs()) });
         }
         EventKind::StepRetrying { step, attempt, reason } => {
             out.kind = RecordKind::StepRetrying;

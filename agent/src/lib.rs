@@ -3,8 +3,11 @@
 //! - [`join`]: enrolment by token and CSR; [`renew`]: certificate rotation;
 //! - [`daemon`] and [`service`]: the mTLS server and its policy (only the master may call);
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
-//! - [`state`]: the identity on disk; [`config`]: settings.
+//! - [`state`]: the identity on disk; [`config`]: settings;
+//! - [`runs`], [`compile`], [`executor`], [`journal`]: runs the master starts, and their events;
+//! - [`artifacts`]: the artifact cache, fetched from the master's depot or a pattern's URLs.
 
+pub mod artifacts;
 pub mod bundles;
 pub mod compile;
 pub mod config;

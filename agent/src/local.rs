@@ -12,6 +12,7 @@ use pmesh_proto::pattern::{self, ParamValue, Pattern};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::artifacts::AgentArtifacts;
 use crate::compile::{self, Inputs};
 use crate::config::AgentConfig;
 use crate::docker::DockerDriver;
@@ -66,7 +67,10 @@ fn values(options: &LocalOptions) -> Result<BTreeMap<String, ParamValue>, CliErr
     Ok(values)
 }
 
-async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str) -> Result<compile::Compiled, CliError> {
+/// A pattern's artifacts need the agent's cache; a local apply opens it only then, since the
+/// running daemon holds it (and a local apply of such a pattern is refused while it runs).
+/// A destroy (`fetching` false) mounts nothing and needs no cache.
+async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str, fetching: bool) -> Result<(compile::Compiled, Option<Arc<AgentArtifacts>>), CliError> {
     pmesh_proto::identity::validate_name(&options.instance).map_err(|err| usage(format!("--instance: {err}")))?;
     let (files, parsed) = load(&options.pattern)?;
     let supplied = values(options)?;
@@ -74,7 +78,15 @@ async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str)
         usage(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     })?;
     let work_dir = options.data_dir.join("instances").join(&options.instance);
-    let artifacts = BTreeMap::new();
+    let store = if parsed.artifacts.is_empty() || !fetching {
+        None
+    } else {
+        Some(Arc::new(AgentArtifacts::open(&options.data_dir, &config.artifacts, None).map_err(|err| CliError::new(exit::FAILED, format!("{err:#}")))?))
+    };
+    let artifacts: BTreeMap<String, std::path::PathBuf> = match &store {
+        Some(store) => parsed.artifacts.iter().map(|(name, artifact)| (name.clone(), store.path_of(&artifact.sha256))).collect(),
+        None => parsed.artifacts.keys().map(|name| (name.clone(), std::path::PathBuf::new())).collect(),
+    };
     let inputs = Inputs {
         files: &files,
         params: &params,
@@ -86,7 +98,8 @@ async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str)
         artifacts: &artifacts,
         max_parallel: config.max_parallel_steps,
     };
-    compile::compile(&parsed, &inputs).map_err(|err| usage(err.to_string()))
+    let compiled = compile::compile(&parsed, &inputs).map_err(|err| usage(err.to_string()))?;
+    Ok((compiled, store))
 }
 
 /// Applies the pattern to the instance, printing progress; returns the exit code.
@@ -96,11 +109,14 @@ async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str)
 /// cannot be reached.
 pub async fn apply(options: LocalOptions, config: AgentConfig) -> Result<u8, CliError> {
     let run_id = compile::new_run_id();
-    let compiled = compile_for(&options, &config, &run_id).await?;
+    let (compiled, store) = compile_for(&options, &config, &run_id, true).await?;
     let driver = DockerDriver::connect().await.map_err(|err| CliError::new(exit::UNREACHABLE, format!("{err:#}")))?;
     compiled.materials.write()?;
     let (tx, mut rx) = mpsc::channel(1024);
-    let runner = Runner::new(Arc::new(driver), tx, compiled.secrets);
+    let mut runner = Runner::new(Arc::new(driver), tx, compiled.secrets);
+    if let Some(store) = store {
+        runner = runner.with_artifacts(store);
+    }
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
     tokio::spawn(async move {
@@ -130,7 +146,7 @@ pub async fn apply(options: LocalOptions, config: AgentConfig) -> Result<u8, Cli
 /// A [`CliError`] when Docker cannot be reached or refuses a removal.
 pub async fn destroy(options: LocalOptions, config: AgentConfig) -> Result<Vec<String>, CliError> {
     let run_id = compile::new_run_id();
-    let compiled = compile_for(&options, &config, &run_id).await?;
+    let (compiled, _) = compile_for(&options, &config, &run_id, false).await?;
     let driver = DockerDriver::connect().await.map_err(|err| CliError::new(exit::UNREACHABLE, format!("{err:#}")))?;
     let (tx, mut rx) = mpsc::channel(1024);
     let printer = tokio::spawn(async move {
@@ -167,6 +183,10 @@ pub fn describe(event: &Event) -> String {
         EventKind::StepUnchanged { step, .. } => (step.clone(), "unchanged".into()),
         EventKind::Log { step, line } => (step.clone(), format!("| {line}")),
         EventKind::Progress { step, percent } => (step.clone(), format!("{percent:.0}%")),
+        EventKind::Transfer { step, transfer } => {
+            let progress = pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
+            (step.clone(), progress.to_string())
+        }
         EventKind::StepRetrying { step, attempt, reason } => (step.clone(), format!("failed ({reason}); retrying, attempt {attempt}")),
         EventKind::StepSucceeded { step, .. } => (step.clone(), "succeeded".into()),
         EventKind::StepFailed { step, reason, tail, .. } => {

@@ -13,6 +13,7 @@ use pmesh_proto::pattern;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::artifacts::AgentArtifacts;
 use crate::bundles::{BundleStore, StoreError};
 use crate::compile::{self, Inputs};
 use crate::config::AgentConfig;
@@ -44,12 +45,13 @@ pub struct Runs {
     active: Mutex<HashMap<String, CancellationToken>>,
     /// One permit per run allowed to run at once (`max_concurrent_runs`).
     permits: Arc<tokio::sync::Semaphore>,
+    artifacts: Arc<AgentArtifacts>,
 }
 
 impl Runs {
-    pub fn new(journal: Arc<Journal>, paths: Paths, config: AgentConfig) -> Runs {
+    pub fn new(journal: Arc<Journal>, paths: Paths, config: AgentConfig, artifacts: Arc<AgentArtifacts>) -> Runs {
         let permits = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs.max(1)));
-        Runs { journal, paths, config, active: Mutex::new(HashMap::new()), permits }
+        Runs { journal, paths, config, active: Mutex::new(HashMap::new()), permits, artifacts }
     }
 
     pub fn journal(&self) -> &Arc<Journal> {
@@ -135,7 +137,7 @@ impl Runs {
             .collect();
         let compiled = self.compile_files(&files, &agent, "plan", instance, values_json)?;
         let driver = DockerDriver::connect().await?;
-        Ok(preview(&driver, &compiled.plan).await?)
+        Ok(preview(&driver, self.artifacts.as_ref(), &compiled.plan).await?)
     }
 
     fn compile_files(&self, files: &BTreeMap<String, Vec<u8>>, agent: &str, run_id: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
@@ -146,7 +148,8 @@ impl Runs {
             .map_err(|diagnostics| invalid(lines(&diagnostics)))?;
         let params = pattern::validate_values(&parsed, &supplied).map_err(|problems| invalid(lines(&problems)))?;
         let work_dir = self.paths.data_dir.join("instances").join(instance);
-        let artifacts = BTreeMap::new();
+        let artifacts: BTreeMap<String, std::path::PathBuf> =
+            parsed.artifacts.iter().map(|(name, artifact)| (name.clone(), self.artifacts.path_of(&artifact.sha256))).collect();
         let inputs = Inputs {
             files,
             params: &params,
@@ -185,7 +188,7 @@ impl Runs {
         let run_id = compiled.plan.run_id.clone();
         let outcome = match DockerDriver::connect().await {
             Ok(driver) => {
-                let runner = Runner::new(Arc::new(driver), tx, compiled.secrets);
+                let runner = Runner::new(Arc::new(driver), tx, compiled.secrets).with_artifacts(self.artifacts.clone());
                 runner.apply(compiled.plan, cancel).await
             }
             Err(err) => {

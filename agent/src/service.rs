@@ -71,6 +71,9 @@ fn wire(record: JournalRecord) -> v1::RunEvent {
         attempt: record.attempt,
         instance: record.instance,
         pattern: record.pattern,
+        done_bytes: record.transfer.map(|transfer| transfer.done).unwrap_or(0),
+        total_bytes: record.transfer.map(|transfer| transfer.total).unwrap_or(0),
+        rate_bytes_per_second: record.transfer.map(|transfer| transfer.rate).unwrap_or(0.0),
     }
 }
 

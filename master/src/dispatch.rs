@@ -487,6 +487,7 @@ fn stored(agent: &str, event: v1::RunEvent) -> StoredEvent {
         exit_code: event.has_exit_code.then_some(event.exit_code),
         tail: event.tail,
         attempt: event.attempt,
+        transfer: (event.total_bytes > 0).then_some((event.done_bytes, event.total_bytes, event.rate_bytes_per_second)),
         instance: event.instance,
         pattern: event.pattern,
     }
@@ -508,6 +509,9 @@ fn envelope(index: u64, event: StoredEvent) -> v1::AgentRunEvent {
             has_exit_code: event.exit_code.is_some(),
             tail: event.tail,
             attempt: event.attempt,
+            done_bytes: event.transfer.map(|(done, _, _)| done).unwrap_or(0),
+            total_bytes: event.transfer.map(|(_, total, _)| total).unwrap_or(0),
+            rate_bytes_per_second: event.transfer.map(|(_, _, rate)| rate).unwrap_or(0.0),
             instance: event.instance,
             pattern: event.pattern,
         }),

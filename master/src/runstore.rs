@@ -88,6 +88,9 @@ pub struct StoredEvent {
     pub instance: String,
     #[serde(default)]
     pub pattern: String,
+    /// An artifact transfer's bytes so far, total and rate; absent for other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<(u64, u64, f64)>,
 }
 
 /// The run-side trees.
@@ -281,7 +284,7 @@ mod tests {
     use super::*;
 
     fn event(agent: &str, seq: u64) -> StoredEvent {
-        StoredEvent { v: 1, agent: agent.into(), seq, run_id: "r1".into(), at_unix_ms: 0, kind: 5, step: "s".into(), text: format!("{agent}-{seq}"), percent: 0.0, exit_code: None, tail: vec![], attempt: 0, instance: String::new(), pattern: String::new() }
+        StoredEvent { v: 1, agent: agent.into(), seq, run_id: "r1".into(), at_unix_ms: 0, kind: 5, step: "s".into(), text: format!("{agent}-{seq}"), percent: 0.0, exit_code: None, tail: vec![], attempt: 0, instance: String::new(), pattern: String::new(), transfer: None }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod docker;
+pub mod http;
 pub mod proxy;
 
 /// The built binary `name`, from `$PMESH_BIN_DIR` (the benchmark points it at release

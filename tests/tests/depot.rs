@@ -4,24 +4,15 @@
 //! from a loopback HTTP server that cuts its first response mid-body, which the master
 //! resumes with a `Range` request.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use pmesh_proto::v1;
+use pmesh_tests::http::{generated, Behaviour, FileServer, SHA256, SIZE};
 use pmesh_tests::{Mesh, Run};
 
-/// The generated artifact's size and sha256; `tests/patterns/needs-artifact` declares both.
-const SIZE: usize = 3 * 1024 * 1024 + 12_345;
-const SHA256: &str = "356374714820e29161545cdca7941d42af1543ef98998f385ca05b3d745e81b2";
-
-/// Deterministic bytes that do not repeat with a short period.
-fn generated() -> Vec<u8> {
-    (0..SIZE as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect()
-}
+/// Where the server cuts its first response.
+const CUT_AT: usize = SIZE / 2;
 
 fn sha256_of(bytes: &[u8]) -> String {
     pmesh_proto::bundle::digest(bytes).trim_start_matches("sha256:").to_owned()
@@ -138,22 +129,19 @@ fn a_url_import_resumes_with_a_range_request_after_a_cut() -> anyhow::Result<()>
     let mesh = Mesh::init()?;
     let _master = mesh.start_master()?;
     let content = Arc::new(generated());
-    let server = HttpServer::start(content.clone());
-    let url = format!("http://127.0.0.1:{}/files/Generated_Image.bin", server.port);
+    let server = FileServer::start(content.clone(), Behaviour { cut_first_at: Some(CUT_AT), ..Behaviour::default() });
+    let url = server.url();
 
     let run = ok(mesh.pmesh(&["artifact", "add", &url]), "artifact add URL");
     assert!(run.stdout.contains(&format!("added generated-image-bin sha256 {SHA256}")), "{}", run.stdout);
 
-    let requests = server.requests.lock().expect("not poisoned").clone();
+    let requests = server.requests();
     assert!(requests.len() >= 2, "a cut and a resume: {requests:?}");
     assert!(requests.iter().all(|request| request.path == "/files/Generated_Image.bin"), "{requests:?}");
     assert_eq!(requests[0].range, None, "the first request asks for everything: {requests:?}");
     let resumed_from: Vec<u64> = requests[1..]
         .iter()
-        .map(|request| {
-            let range = request.range.as_deref().unwrap_or_else(|| panic!("a second full download instead of a range: {requests:?}"));
-            range.strip_prefix("bytes=").and_then(|range| range.strip_suffix('-')).and_then(|start| start.parse().ok()).unwrap_or_else(|| panic!("range {range:?}"))
-        })
+        .map(|request| request.range_start().unwrap_or_else(|| panic!("a second full download instead of a range: {requests:?}")))
         .collect();
     assert!(resumed_from[0] > 0 && resumed_from[0] <= CUT_AT as u64, "resumed from {resumed_from:?}, cut at {CUT_AT}");
     assert_eq!(std::fs::read(mesh.master_dir().join("depot/sha256").join(SHA256))?, *content);
@@ -168,93 +156,4 @@ fn a_url_import_resumes_with_a_range_request_after_a_cut() -> anyhow::Result<()>
     assert!(run.stderr.contains("does not have it (not found)"), "{}", run.stderr);
     assert_eq!(listed(&mesh).len(), 1);
     Ok(())
-}
-
-/// Where the server cuts its first response.
-const CUT_AT: usize = SIZE / 2;
-
-/// A request line and headers as the server saw them.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    range: Option<String>,
-}
-
-/// An HTTP/1.1 server on loopback serving one file with `Range` and a strong ETag (so an
-/// import without a digest may resume under `If-Range`); its first response is cut after
-/// [`CUT_AT`] bytes of body. Every connection is closed after one response.
-struct HttpServer {
-    port: u16,
-    requests: Arc<Mutex<Vec<Seen>>>,
-}
-
-const ETAG: &str = "\"generated-v1\"";
-
-impl HttpServer {
-    fn start(content: Arc<Vec<u8>>) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the HTTP server");
-        let port = listener.local_addr().expect("its address").port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let cut = Arc::new(AtomicBool::new(false));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (content, seen, cut) = (content.clone(), seen.clone(), cut.clone());
-                std::thread::spawn(move || {
-                    if let Err(err) = respond(stream, &content, &seen, &cut) {
-                        eprintln!("test HTTP server: {err}");
-                    }
-                });
-            }
-        });
-        HttpServer { port, requests }
-    }
-}
-
-fn respond(mut stream: TcpStream, content: &[u8], seen: &Mutex<Vec<Seen>>, cut: &AtomicBool) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-    let (mut range, mut if_range) = (None, None);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "range" => range = Some(value.trim().to_owned()),
-                "if-range" => if_range = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-    }
-    seen.lock().expect("not poisoned").push(Seen { path: path.clone(), range: range.clone() });
-    if path != "/files/Generated_Image.bin" {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    }
-    let validator_holds = if_range.as_deref().is_none_or(|validator| validator == ETAG);
-    let start: usize = match range.as_deref().and_then(|range| range.strip_prefix("bytes=")).and_then(|range| range.strip_suffix('-')) {
-        Some(start) if validator_holds => start.parse().unwrap_or(0),
-        _ => 0,
-    };
-    let len = content.len();
-    let head = if start > 0 {
-        format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}\r\nContent-Length: {}\r\nETag: {ETAG}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", len - 1, len - start)
-    } else {
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {ETAG}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n")
-    };
-    stream.write_all(head.as_bytes())?;
-    if !cut.swap(true, Ordering::SeqCst) {
-        // The first response breaks off mid-body, as a dropped connection would.
-        stream.write_all(&content[start..CUT_AT])?;
-        stream.flush()?;
-        return stream.shutdown(Shutdown::Both);
-    }
-    stream.write_all(&content[start..])?;
-    stream.flush()
 }

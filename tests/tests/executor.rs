@@ -58,6 +58,7 @@ fn plan(instance: &str, run: &str, steps: Vec<PlannedStep>) -> Plan {
         agent: String::new(),
         pattern: "test@0.1.0".into(),
         run_id: run.into(),
+        artifacts: vec![],
         images: vec![ImageSource::Pull { reference: TOOLS_IMAGE.into(), auth: None }],
         networks: vec![],
         steps,

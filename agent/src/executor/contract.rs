@@ -117,3 +117,30 @@ pub trait Driver: Send + Sync + 'static {
     /// Removes networks and volumes carrying all of `labels`; returns their names.
     async fn remove_networks_and_volumes(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<String>>;
 }
+
+/// A transfer's progress, as an artifact store reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    pub done: u64,
+    pub total: u64,
+    /// Bytes per second, smoothed.
+    pub rate: f64,
+    pub eta: Option<Duration>,
+}
+
+/// Keeps a fetched artifact from eviction while held.
+pub type ArtifactGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// What the runner needs to have a run's artifacts on disk: the agent's cache and fetcher.
+#[async_trait::async_trait]
+pub trait Artifacts: Send + Sync + 'static {
+    /// Makes the artifact present at its `path`, fetching it if needed and reporting the
+    /// transfer; the guard keeps it from eviction until dropped.
+    ///
+    /// # Errors
+    /// Why no source could provide it; the message names each source without secrets.
+    async fn ensure(&self, artifact: &super::plan::PlannedArtifact, progress: Box<dyn Fn(Transfer) + Send + Sync>) -> anyhow::Result<ArtifactGuard>;
+
+    /// Whether the artifact is in the cache already (a plan's question; nothing moves).
+    fn cached(&self, sha256: &str) -> bool;
+}

@@ -21,6 +21,8 @@ pub enum EventKind {
     StepUnchanged { step: String, container_id: Option<String> },
     Log { step: String, line: String },
     Progress { step: String, percent: f32 },
+    /// Bytes of an artifact moving (`step` is `artifact:NAME`).
+    Transfer { step: String, transfer: super::contract::Transfer },
     StepRetrying { step: String, attempt: u32, reason: String },
     StepSucceeded { step: String, container_id: Option<String> },
     StepFailed { step: String, reason: String, exit_code: Option<i64>, tail: Vec<String> },

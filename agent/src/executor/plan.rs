@@ -26,6 +26,8 @@ pub struct Plan {
     /// `name@version` of the pattern.
     pub pattern: String,
     pub run_id: String,
+    /// Binaries fetched into the cache before anything else (image tarballs among them).
+    pub artifacts: Vec<PlannedArtifact>,
     pub images: Vec<ImageSource>,
     /// Extra networks of the instance (beyond its default one), created with its labels.
     pub networks: Vec<String>,
@@ -39,6 +41,21 @@ pub struct Plan {
     /// Steps that were running when the agent stopped, with the output lines already
     /// reported: their containers are re-adopted, not restarted.
     pub resume: BTreeMap<String, u64>,
+}
+
+/// A binary the run needs: where it lands (its cache path, by sha256) and where it comes from.
+#[derive(Debug, Clone)]
+pub struct PlannedArtifact {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Where steps mount it from.
+    pub path: PathBuf,
+    /// URLs in order of preference, placeholders substituted; they may hold a secret (a
+    /// download token), so they appear only redacted.
+    pub urls: Vec<String>,
+    /// A bearer token or `user:password`.
+    pub auth: Option<pmesh_proto::pattern::Secret>,
 }
 
 /// How an image gets onto the host.

@@ -5,7 +5,7 @@
 //! runner's own convergence rules, so a plan says "unchanged" exactly where an apply would
 //! leave a container alone.
 
-use super::contract::{labels, Driver};
+use super::contract::{labels, Artifacts, Driver};
 use super::plan::{Action, ImageSource, Plan, Probe};
 use super::runner::instance_filter;
 
@@ -27,12 +27,20 @@ impl Planned {
     }
 }
 
-/// What applying `plan` would do: images first, then the steps in the plan's order.
+/// What applying `plan` would do: artifacts, images, then the steps in the plan's order.
 ///
 /// # Errors
 /// When the container engine cannot be asked.
-pub async fn preview(driver: &dyn Driver, plan: &Plan) -> anyhow::Result<Vec<Planned>> {
+pub async fn preview(driver: &dyn Driver, artifacts: &dyn Artifacts, plan: &Plan) -> anyhow::Result<Vec<Planned>> {
     let mut planned = Vec::new();
+    for artifact in &plan.artifacts {
+        let (action, detail) = if artifacts.cached(&artifact.sha256) {
+            ("cached", String::new())
+        } else {
+            ("fetch", pmesh_rt::fetch::human_bytes(artifact.size))
+        };
+        planned.push(Planned::new("artifact", &artifact.name, action, detail));
+    }
     for image in &plan.images {
         let (reference, absent) = match image {
             ImageSource::Pull { reference, .. } => (reference, "pull"),

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::contract::{labels, Driver, Health, OutputStream, OwnerLabels};
+use super::contract::{labels, ArtifactGuard, Artifacts, Driver, Health, OutputStream, OwnerLabels};
 use super::events::{Event, EventKind, LineBuffer, Outcome, Redactor};
 use super::plan::{Action, ContainerSpec, Plan, PlannedStep, Probe};
 use super::probe;
@@ -56,6 +56,15 @@ pub struct Runner {
     driver: Arc<dyn Driver>,
     events: mpsc::Sender<Event>,
     redactor: Arc<Redactor>,
+    artifacts: Option<Arc<dyn Artifacts>>,
+}
+
+/// How a run's artifact fetches ended.
+enum Fetched {
+    /// All present; the guards keep them from eviction until the run ends.
+    Ready(Vec<ArtifactGuard>),
+    Failed,
+    Cancelled,
 }
 
 /// How a step ended.
@@ -93,7 +102,14 @@ enum Attempt {
 impl Runner {
     /// A runner reporting to `events`, redacting `secrets` from every line it reports.
     pub fn new(driver: Arc<dyn Driver>, events: mpsc::Sender<Event>, secrets: Vec<String>) -> Self {
-        Runner { driver, events, redactor: Arc::new(Redactor::new(secrets)) }
+        Runner { driver, events, redactor: Arc::new(Redactor::new(secrets)), artifacts: None }
+    }
+
+    /// The runner fetches plans' artifacts through `artifacts`; without it, a plan that has
+    /// artifacts fails.
+    pub fn with_artifacts(mut self, artifacts: Arc<dyn Artifacts>) -> Self {
+        self.artifacts = Some(artifacts);
+        self
     }
 
     async fn emit(&self, run_id: &str, kind: EventKind) {
@@ -144,12 +160,16 @@ impl Runner {
                 }
             });
         }
-        let mut outcome = match self.prepare(&plan).await {
-            Ok(()) => self.walk(plan.clone(), scope.clone()).await,
-            Err(failure) => {
-                self.emit(&run_id, EventKind::StepFailed { step: "prepare".into(), reason: failure.reason, exit_code: None, tail: failure.tail }).await;
-                Outcome::Failed
-            }
+        let mut outcome = match self.fetch(&plan, &scope).await {
+            Fetched::Ready(_in_use) => match self.prepare(&plan).await {
+                Ok(()) => self.walk(plan.clone(), scope.clone()).await,
+                Err(failure) => {
+                    self.emit(&run_id, EventKind::StepFailed { step: "prepare".into(), reason: failure.reason, exit_code: None, tail: failure.tail }).await;
+                    Outcome::Failed
+                }
+            },
+            Fetched::Failed => Outcome::Failed,
+            Fetched::Cancelled => Outcome::Cancelled,
         };
         scope.cancel();
         if outcome == Outcome::Cancelled {
@@ -176,6 +196,51 @@ impl Runner {
                 }
             }
             Err(err) => tracing::warn!(error = %err, "listing the run's containers failed"),
+        }
+    }
+
+    /// Fetches every artifact of the plan at once (the store bounds concurrent downloads),
+    /// each reported as a step named `artifact:NAME`.
+    async fn fetch(&self, plan: &Plan, cancel: &CancellationToken) -> Fetched {
+        if plan.artifacts.is_empty() {
+            return Fetched::Ready(Vec::new());
+        }
+        let Some(store) = self.artifacts.clone() else {
+            let reason = "this pattern needs artifacts, and this runner has no artifact cache".to_owned();
+            self.emit(&plan.run_id, EventKind::StepFailed { step: "artifacts".into(), reason, exit_code: None, tail: vec![] }).await;
+            return Fetched::Failed;
+        };
+        let fetches = plan.artifacts.iter().map(|artifact| {
+            let store = store.clone();
+            async move {
+                let step = format!("artifact:{}", artifact.name);
+                self.emit(&plan.run_id, EventKind::StepStarted { step: step.clone(), attempt: 1 }).await;
+                // Progress is sampled (a few reports a second); one that finds the queue full
+                // is dropped rather than holding up the transfer.
+                let (events, run_id, progress_step) = (self.events.clone(), plan.run_id.clone(), step.clone());
+                let progress = Box::new(move |transfer| {
+                    let kind = EventKind::Transfer { step: progress_step.clone(), transfer };
+                    let _ = events.try_send(Event { at: SystemTime::now(), run_id: run_id.clone(), kind });
+                });
+                match store.ensure(artifact, progress).await {
+                    Ok(guard) => {
+                        self.emit(&plan.run_id, EventKind::StepSucceeded { step, container_id: None }).await;
+                        Some(guard)
+                    }
+                    Err(err) => {
+                        self.emit(&plan.run_id, EventKind::StepFailed { step, reason: format!("{err:#}"), exit_code: None, tail: vec![] }).await;
+                        None
+                    }
+                }
+            }
+        });
+        let all = futures_util::future::join_all(fetches);
+        tokio::select! {
+            fetched = all => match fetched.into_iter().collect::<Option<Vec<_>>>() {
+                Some(guards) => Fetched::Ready(guards),
+                None => Fetched::Failed,
+            },
+            _ = cancel.cancelled() => Fetched::Cancelled,
         }
     }
 

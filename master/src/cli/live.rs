@@ -119,6 +119,9 @@ impl Bars {
                 let bar = self.bar(agent, step);
                 bar.set_style(bar_style());
                 bar.set_position(event.percent.clamp(0.0, 100.0) as u64);
+                if !event.text.is_empty() {
+                    bar.set_message(event.text.clone());
+                }
             }
             RunEventKind::StepRetrying => self.bar(agent, step).set_message(describe(event)),
             RunEventKind::StepSucceeded | RunEventKind::StepUnchanged | RunEventKind::StepSkipped => {
@@ -156,7 +159,8 @@ pub fn describe(event: &v1::RunEvent) -> String {
         RunEventKind::StepStarted => "started".into(),
         RunEventKind::StepUnchanged => "unchanged".into(),
         RunEventKind::Log => format!("| {}", event.text),
-        RunEventKind::Progress => format!("{:.0}%", event.percent),
+        RunEventKind::Progress if event.text.is_empty() => format!("{:.0}%", event.percent),
+        RunEventKind::Progress => format!("{:.0}% {}", event.percent, event.text),
         RunEventKind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
         RunEventKind::StepSucceeded => "succeeded".into(),
         RunEventKind::StepFailed => {
@@ -181,7 +185,8 @@ pub fn print_line(envelope: &v1::AgentRunEvent, format: Format) {
             json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
                     "kind": RunEventKind::try_from(event.kind).map(|kind| kind.as_str_name()).unwrap_or("UNSPECIFIED"),
                     "step": event.step, "text": event.text, "percent": event.percent,
-                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail })
+                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail,
+                    "done_bytes": event.done_bytes, "total_bytes": event.total_bytes, "rate_bytes_per_second": event.rate_bytes_per_second })
         ),
         Format::Text => {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_unix_ms.max(0) as u64);
