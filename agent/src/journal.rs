@@ -6,7 +6,11 @@
 //! acknowledges what it has persisted, and the journal drops those events, so it cannot grow
 //! without bound while the master is reachable.
 //!
-//! Records are this module's own versioned types (`"v": 1`), not the wire types.
+//! Records are this module's own versioned types (`"v": 1`), not the wire types. They are kept
+//! in segments, one per appended batch: the tree `segments` maps the last sequence number of a
+//! batch to its records (a JSON array). One sled write per batch rather than per event is what
+//! lets a chatty step's output through at tens of thousands of lines a second; an
+//! acknowledgement drops whole segments, and readers skip what they have already seen.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -208,7 +212,7 @@ pub fn outcome_name(outcome: Outcome) -> &'static str {
 /// The journal.
 pub struct Journal {
     db: sled::Db,
-    events: sled::Tree,
+    segments: sled::Tree,
     runs: sled::Tree,
     /// The next sequence number; held while appending so numbers are gap-free.
     next_seq: Mutex<u64>,
@@ -230,11 +234,12 @@ impl Journal {
             .cache_capacity(4 * 1024 * 1024)
             .open()
             .with_context(|| format!("opening the journal in {} (is another agent running?)", dir.display()))?;
-        let events = db.open_tree("events")?;
+        let segments = db.open_tree("segments")?;
+        migrate_per_event_records(&db, &segments)?;
         let runs = db.open_tree("runs")?;
         let meta = db.open_tree("meta")?;
         // The next number continues after the last event, or after the last trimmed one.
-        let last_event = events.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
+        let last_event = segments.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
         let trimmed = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
         let last = last_event.max(trimmed);
         let (last_seq, _) = watch::channel(last);
@@ -242,7 +247,7 @@ impl Journal {
             let db = db.clone();
             pmesh_rt::durable::GroupFlush::new(move || db.flush().map(drop).map_err(std::io::Error::other))
         };
-        Ok(Journal { db, events, runs, next_seq: Mutex::new(last + 1), last_seq, flusher })
+        Ok(Journal { db, segments, runs, next_seq: Mutex::new(last + 1), last_seq, flusher })
     }
 
     /// Appends `batch`, flushes it to disk, then tells watchers. Returns the last sequence
@@ -253,14 +258,14 @@ impl Journal {
     pub async fn append(&self, batch: &[Event]) -> anyhow::Result<u64> {
         let last = {
             let mut next = self.next_seq.lock().expect("journal lock poisoned only if an append panicked");
-            let mut sled_batch = sled::Batch::default();
-            for event in batch {
-                let journalled = record(*next, event);
-                sled_batch.insert(&next.to_be_bytes(), serde_json::to_vec(&journalled)?);
-                *next += 1;
+            if batch.is_empty() {
+                return Ok(*next - 1);
             }
-            self.events.apply_batch(sled_batch)?;
-            *next - 1
+            let records: Vec<JournalRecord> = batch.iter().enumerate().map(|(offset, event)| record(*next + offset as u64, event)).collect();
+            let last = *next + batch.len() as u64 - 1;
+            self.segments.insert(last.to_be_bytes(), serde_json::to_vec(&records)?)?;
+            *next = last + 1;
+            last
         };
         self.flusher.flush().await.context("flushing the journal")?;
         // Another run's append may have announced a later number already; it never goes back.
@@ -274,19 +279,23 @@ impl Journal {
         Ok(last)
     }
 
-    /// Journalled events with `seq >= from`, oldest first, at most `limit`.
+    /// Journalled events with `seq >= from`, oldest first: whole segments until at least
+    /// `limit` events are gathered.
     ///
     /// # Errors
     /// When a record is damaged.
     pub fn read_from(&self, from: u64, limit: usize) -> anyhow::Result<Vec<JournalRecord>> {
-        self.events
-            .range(from.to_be_bytes()..)
-            .take(limit)
-            .map(|entry| {
-                let (_, value) = entry?;
-                serde_json::from_slice(&value).context("a journal record does not decode")
-            })
-            .collect()
+        let mut records = Vec::new();
+        // A segment's key is its last number: the first key at or after `from` holds `from`.
+        for entry in self.segments.range(from.to_be_bytes()..) {
+            let (_, value) = entry?;
+            let segment: Vec<JournalRecord> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
+            records.extend(segment.into_iter().filter(|record| record.seq >= from));
+            if records.len() >= limit {
+                break;
+            }
+        }
+        Ok(records)
     }
 
     /// Announces the last journalled sequence number as it grows.
@@ -294,21 +303,28 @@ impl Journal {
         self.last_seq.subscribe()
     }
 
-    /// Drops events up to `up_to` (acknowledged by the master). Returns the oldest kept.
+    /// Drops the segments whose events are all at or below `up_to` (acknowledged by the
+    /// master). Returns the oldest sequence number still held.
     ///
     /// # Errors
     /// When the disk fails.
     pub fn trim(&self, up_to: u64) -> anyhow::Result<u64> {
         let mut batch = sled::Batch::default();
-        for key in self.events.range(..=up_to.to_be_bytes()).keys() {
+        for key in self.segments.range(..=up_to.to_be_bytes()).keys() {
             batch.remove(key?);
         }
-        self.events.apply_batch(batch)?;
+        self.segments.apply_batch(batch)?;
         self.db.open_tree("meta")?.fetch_and_update("trimmed_up_to", |old| {
             let old = old.map(seq_of).unwrap_or(0);
             Some(old.max(up_to).to_be_bytes().to_vec())
         })?;
-        Ok(self.events.first()?.map(|(key, _)| seq_of(&key)).unwrap_or(up_to + 1))
+        match self.segments.first()? {
+            Some((_, value)) => {
+                let segment: Vec<JournalRecord> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
+                Ok(segment.first().map(|record| record.seq).unwrap_or(up_to + 1))
+            }
+            None => Ok(up_to + 1),
+        }
     }
 
     /// The run with `run_id`, if this agent knows it.
@@ -391,6 +407,27 @@ impl Journal {
     }
 }
 
+/// Journals written before segments kept one record per key in the tree `events`; they move
+/// into one segment (idempotently: a crash midway repeats the same write).
+fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Result<()> {
+    let legacy = db.open_tree("events")?;
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<JournalRecord> = legacy
+        .iter()
+        .values()
+        .map(|value| serde_json::from_slice(&value?).context("a journal record does not decode"))
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(last) = records.last().map(|record| record.seq) {
+        segments.insert(last.to_be_bytes(), serde_json::to_vec(&records)?)?;
+        db.flush()?;
+    }
+    legacy.clear()?;
+    db.flush()?;
+    Ok(())
+}
+
 fn seq_of(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -429,6 +466,41 @@ mod tests {
         assert!(!journal.insert_run(&run).unwrap());
         journal.set_run_state("r1", "succeeded").unwrap();
         assert_eq!(journal.run("r1").unwrap().unwrap().state, "succeeded");
+    }
+
+    #[tokio::test]
+    async fn reads_resume_inside_a_segment_and_trims_keep_a_partly_acknowledged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&[event("a"), event("b"), event("c")]).await.unwrap();
+        journal.append(&[event("d"), event("e")]).await.unwrap();
+        let seqs = |from, limit| journal.read_from(from, limit).unwrap().iter().map(|record| record.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(2, 100), [2, 3, 4, 5]);
+        assert_eq!(seqs(2, 1), [2, 3], "whole segments, from the one holding `from`");
+        assert_eq!(seqs(6, 100), Vec::<u64>::new());
+        assert_eq!(journal.trim(2).unwrap(), 1, "a segment with unacknowledged events stays whole");
+        assert_eq!(journal.trim(3).unwrap(), 4);
+        assert_eq!(seqs(4, 100), [4, 5]);
+    }
+
+    /// A journal written one record per key (before segments) is read after an upgrade, and
+    /// numbering continues after it.
+    #[tokio::test]
+    async fn a_per_event_journal_is_migrated_into_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let legacy = db.open_tree("events").unwrap();
+            for seq in [4u64, 5] {
+                let v1 = format!(r#"{{"v":1,"seq":{seq},"run_id":"r1","at_unix_ms":1,"kind":"log","step":"s","text":"line-{seq}"}}"#);
+                legacy.insert(seq.to_be_bytes(), v1.as_bytes()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        let texts: Vec<String> = journal.read_from(0, 10).unwrap().into_iter().map(|record| record.text).collect();
+        assert_eq!(texts, ["line-4", "line-5"]);
+        assert_eq!(journal.append(&[event("next")]).await.unwrap(), 6);
     }
 
     /// Journal records written by schema v1 keep decoding.

@@ -3,8 +3,11 @@
 //! - `patterns`: `NAME@VERSION` → [`PatternRecord`]; `bundle_archives` and
 //!   `bundle_signatures`: digest → bytes.
 //! - `runs`: run id → [`RunRecord`].
-//! - `run_events`: run id, NUL, 8-byte index → [`StoredEvent`], in the order the master
-//!   persisted them; `run_counters` holds each run's next index.
+//! - `run_event_segments`: run id, NUL, the 8-byte index of the segment's last event → a
+//!   [`Segment`] of that run's events with consecutive indexes, in the order the master
+//!   persisted them: one sled write per run per persisted batch rather than per event;
+//!   `run_counters` holds each run's next index. (Stores written one event per key, in
+//!   `run_events`, are moved into segments when opened.)
 //! - `cursors`: agent → the last sequence number persisted from its journal. It moves in the
 //!   same transaction as the event, so after any crash the master resumes exactly after the
 //!   last event it kept: nothing lost, nothing stored twice.
@@ -93,6 +96,15 @@ pub struct StoredEvent {
     pub transfer: Option<(u64, u64, f64)>,
 }
 
+/// Consecutive events of one run, as persisted together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub v: u32,
+    /// The index of the first event.
+    pub first: u64,
+    pub events: Vec<StoredEvent>,
+}
+
 /// The run-side trees.
 #[derive(Clone)]
 pub struct RunStore {
@@ -129,7 +141,11 @@ impl RunStore {
             archives: db.open_tree("bundle_archives")?,
             signatures: db.open_tree("bundle_signatures")?,
             runs: db.open_tree("runs")?,
-            events: db.open_tree("run_events")?,
+            events: {
+                let segments = db.open_tree("run_event_segments")?;
+                migrate_per_event_records(db, &segments)?;
+                segments
+            },
             counters: db.open_tree("run_counters")?,
             cursors: db.open_tree("cursors")?,
             flusher: {
@@ -223,12 +239,12 @@ impl RunStore {
     /// # Errors
     /// When the disk fails; then nothing of the batch is kept.
     pub fn persist(&self, agent: &str, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
-        let encoded: Vec<Vec<u8>> = batch.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
         let result = (&self.events, &self.counters, &self.cursors).transaction(|(events, counters, cursors)| {
             let mut cursor = cursors.get(agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             let mut next_index: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut segments: BTreeMap<&str, Segment> = BTreeMap::new();
             let mut kept = Vec::new();
-            for (event, bytes) in batch.iter().zip(&encoded) {
+            for event in batch {
                 if event.seq <= cursor {
                     continue;
                 }
@@ -239,10 +255,15 @@ impl RunStore {
                         next_index.entry(event.run_id.as_str()).or_insert(stored)
                     }
                 };
-                events.insert(event_key(&event.run_id, *index), bytes.as_slice())?;
+                segments.entry(event.run_id.as_str()).or_insert_with(|| Segment { v: 1, first: *index, events: Vec::new() }).events.push(event.clone());
                 kept.push((*index, event.clone()));
                 *index += 1;
                 cursor = event.seq;
+            }
+            for (run_id, segment) in &segments {
+                let last = segment.first + segment.events.len() as u64 - 1;
+                let encoded = serde_json::to_vec(segment).map_err(|err| ConflictableTransactionError::Abort(anyhow::Error::from(err)))?;
+                events.insert(event_key(run_id, last), encoded)?;
             }
             for (run_id, index) in &next_index {
                 counters.insert(run_id.as_bytes(), &index.to_be_bytes())?;
@@ -266,17 +287,44 @@ impl RunStore {
     pub fn run_events(&self, run_id: &str, from: u64) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(0);
-        let start = event_key(run_id, from);
-        self.events
-            .range(start..)
-            .take_while(|entry| entry.as_ref().map(|(key, _)| key.starts_with(&prefix)).unwrap_or(false))
-            .map(|entry| {
-                let (key, value) = entry?;
-                let index = u64::from_be_bytes(key[key.len() - 8..].try_into().context("event key")?);
-                Ok((index, decode(&value)?))
-            })
-            .collect()
+        let mut found = Vec::new();
+        // A segment's key ends with its last index: the first at or after `from` holds `from`.
+        for entry in self.events.range(event_key(run_id, from)..) {
+            let (key, value) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let segment: Segment = decode(&value)?;
+            let first = segment.first;
+            found.extend(segment.events.into_iter().enumerate().map(|(offset, event)| (first + offset as u64, event)).filter(|(index, _)| *index >= from));
+        }
+        Ok(found)
     }
+}
+
+/// Stores written before segments kept one event per key in `run_events`; each run's events
+/// move into one segment (idempotently: a crash midway repeats the same writes).
+fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Result<()> {
+    let legacy = db.open_tree("run_events")?;
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let mut runs: BTreeMap<Vec<u8>, Segment> = BTreeMap::new();
+    for entry in legacy.iter() {
+        let (key, value) = entry?;
+        let (run, index) = key.split_at(key.len().saturating_sub(8));
+        let index = u64::from_be_bytes(index.try_into().context("an event key")?);
+        let run_id = run.strip_suffix(&[0]).context("an event key")?.to_vec();
+        runs.entry(run_id).or_insert_with(|| Segment { v: 1, first: index, events: Vec::new() }).events.push(decode(&value)?);
+    }
+    for (run_id, segment) in &runs {
+        let run_id = String::from_utf8_lossy(run_id);
+        segments.insert(event_key(&run_id, segment.first + segment.events.len() as u64 - 1), serde_json::to_vec(segment)?)?;
+    }
+    db.flush()?;
+    legacy.clear()?;
+    db.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -303,6 +351,30 @@ mod tests {
         assert_eq!(store.cursor("a").unwrap(), 3);
         let texts: Vec<String> = store.run_events("r1", 1).unwrap().into_iter().map(|(_, event)| event.text).collect();
         assert_eq!(texts, ["b-1", "a-2", "a-3"]);
+        let indexes: Vec<u64> = store.run_events("r1", 3).unwrap().into_iter().map(|(index, _)| index).collect();
+        assert_eq!(indexes, [3], "a read from inside a segment starts at its index");
+    }
+
+    /// A store written one event per key (before segments) reads the same after an upgrade,
+    /// and its runs' numbering continues.
+    #[test]
+    fn per_event_records_are_migrated_into_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        {
+            let legacy = db.open_tree("run_events").unwrap();
+            let counters = db.open_tree("run_counters").unwrap();
+            for (index, seq) in [(0u64, 1u64), (1, 2)] {
+                legacy.insert(event_key("r1", index), serde_json::to_vec(&event("a", seq)).unwrap()).unwrap();
+            }
+            counters.insert("r1", &2u64.to_be_bytes()).unwrap();
+            db.open_tree("cursors").unwrap().insert("a", &2u64.to_be_bytes()).unwrap();
+        }
+        let store = RunStore::open(&db).unwrap();
+        let texts: Vec<(u64, String)> = store.run_events("r1", 0).unwrap().into_iter().map(|(index, event)| (index, event.text)).collect();
+        assert_eq!(texts, [(0, "a-1".to_owned()), (1, "a-2".to_owned())]);
+        assert_eq!(store.persist("a", &[event("a", 3)]).unwrap()[0].0, 2);
+        assert!(db.open_tree("run_events").unwrap().is_empty());
     }
 
     #[test]
