@@ -25,7 +25,11 @@ const DEPOT_TRANSFER_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The agent's cache and fetcher, and how to reach the master's depot.
 pub struct AgentArtifacts {
-    fetcher: Fetcher,
+    cache: Cache,
+    fetch: FetchConfig,
+    /// Made on the first fetch: its HTTP client loads the host's trust store, memory an agent
+    /// that never fetches need not hold.
+    fetcher: std::sync::OnceLock<Result<Fetcher, String>>,
     /// The agent's state, to dial the master with its current certificate; `None` for a local
     /// apply, which has no master.
     depot: Option<Paths>,
@@ -52,13 +56,19 @@ impl AgentArtifacts {
             ca_bundle,
             ..FetchConfig::default()
         };
-        let fetcher = Fetcher::new(cache, fetch).map_err(|err| anyhow::anyhow!("{err}"))?;
-        Ok(AgentArtifacts { fetcher, depot })
+        Ok(AgentArtifacts { cache, fetch, fetcher: std::sync::OnceLock::new(), depot })
     }
 
     /// Where an artifact with this sha256 is (or will be) in the cache.
     pub fn path_of(&self, sha256: &str) -> PathBuf {
-        self.fetcher.cache().path_of(sha256)
+        self.cache.path_of(sha256)
+    }
+
+    fn fetcher(&self) -> anyhow::Result<&Fetcher> {
+        self.fetcher
+            .get_or_init(|| Fetcher::new(self.cache.clone(), self.fetch.clone()).map_err(|err| err.to_string()))
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("the artifact fetcher cannot start: {err}"))
     }
 
     fn sources(&self, artifact: &PlannedArtifact) -> Vec<Source> {
@@ -77,13 +87,13 @@ impl Artifacts for AgentArtifacts {
     async fn ensure(&self, artifact: &PlannedArtifact, progress: Box<dyn Fn(Transfer) + Send + Sync>) -> anyhow::Result<ArtifactGuard> {
         let want = Want { sha256: artifact.sha256.clone(), size: artifact.size, sources: self.sources(artifact) };
         let report = move |at: pmesh_rt::fetch::Progress| progress(Transfer { done: at.done, total: at.total.unwrap_or(0), rate: at.rate, eta: at.eta });
-        let lease = self.fetcher.ensure(&want, report).await?;
+        let lease = self.fetcher()?.ensure(&want, report).await?;
         anyhow::ensure!(lease.path() == artifact.path, "artifact {} landed at {}, not at {}", artifact.name, lease.path().display(), artifact.path.display());
         Ok(Box::new(lease))
     }
 
     fn cached(&self, sha256: &str) -> bool {
-        self.fetcher.cache().lease(sha256).ok().flatten().is_some()
+        self.cache.lease(sha256).ok().flatten().is_some()
     }
 }
 

@@ -9,9 +9,12 @@
 //!   p50/p99 latency from the agent's event time to the watcher;
 //! - start latency: from the start request to the step container's start, beside
 //!   `docker run -d` of the same image;
-//! - idle RSS of the master and of an agent.
+//! - idle RSS of the master and of an agent;
+//! - a large artifact (1 GiB by default) fetched by an agent over loopback HTTP and from the
+//!   master's depot over mTLS, beside `curl -o - URL | sha256sum` of the same file.
 //!
-//! Usage: `tests/bench.sh [--agents 10,50,200] [--lines 100000]`.
+//! Usage: `tests/bench.sh [--agents 10,50,200] [--lines 100000] [--artifact-mib 1024] [--burst 500]`
+//! (`--burst`: lines the latency pattern writes every 10 ms).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,11 +26,17 @@ fn patterns_dir(name: &str) -> String {
     format!("{}/patterns/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` memory field in KiB: `VmRSS`, or its parts `RssAnon` (heap and
+/// stacks) and `RssFile` (the binary's pages in memory, shared with every agent).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|status| status.lines().find(|line| line.starts_with(&format!("{field}:"))).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn now_ms() -> i64 {
@@ -80,19 +89,98 @@ async fn watch_run(connection: &pmesh_master::cli::client::Connection, pattern: 
     Ok((count, seconds, latencies))
 }
 
+/// The time an artifact step took on its agent, from the run's own events (`artifact:NAME`
+/// started to succeeded, both stamped by the agent).
+async fn artifact_seconds(connection: &pmesh_master::cli::client::Connection, agent: &str, instance: &str, values: &str) -> anyhow::Result<f64> {
+    let mut client = connection.client.clone();
+    let started = client
+        .start_run(v1::MasterStartRunRequest { pattern: "bench-artifact".into(), on: vec![agent.into()], values_json: values.into(), instance: instance.into(), ..Default::default() })
+        .await?
+        .into_inner();
+    let mut request = tonic::Request::new(v1::WatchRunRequest { run_id: started.run_id.clone(), from_index: 0, no_follow: false });
+    request.set_timeout(Duration::from_secs(3600));
+    let mut stream = client.watch_run(request).await?.into_inner();
+    let (mut began, mut ended) = (None, None);
+    while let Some(envelope) = stream.message().await? {
+        let Some(event) = envelope.event else { continue };
+        if event.step != "artifact:blob" {
+            continue;
+        }
+        match v1::RunEventKind::try_from(event.kind) {
+            Ok(v1::RunEventKind::StepStarted) => began = Some(event.at_unix_ms),
+            Ok(v1::RunEventKind::StepSucceeded) => ended = Some(event.at_unix_ms),
+            Ok(v1::RunEventKind::StepFailed) => bail!("the artifact fetch failed on {agent}: {}", event.text),
+            _ => {}
+        }
+    }
+    match (began, ended) {
+        (Some(began), Some(ended)) => Ok((ended - began) as f64 / 1000.0),
+        _ => bail!("no artifact step in the run on {agent}"),
+    }
+}
+
+/// Fetching a large artifact over HTTP and from the depot, beside `curl | sha256sum` of the
+/// same file from the same server. Uses agents a002 and a003, whose caches are empty.
+fn artifact_bench(mesh: &Mesh, runtime: &tokio::runtime::Runtime, connection: &pmesh_master::cli::client::Connection, mib: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+    let size = mib * 1024 * 1024;
+    let content: Vec<u8> = (0..size as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect();
+    let sha256 = pmesh_proto::bundle::digest(&content).trim_start_matches("sha256:").to_owned();
+    let file = mesh.dir.path().join("blob.bin");
+    std::fs::write(&file, &content)?;
+    let server = pmesh_tests::http::FileServer::start(std::sync::Arc::new(content), pmesh_tests::http::Behaviour::default());
+    let pattern = mesh.dir.path().join("bench-artifact");
+    std::fs::create_dir_all(&pattern)?;
+    std::fs::write(
+        pattern.join("pattern.yaml"),
+        format!(
+            "apiVersion: pmesh/v1\nkind: Pattern\nmetadata:\n  name: bench-artifact\n  version: 1.0.0\n  description: One large artifact\n  category: basic-tool\n\
+             params:\n  url:\n    type: string\n    required: true\n    description: Where it is\n\
+             artifacts:\n  blob:\n    url: \"${{url}}\"\n    sha256: {sha256}\n    size: {size}\n\
+             images:\n  tools:\n    ref: pmesh-test/tools:bookworm-1\n\
+             steps:\n  check:\n    kind: run\n    image: tools\n    command: [\"true\"]\n    mounts:\n      - artifact: blob\n        target: /blob\n"
+        ),
+    )?;
+    let push = mesh.pmesh(&["pattern", "push", pattern.to_str().context("a UTF-8 path")?]);
+    anyhow::ensure!(push.code == 0, "push bench-artifact: {}", push.stderr);
+
+    let curl = Instant::now();
+    let output = std::process::Command::new("sh").args(["-c", &format!("curl -sS -o - {} | sha256sum", server.url())]).output()?;
+    let curl = curl.elapsed().as_secs_f64();
+    anyhow::ensure!(String::from_utf8_lossy(&output.stdout).starts_with(&sha256), "curl | sha256sum: {}", String::from_utf8_lossy(&output.stderr));
+
+    let over_http = runtime.block_on(artifact_seconds(connection, "a002", "art-http", &format!("{{\"url\": \"{}\"}}", server.url())))?;
+    let added = mesh.pmesh(&["artifact", "add", file.to_str().context("a UTF-8 path")?, "--sha256", &sha256, "--name", "blob"]);
+    anyhow::ensure!(added.code == 0, "artifact add: {}", added.stderr);
+    let from_depot = runtime.block_on(artifact_seconds(connection, "a003", "art-depot", "{\"url\": \"http://127.0.0.1:1/nowhere\"}"))?;
+    pmesh_tests::docker::remove_instance("art-http");
+    pmesh_tests::docker::remove_instance("art-depot");
+
+    let rate = |seconds: f64| format!("{:.0} MiB/s", mib as f64 / seconds);
+    Ok(vec![
+        (format!("artifact {mib} MiB: curl -o - | sha256sum, loopback HTTP"), rate(curl), "-".into()),
+        (format!("artifact {mib} MiB: agent fetch over HTTP"), format!("{} ({:.2}x)", rate(over_http), curl / over_http), ">= 0.95x curl".into()),
+        (format!("artifact {mib} MiB: agent fetch from the depot (mTLS)"), format!("{} ({:.2}x)", rate(from_depot), curl / from_depot), ">= 0.8x curl".into()),
+    ])
+}
+
 struct Args {
     agents: Vec<usize>,
     lines: u64,
+    artifact_mib: usize,
+    /// Lines the latency pattern writes every 10 ms.
+    burst: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut parsed = Args { agents: vec![10, 50, 200], lines: 100_000 };
+    let mut parsed = Args { agents: vec![10, 50, 200], lines: 100_000, artifact_mib: 1024, burst: 500 };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
         let value = raw.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--agents" => parsed.agents = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--lines" => parsed.lines = value.parse()?,
+            "--artifact-mib" => parsed.artifact_mib = value.parse()?,
+            "--burst" => parsed.burst = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -117,18 +205,75 @@ fn main() -> anyhow::Result<()> {
     // spec would make a step "unchanged" and measure nothing.
     let tag = std::process::id();
 
-    // Fan-out.
+    // Events, start latency and artifacts first, with three agents: each measurement below
+    // says how many processes shared the two cores while it ran.
     let mut agents = Vec::new();
-    for &target in &args.agents {
+    let enrol_up_to = |agents: &mut Vec<pmesh_tests::Daemon>, target: usize| -> anyhow::Result<()> {
         while agents.len() < target {
             let name = format!("a{:03}", agents.len() + 1);
             mesh.enrol(&name, &[])?;
             agents.push(mesh.start_agent(&name, &[])?);
         }
-        // Time only once the master has reached every agent.
-        wait_until("every agent up", Duration::from_secs(60), || {
+        // Measure only once the master has reached every agent.
+        wait_until("every agent up", Duration::from_secs(120), || {
             mesh.agents().is_ok_and(|listed| listed.len() == agents.len() && listed.iter().all(|agent| agent["status"] == "up"))
-        })?;
+        })
+    };
+    enrol_up_to(&mut agents, 3)?;
+
+    // Events (three agents): throughput with one container printing lines as fast as it can, then latency
+    // at a steady rate (a queue that grows during a burst measures the burst, not latency).
+    let (count, seconds, _) = runtime.block_on(watch_run(&connection, "chatty", &format!("{{\"lines\": {}}}", args.lines), &format!("chatty-{tag}")))?;
+    results.push((format!("events to a watcher, burst ({count} log events)"), format!("{:.0} /s", count as f64 / seconds), ">= 50000 /s".into()));
+    let paced_values = format!("{{\"lines\": {}, \"burst\": {}, \"pause_ms\": 10}}", args.lines, args.burst);
+    let (count, seconds, mut latencies) = runtime.block_on(watch_run(&connection, "paced", &paced_values, &format!("paced-{tag}")))?;
+    latencies.sort_by(f64::total_cmp);
+    results.push((format!("event latency p50 / p99 at {:.0} events/s", count as f64 / seconds), format!("{:.0} ms / {:.0} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99)), "p99 < 50 ms".into()));
+
+    // Start latency beside docker run.
+    let mut pmesh_ms = Vec::new();
+    let mut docker_ms = Vec::new();
+    let mut network_ms = Vec::new();
+    for round in 0..5 {
+        let instance = format!("start{round}-{tag}");
+        let t0 = now_ms();
+        runtime.block_on(connection.client.clone().start_run(v1::MasterStartRunRequest {
+            pattern: "chatty".into(),
+            on: vec!["a001".into()],
+            values_json: "{\"lines\": 1}".into(),
+            instance: instance.clone(),
+            ..Default::default()
+        }))?;
+        let name = format!("pmesh-a001-{instance}-print");
+        wait_until("the step container", Duration::from_secs(30), || docker_started_at_ms(&name).is_ok_and(|at| at > 0))?;
+        pmesh_ms.push((docker_started_at_ms(&name)? - t0) as f64);
+        let t1 = now_ms();
+        let id = pmesh_tests::docker::docker(&["run", "-d", pmesh_tests::docker::TOOLS_IMAGE, "true"]);
+        docker_ms.push((docker_started_at_ms(&id)? - t1) as f64);
+        pmesh_tests::docker::docker(&["rm", "-f", &id]);
+        // What a pattern instance does in Docker: its own network, then the container on it.
+        let network = format!("bench-net{round}-{tag}");
+        let t2 = now_ms();
+        pmesh_tests::docker::docker(&["network", "create", &network]);
+        let id = pmesh_tests::docker::docker(&["run", "-d", "--network", &network, pmesh_tests::docker::TOOLS_IMAGE, "true"]);
+        network_ms.push((docker_started_at_ms(&id)? - t2) as f64);
+        pmesh_tests::docker::docker(&["rm", "-f", &id]);
+        pmesh_tests::docker::docker(&["network", "rm", &network]);
+        pmesh_tests::docker::remove_instance(&instance);
+    }
+    pmesh_ms.sort_by(f64::total_cmp);
+    docker_ms.sort_by(f64::total_cmp);
+    let (pmesh_median, docker_median) = (pmesh_ms[2], docker_ms[2]);
+    results.push(("start latency, pmesh (median of 5)".into(), format!("{pmesh_median:.0} ms"), format!("<= 1.2 x docker run = {:.0} ms", docker_median * 1.2)));
+    results.push(("start latency, docker run -d (median of 5)".into(), format!("{docker_median:.0} ms"), "-".into()));
+    network_ms.sort_by(f64::total_cmp);
+    results.push(("start latency, docker network create + run -d (median of 5)".into(), format!("{:.0} ms", network_ms[2]), "-".into()));
+    if args.artifact_mib > 0 {
+        results.extend(artifact_bench(&mesh, &runtime, &connection, args.artifact_mib)?);
+    }
+    // Fan-out.
+    for &target in &args.agents {
+        enrol_up_to(&mut agents, target)?;
         let mut samples = Vec::new();
         for round in 0..3 {
             let started = Instant::now();
@@ -148,43 +293,13 @@ fn main() -> anyhow::Result<()> {
     let mut agent_rss: Vec<u64> = agents.iter().map(|agent| rss_kib(agent.pid())).collect();
     agent_rss.sort_unstable();
     results.push(("agent idle RSS (median)".into(), format!("{:.1} MB", agent_rss[agent_rss.len() / 2] as f64 / 1024.0), "< 15 MB".into()));
+    let median_of = |field: &str| {
+        let mut values: Vec<u64> = agents.iter().map(|agent| status_kib(agent.pid(), field)).collect();
+        values.sort_unstable();
+        values[values.len() / 2] as f64 / 1024.0
+    };
+    results.push(("  of which anonymous / file-backed (medians)".into(), format!("{:.1} MB / {:.1} MB", median_of("RssAnon"), median_of("RssFile")), "-".into()));
 
-    // Events: throughput with one container printing lines as fast as it can, then latency
-    // at a steady rate (a queue that grows during a burst measures the burst, not latency).
-    let (count, seconds, _) = runtime.block_on(watch_run(&connection, "chatty", &format!("{{\"lines\": {}}}", args.lines), &format!("chatty-{tag}")))?;
-    results.push((format!("events to a watcher, burst ({count} log events)"), format!("{:.0} /s", count as f64 / seconds), ">= 50000 /s".into()));
-    let paced_values = format!("{{\"lines\": {}, \"burst\": 500, \"pause_ms\": 10}}", args.lines);
-    let (count, seconds, mut latencies) = runtime.block_on(watch_run(&connection, "paced", &paced_values, &format!("paced-{tag}")))?;
-    latencies.sort_by(f64::total_cmp);
-    results.push((format!("event latency p50 / p99 at {:.0} events/s", count as f64 / seconds), format!("{:.0} ms / {:.0} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99)), "p99 < 50 ms".into()));
-
-    // Start latency beside docker run.
-    let mut pmesh_ms = Vec::new();
-    let mut docker_ms = Vec::new();
-    for round in 0..5 {
-        let instance = format!("start{round}-{tag}");
-        let t0 = now_ms();
-        runtime.block_on(connection.client.clone().start_run(v1::MasterStartRunRequest {
-            pattern: "chatty".into(),
-            on: vec!["a001".into()],
-            values_json: "{\"lines\": 1}".into(),
-            instance: instance.clone(),
-            ..Default::default()
-        }))?;
-        let name = format!("pmesh-a001-{instance}-print");
-        wait_until("the step container", Duration::from_secs(30), || docker_started_at_ms(&name).is_ok_and(|at| at > 0))?;
-        pmesh_ms.push((docker_started_at_ms(&name)? - t0) as f64);
-        let t1 = now_ms();
-        let id = pmesh_tests::docker::docker(&["run", "-d", pmesh_tests::docker::TOOLS_IMAGE, "true"]);
-        docker_ms.push((docker_started_at_ms(&id)? - t1) as f64);
-        pmesh_tests::docker::docker(&["rm", "-f", &id]);
-        pmesh_tests::docker::remove_instance(&instance);
-    }
-    pmesh_ms.sort_by(f64::total_cmp);
-    docker_ms.sort_by(f64::total_cmp);
-    let (pmesh_median, docker_median) = (pmesh_ms[2], docker_ms[2]);
-    results.push(("start latency, pmesh (median of 5)".into(), format!("{pmesh_median:.0} ms"), format!("<= 1.2 x docker run = {:.0} ms", docker_median * 1.2)));
-    results.push(("start latency, docker run -d (median of 5)".into(), format!("{docker_median:.0} ms"), "-".into()));
     pmesh_tests::docker::remove_instance(&format!("chatty-{tag}"));
     pmesh_tests::docker::remove_instance(&format!("paced-{tag}"));
     for round in 0..3 {
