@@ -138,6 +138,36 @@ fn a_plan_changes_nothing_and_says_what_a_run_would_do_then_what_it_would_leave_
     Ok(())
 }
 
+/// On a terminal the run is drawn as bars (one per agent and step, redrawn in place with
+/// cursor movements); in a pipe, as timestamped lines. `script` gives the CLI a real pty.
+#[test]
+fn a_run_draws_bars_on_a_terminal_and_lines_in_a_pipe() -> anyhow::Result<()> {
+    let (mesh, _master, _agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("tty");
+    let data_dir = mesh.master_dir();
+    let command = format!(
+        "{} --data-dir {} run steps --on pc-1 --instance {} -p lines=2",
+        pmesh_tests::bin("pmesh").display(),
+        data_dir.display(),
+        instance.0
+    );
+    let output = std::process::Command::new("script").args(["-qfec", &command, "/dev/null"]).env("TERM", "xterm").output()?;
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("\u{1b}["), "the terminal got cursor movements (bars): {screen:?}");
+    for step in ["first", "second", "third"] {
+        assert!(screen.contains(&format!("pc-1 {step}")), "a bar for {step}: {screen:?}");
+    }
+    assert!(screen.contains("succeeded"), "the bars end with the step's outcome: {screen:?}");
+    assert!(!screen.lines().any(|line| line.starts_with("20") && line.contains(" pc-1 ")), "no timestamped event lines on a terminal: {screen:?}");
+
+    let piped = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "lines=2"]);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(!piped.stdout.contains('\u{1b}'), "no escape codes in a pipe: {:?}", piped.stdout);
+    assert!(piped.stdout.lines().any(|line| line.starts_with("20") && line.contains("pc-1") && line.contains("third") && line.contains("unchanged")), "{}", piped.stdout);
+    Ok(())
+}
+
 #[test]
 fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
     let (mesh, mut master, _agents) = lab(&["pc-1"])?;
