@@ -532,14 +532,14 @@ fn upload_error(error: FetchError) -> ApiError {
         FetchError::Network { detail, .. } => ApiError::Invalid(format!("the upload broke off: {detail}; nothing was kept")),
         FetchError::Invalid(message) => ApiError::Invalid(format!("{message}; nothing was kept")),
         // The master's disk, said plainly: the operator can act on it, and nothing was kept.
-        error @ FetchError::DiskFull { .. } => ApiError::Invalid(format!("the depot has no room for it: {error}")),
+        error @ FetchError::DiskFull { .. } => ApiError::Failed(format!("the depot has no room for it: {error}")),
         error => ApiError::Internal(anyhow::Error::new(error).context("receiving an upload")),
     }
 }
 
-/// An import's failure, named by what went wrong with the URL. `ApiError` has no variant
-/// for a remote source's failure, so those are reported as invalid (the URL could not be
-/// imported; nothing entered the depot).
+/// An import's failure, named by what went wrong with the URL: a malformed request is the
+/// caller's (exit 2); a server that failed, stalled or did not verify is neither the caller's
+/// nor the master's (exit 1). Nothing entered the depot either way.
 fn import_error(error: FetchError) -> ApiError {
     match error {
         FetchError::AllSourcesFailed(mut failures) if failures.len() == 1 => {
@@ -547,9 +547,9 @@ fn import_error(error: FetchError) -> ApiError {
             import_error(error)
         }
         error @ FetchError::NotFound { .. } => ApiError::NotFound(error.to_string()),
-        error @ FetchError::Unauthorized { .. } => ApiError::Denied(error.to_string()),
         error @ (FetchError::Io { .. } | FetchError::Locked { .. }) => ApiError::Internal(anyhow::Error::new(error).context("importing into the depot")),
-        error => ApiError::Invalid(error.to_string()),
+        error @ FetchError::Invalid(_) => ApiError::Invalid(error.to_string()),
+        error => ApiError::Failed(error.to_string()),
     }
 }
 

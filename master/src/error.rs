@@ -15,6 +15,10 @@ pub enum ApiError {
     /// A valid request the caller is not allowed to make (token used, name pinned…).
     #[error("{0}")]
     Denied(String),
+    /// A valid request that could not be carried out for a reason outside the master and the
+    /// caller: a URL's server failed, stalled or its TLS did not verify, or the disk is full.
+    #[error("{0}")]
+    Failed(String),
     /// A fault of the master itself; logged in full, reported to the caller in general terms.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -27,6 +31,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(message) => Status::not_found(message),
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::Denied(message) => Status::permission_denied(message),
+            ApiError::Failed(message) => Status::failed_precondition(message),
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 Status::internal("the master hit an internal error; see its log")

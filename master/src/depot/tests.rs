@@ -236,3 +236,25 @@ fn reads_record_v1() {
     assert_eq!(record.names.iter().map(String::as_str).collect::<Vec<_>>(), ["vcsa-8-0-3", "vcsa-ova"]);
     assert_eq!(record.added_at, 1_700_000_000);
 }
+
+/// A URL's failure is neither the caller's mistake (exit 2) nor a refusal by the master
+/// (exit 5): the CLI reports it as a failure (exit 1), in the fetcher's words.
+#[test]
+fn import_failures_are_named_by_whose_they_are() {
+    use pmesh_rt::fetch::FetchError;
+    let origin = || "http://mirror.lab/x.iso".to_owned();
+    let cases = [
+        (FetchError::Stalled { origin: origin(), after: std::time::Duration::from_secs(60) }, tonic::Code::FailedPrecondition),
+        (FetchError::Status { origin: origin(), status: 503 }, tonic::Code::FailedPrecondition),
+        (FetchError::Tls { origin: origin(), detail: "unknown issuer".into() }, tonic::Code::FailedPrecondition),
+        (FetchError::Unauthorized { origin: origin(), status: 401 }, tonic::Code::FailedPrecondition),
+        (FetchError::NotFound { origin: origin() }, tonic::Code::NotFound),
+        (FetchError::Invalid("not a URL".into()), tonic::Code::InvalidArgument),
+    ];
+    for (error, code) in cases {
+        let described = error.to_string();
+        let status = tonic::Status::from(super::import_error(error));
+        assert_eq!(status.code(), code, "{described}");
+        assert_eq!(status.message(), described);
+    }
+}
