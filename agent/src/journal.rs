@@ -437,6 +437,19 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
+    /// Opens the journal in `dir` once sled has let go of it: a dropped database's flusher
+    /// thread can hold the directory's lock for a moment (until its next tick).
+    fn reopen(dir: &Path) -> Journal {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Journal::open(dir) {
+                Ok(journal) => return journal,
+                Err(err) if std::time::Instant::now() > deadline => panic!("reopening the journal: {err:#}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
     fn event(line: &str) -> Event {
         Event { at: SystemTime::now(), run_id: "r1".into(), kind: EventKind::Log { step: "s".into(), line: line.into() } }
     }
@@ -452,7 +465,7 @@ mod tests {
             assert_eq!(read, [2, 3]);
             assert_eq!(journal.trim(3).unwrap(), 4, "everything acknowledged");
         }
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = reopen(dir.path());
         assert_eq!(journal.append(&[event("d")]).await.unwrap(), 4, "numbering continues after a trim and a restart");
         assert_eq!(journal.read_from(0, 10).unwrap()[0].text, "d");
     }
@@ -497,7 +510,7 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = reopen(dir.path());
         let texts: Vec<String> = journal.read_from(0, 10).unwrap().into_iter().map(|record| record.text).collect();
         assert_eq!(texts, ["line-4", "line-5"]);
         assert_eq!(journal.append(&[event("next")]).await.unwrap(), 6);
