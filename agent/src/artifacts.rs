@@ -4,7 +4,8 @@
 //! The cache is content-addressed, so where an artifact will be is known before it is fetched
 //! (`path_of(sha256)`): a run is compiled with those paths, and fetched as its first phase.
 //! Each run holds a lease on its artifacts until it ends, so eviction never takes one a
-//! running step uses.
+//! running step uses; an artifact a service mounts stays leased after the run, until the
+//! instance's next run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,11 @@ pub struct AgentArtifacts {
     /// Made on the first fetch: its HTTP client loads the host's trust store, memory an agent
     /// that never fetches need not hold.
     fetcher: std::sync::OnceLock<Result<Fetcher, String>>,
+    /// Leases that outlive their run: artifacts mounted by a service, by instance scope and
+    /// artifact name. The next run of the instance replaces them. (They live in memory: after
+    /// an agent restart, a still-running service's artifact is protected again by the
+    /// instance's next run.)
+    retained: std::sync::Mutex<std::collections::HashMap<(String, String), pmesh_rt::fetch::Lease>>,
     /// The agent's state, to dial the master with its current certificate; `None` for a local
     /// apply, which has no master.
     depot: Option<Paths>,
@@ -56,7 +62,7 @@ impl AgentArtifacts {
             ca_bundle,
             ..FetchConfig::default()
         };
-        Ok(AgentArtifacts { cache, fetch, fetcher: std::sync::OnceLock::new(), depot })
+        Ok(AgentArtifacts { cache, fetch, fetcher: std::sync::OnceLock::new(), retained: std::sync::Mutex::default(), depot })
     }
 
     /// Where an artifact with this sha256 is (or will be) in the cache.
@@ -89,6 +95,9 @@ impl Artifacts for AgentArtifacts {
         let report = move |at: pmesh_rt::fetch::Progress| progress(Transfer { done: at.done, total: at.total.unwrap_or(0), rate: at.rate, eta: at.eta });
         let lease = self.fetcher()?.ensure(&want, report).await?;
         anyhow::ensure!(lease.path() == artifact.path, "artifact {} landed at {}, not at {}", artifact.name, lease.path().display(), artifact.path.display());
+        if let Some(scope) = &artifact.retain_for {
+            self.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((scope.clone(), artifact.name.clone()), lease.clone());
+        }
         Ok(Box::new(lease))
     }
 

@@ -188,7 +188,7 @@ impl Decoder<'_> {
                 Some(format!("`${{{name}}}`: param `{name}` is a {} and cannot be put into a string", kind.name()))
             }
             (Some(_), Some(ParamType::Secret)) if !secrets => {
-                Some(format!("secret param `{name}` may only be used in env values, templates and artifact `auth`"))
+                Some(format!("secret param `{name}` may only be used in env values, templates, artifact URLs and artifact `auth`"))
             }
             (Some(info), _) if !info.always_set => Some(format!(
                 "`${{{name}}}`: param `{name}` is optional without a default, so it may have no value; give it a default or make it required"

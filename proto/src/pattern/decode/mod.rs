@@ -242,8 +242,10 @@ impl Decoder<'_> {
         Some(Artifact { urls: urls?, sha256: sha256?, size: size?, auth: auth? })
     }
 
+    /// An artifact URL; it may hold a secret (a download token), which the agent redacts from
+    /// everything it reports.
     fn url(&mut self, node: &Node) -> Option<String> {
-        let text = self.text(node, false)?;
+        let text = self.text(node, true)?;
         if !(text.starts_with("https://") || text.starts_with("http://") || text.starts_with("${")) {
             self.report.error(node.mark, format!("`{text}` is not an http:// or https:// URL"));
             return None;
