@@ -21,7 +21,10 @@ impl Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!("[images.rewrite]\n\"internetsystemsconsortium/bind9:9.18\" = \"{TOOLS_IMAGE}\"\n");
         std::fs::write(dir.path().join("agent.toml"), config).expect("agent.toml");
-        let instance = format!("dns-{}", std::process::id());
+        // Unique per lab: this binary's tests run at once, and a lab's drop destroys its
+        // instance (two labs sharing a name removed each other's network mid-run).
+        static NEXT_LAB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let instance = format!("dns-{}-{}", std::process::id(), NEXT_LAB.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         Lab { dir, instance, port: free_port() }
     }
 
