@@ -242,13 +242,22 @@ impl Decoder<'_> {
         Some(Artifact { urls: urls?, sha256: sha256?, size: size?, auth: auth? })
     }
 
-    /// An artifact URL; it may hold a secret (a download token), which the agent redacts from
-    /// everything it reports.
+    /// An artifact URL; it may hold a secret (a download token) in its query string, which
+    /// the agent's fetcher never logs (it names a URL without query or password) and events
+    /// redact. In the path it would reach the agent's log, so it is refused there.
     fn url(&mut self, node: &Node) -> Option<String> {
         let text = self.text(node, true)?;
         if !(text.starts_with("https://") || text.starts_with("http://") || text.starts_with("${")) {
             self.report.error(node.mark, format!("`{text}` is not an http:// or https:// URL"));
             return None;
+        }
+        let query_at = text.find('?').unwrap_or(text.len());
+        let secrets = self.scope.params.iter().filter(|(_, info)| info.kind == Some(ParamType::Secret));
+        for (name, _) in secrets {
+            if text[..query_at].contains(&format!("${{{name}}}")) {
+                self.report.error(node.mark, format!("secret param `{name}` may only be in a URL's query string (after `?`), which is never logged"));
+                return None;
+            }
         }
         Some(text)
     }
