@@ -102,7 +102,9 @@ impl Artifacts for AgentArtifacts {
     }
 
     fn cached(&self, sha256: &str) -> bool {
-        self.cache.lease(sha256).ok().flatten().is_some()
+        // Only verified files are ever renamed into place; taking a lease to ask would touch
+        // the file's last use, and a plan changes nothing.
+        self.cache.path_of(sha256).is_file()
     }
 }
 

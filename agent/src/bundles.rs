@@ -58,11 +58,7 @@ impl BundleStore {
     /// malformed, or not the digest announced; nothing is written then.
     pub fn put(&self, digest: &str, archive: &[u8], signature: &[u8]) -> Result<bool, StoreError> {
         let (archive_path, signature_path) = self.paths(digest)?;
-        let actual = bundle::verify(archive, signature, &self.public_key).map_err(|err| StoreError::Refused(err.to_string()))?;
-        if actual != digest {
-            return Err(StoreError::Refused(format!("its digest is {actual}, not the {digest} announced")));
-        }
-        bundle::open(archive).map_err(|err| StoreError::Refused(err.to_string()))?;
+        self.verify(digest, archive, signature)?;
         if self.has(digest) {
             return Ok(false);
         }

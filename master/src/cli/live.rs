@@ -60,8 +60,10 @@ impl Live {
 pub struct Bars {
     multi: MultiProgress,
     steps: HashMap<(String, String), ProgressBar>,
-    prefix_width: usize,
 }
+
+/// The width of a bar's `AGENT STEP` label, so bars line up.
+const PREFIX_WIDTH: usize = 24;
 
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} {wide_msg}").expect("a valid template").tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
@@ -77,16 +79,15 @@ fn bar_style() -> ProgressStyle {
 impl Bars {
     fn new() -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-        Bars { multi, steps: HashMap::new(), prefix_width: 24 }
+        Bars { multi, steps: HashMap::new() }
     }
 
     fn bar(&mut self, agent: &str, step: &str) -> &ProgressBar {
         let key = (agent.to_owned(), step.to_owned());
-        let width = self.prefix_width;
         let multi = &self.multi;
         self.steps.entry(key).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new(100).with_style(spinner_style()));
-            bar.set_prefix(format!("{:<width$}", format!("{agent} {step}")));
+            bar.set_prefix(format!("{:<PREFIX_WIDTH$}", format!("{agent} {step}")));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         })
