@@ -52,7 +52,9 @@ impl AgentArtifacts {
         let dir = config.cache_dir.clone().unwrap_or_else(|| data_dir.join("artifacts"));
         let cache = Cache::open(&dir, config.cache_max_bytes).map_err(|err| anyhow::anyhow!("opening the artifact cache: {err}"))?;
         let ca_bundle = match &config.ca_bundle {
-            Some(path) => Some(std::fs::read(path).map_err(|err| anyhow::anyhow!("reading the artifact CA bundle {}: {err}", path.display()))?),
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|err| anyhow::anyhow!("reading the artifact CA bundle {}: {err}", path.display()))?)
+            }
             None => None,
         };
         let fetch = FetchConfig {
@@ -92,11 +94,22 @@ impl AgentArtifacts {
 impl Artifacts for AgentArtifacts {
     async fn ensure(&self, artifact: &PlannedArtifact, progress: Box<dyn Fn(Transfer) + Send + Sync>) -> anyhow::Result<ArtifactGuard> {
         let want = Want { sha256: artifact.sha256.clone(), size: artifact.size, sources: self.sources(artifact) };
-        let report = move |at: pmesh_rt::fetch::Progress| progress(Transfer { done: at.done, total: at.total.unwrap_or(0), rate: at.rate, eta: at.eta });
+        let report = move |at: pmesh_rt::fetch::Progress| {
+            progress(Transfer { done: at.done, total: at.total.unwrap_or(0), rate: at.rate, eta: at.eta })
+        };
         let lease = self.fetcher()?.ensure(&want, report).await?;
-        anyhow::ensure!(lease.path() == artifact.path, "artifact {} landed at {}, not at {}", artifact.name, lease.path().display(), artifact.path.display());
+        anyhow::ensure!(
+            lease.path() == artifact.path,
+            "artifact {} landed at {}, not at {}",
+            artifact.name,
+            lease.path().display(),
+            artifact.path.display()
+        );
         if let Some(scope) = &artifact.retain_for {
-            self.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((scope.clone(), artifact.name.clone()), lease.clone());
+            self.retained
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((scope.clone(), artifact.name.clone()), lease.clone());
         }
         Ok(Box::new(lease))
     }
@@ -121,7 +134,9 @@ impl DepotSource {
         match status.code() {
             tonic::Code::NotFound => FetchError::NotFound { origin },
             tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => FetchError::Unauthorized { origin, status: 403 },
-            tonic::Code::InvalidArgument | tonic::Code::Unimplemented => FetchError::Protocol { origin, detail: status.message().to_owned() },
+            tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
+                FetchError::Protocol { origin, detail: status.message().to_owned() }
+            }
             _ => FetchError::Network { origin, detail: status.message().to_owned() },
         }
     }
@@ -138,7 +153,8 @@ impl RangeSource for DepotSource {
         let enrolment = state::load_enrolment(&self.paths).map_err(|err| network(format!("{err:#}")))?;
         let credential = state::load_credential(&self.paths).map_err(|err| network(format!("{err:#}")))?;
         let tls = Arc::new(credential.client_config().map_err(|err| network(format!("{err:#}")))?);
-        let dialled = pmesh_rt::net::dial(&enrolment.master, &Identity::master(), tls, DEPOT_TRANSFER_LIMIT).map_err(|err| network(format!("{err:#}")))?;
+        let dialled = pmesh_rt::net::dial(&enrolment.master, &Identity::master(), tls, DEPOT_TRANSFER_LIMIT)
+            .map_err(|err| network(format!("{err:#}")))?;
         let mut request = tonic::Request::new(ReadArtifactRequest { sha256: self.sha256.clone(), offset });
         request.set_timeout(DEPOT_TRANSFER_LIMIT);
         let stream = MasterClient::new(dialled.channel.clone())

@@ -91,7 +91,8 @@ impl BundleStore {
         let (Ok(archive), Ok(signature)) = (std::fs::read(&archive_path), std::fs::read(&signature_path)) else {
             return Err(StoreError::Missing(digest.to_owned()));
         };
-        let actual = bundle::verify(&archive, &signature, &self.public_key).map_err(|err: BundleError| StoreError::Refused(err.to_string()))?;
+        let actual =
+            bundle::verify(&archive, &signature, &self.public_key).map_err(|err: BundleError| StoreError::Refused(err.to_string()))?;
         if actual != digest {
             return Err(StoreError::Refused(format!("the stored bundle {digest} now has digest {actual}")));
         }

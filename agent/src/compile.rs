@@ -11,15 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pmesh_proto::pattern::spec::{
-    Action as SpecAction, Container, Image, MountSource as SpecMount, PortValue, Probe as SpecProbe, Protocol as SpecProtocol, Restart, Step,
+    Action as SpecAction, Container, Image, MountSource as SpecMount, PortValue, Probe as SpecProbe, Protocol as SpecProtocol, Restart,
+    Step,
 };
 use pmesh_proto::pattern::{self, ParamValue, Params, Pattern};
 use sha2::{Digest, Sha256};
 
 use crate::config::ImageConfig;
 use crate::executor::plan::{
-    scope, Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedStep, PortSpec, Probe,
-    PlannedArtifact, Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
+    scope, Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedArtifact, PlannedStep,
+    PortSpec, Probe, Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
 };
 
 /// Why a pattern could not be turned into a plan; the message names the step and field.
@@ -151,10 +152,11 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
         let source = match image {
             Image::Ref(reference) => {
                 let reference = rewrite_image(&text(reference, params, &secrets, &place)?, &inputs.images.rewrite);
-                let auth = inputs.images.registries.get(registry_of(&reference)).map(|login| RegistryAuth {
-                    username: login.username.clone(),
-                    password: login.password.clone(),
-                });
+                let auth = inputs
+                    .images
+                    .registries
+                    .get(registry_of(&reference))
+                    .map(|login| RegistryAuth { username: login.username.clone(), password: login.password.clone() });
                 ImageSource::Pull { reference, auth }
             }
             Image::Load(artifact) => {
@@ -162,7 +164,10 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
                     .artifacts
                     .get(artifact)
                     .ok_or_else(|| CompileError(format!("{place}: artifact {artifact} is not in the cache")))?;
-                ImageSource::Load { tarball: tarball.clone(), tag: format!("pmesh/{}-{name}:{}", pattern.metadata.name, pattern.metadata.version) }
+                ImageSource::Load {
+                    tarball: tarball.clone(),
+                    tag: format!("pmesh/{}-{name}:{}", pattern.metadata.name, pattern.metadata.version),
+                }
             }
             Image::Build(build) => {
                 let context = inputs.work_dir.join("pattern").join(&build.context);
@@ -170,10 +175,21 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
                 for (path, contents) in inputs.files.iter().filter(|(path, _)| path.starts_with(&prefix)) {
                     materials.files.insert(inputs.work_dir.join("pattern").join(path), contents.clone());
                 }
-                let digest = hex::encode(&Sha256::digest(
-                    inputs.files.iter().filter(|(path, _)| path.starts_with(&prefix)).flat_map(|(path, contents)| [path.as_bytes(), contents.as_slice()].concat()).collect::<Vec<u8>>(),
-                )[..6]);
-                ImageSource::Build { context, dockerfile: build.dockerfile.clone(), tag: format!("pmesh/{}-{name}:{digest}", pattern.metadata.name) }
+                let digest = hex::encode(
+                    &Sha256::digest(
+                        inputs
+                            .files
+                            .iter()
+                            .filter(|(path, _)| path.starts_with(&prefix))
+                            .flat_map(|(path, contents)| [path.as_bytes(), contents.as_slice()].concat())
+                            .collect::<Vec<u8>>(),
+                    )[..6],
+                );
+                ImageSource::Build {
+                    context,
+                    dockerfile: build.dockerfile.clone(),
+                    tag: format!("pmesh/{}-{name}:{digest}", pattern.metadata.name),
+                }
             }
         };
         let reference = match &source {
@@ -229,17 +245,19 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
                 command: texts(&exec.command, params, &secrets, &format!("{place}.command"))?,
                 env: env(&exec.env, params, &format!("{place}.env"))?,
             },
-            SpecAction::Wait(wait) => Action::Wait {
-                probe: probe(&wait.probe, params, &secrets, &place)?,
-                deadline: wait.deadline,
-                interval: wait.interval,
-            },
+            SpecAction::Wait(wait) => {
+                Action::Wait { probe: probe(&wait.probe, params, &secrets, &place)?, deadline: wait.deadline, interval: wait.interval }
+            }
         };
         let planned = PlannedStep {
             name: name.clone(),
             needs: step.needs.clone(),
             timeout: step.timeout,
-            retries: step.retries.as_ref().map(|retries| RetryPolicy { attempts: retries.attempts.max(1), backoff: retries.backoff }).unwrap_or_default(),
+            retries: step
+                .retries
+                .as_ref()
+                .map(|retries| RetryPolicy { attempts: retries.attempts.max(1), backoff: retries.backoff })
+                .unwrap_or_default(),
             progress: progress_patterns(step, &place)?,
             action,
         };
@@ -270,7 +288,15 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
                 Some(_) => return Err(CompileError(format!("{place}.auth: param {param} is not a secret"))),
             },
         };
-        artifacts.push(PlannedArtifact { name: name.clone(), sha256: artifact.sha256.clone(), size: artifact.size, path: path.clone(), urls, auth, retain_for: None });
+        artifacts.push(PlannedArtifact {
+            name: name.clone(),
+            sha256: artifact.sha256.clone(),
+            size: artifact.size,
+            path: path.clone(),
+            urls,
+            auth,
+            retain_for: None,
+        });
     }
     // An artifact a service mounts is in use for as long as the service runs, past the run.
     let scope = scope(inputs.agent, inputs.instance);
@@ -315,10 +341,7 @@ fn progress_patterns(step: &Step, place: &str) -> Result<Vec<regex::Regex>, Comp
         SpecAction::Exec(exec) => &exec.progress,
         SpecAction::Wait(_) => &[],
     };
-    patterns
-        .iter()
-        .map(|pattern| regex::Regex::new(pattern).map_err(|err| CompileError(format!("{place}.progress: {err}"))))
-        .collect()
+    patterns.iter().map(|pattern| regex::Regex::new(pattern).map_err(|err| CompileError(format!("{place}.progress: {err}")))).collect()
 }
 
 fn env(values: &BTreeMap<String, String>, params: &Params, place: &str) -> Result<Vec<EnvVar>, CompileError> {
@@ -334,7 +357,8 @@ fn env(values: &BTreeMap<String, String>, params: &Params, place: &str) -> Resul
                 None => {
                     let substituted = pattern::substitute(raw, params).map_err(|err| CompileError(format!("{place}.{name}: {err}")))?;
                     // A secret mixed into other text is still a secret.
-                    if params.iter().any(|(param, value)| matches!(value, ParamValue::Secret(_)) && raw.contains(&format!("${{{param}}}"))) {
+                    if params.iter().any(|(param, value)| matches!(value, ParamValue::Secret(_)) && raw.contains(&format!("${{{param}}}")))
+                    {
                         EnvValue::Secret(pattern::Secret::new(substituted))
                     } else {
                         EnvValue::Plain(substituted)
@@ -357,7 +381,8 @@ fn container_spec(
     networks: &mut BTreeSet<String>,
 ) -> Result<ContainerSpec, CompileError> {
     let params = inputs.params;
-    let image = image_refs.get(&container.image).ok_or_else(|| CompileError(format!("{place}.image: no image named {}", container.image)))?;
+    let image =
+        image_refs.get(&container.image).ok_or_else(|| CompileError(format!("{place}.image: no image named {}", container.image)))?;
     let mut mounts = Vec::new();
     let mut used_inputs = BTreeMap::new();
     for mount in &container.mounts {
@@ -369,18 +394,26 @@ fn container_spec(
                 (MountSource::Host(inputs.work_dir.join("files").join(name)), mount.readonly)
             }
             SpecMount::Artifact(name) => {
-                let path = inputs.artifacts.get(name).ok_or_else(|| CompileError(format!("{place}.mounts: artifact {name} is not in the cache")))?;
+                let path = inputs
+                    .artifacts
+                    .get(name)
+                    .ok_or_else(|| CompileError(format!("{place}.mounts: artifact {name} is not in the cache")))?;
                 (MountSource::Host(path.clone()), true)
             }
-            SpecMount::Volume(name) => (MountSource::Volume(format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))), mount.readonly),
+            SpecMount::Volume(name) => {
+                (MountSource::Volume(format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))), mount.readonly)
+            }
         };
         mounts.push(MountSpec { source, target, read_only });
     }
-    let scoped_networks: Vec<String> = container.networks.iter().map(|name| format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))).collect();
+    let scoped_networks: Vec<String> =
+        container.networks.iter().map(|name| format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))).collect();
     networks.extend(scoped_networks.iter().cloned());
     Ok(ContainerSpec {
         image: image.clone(),
-        entrypoint: (!container.command.is_empty()).then(|| texts(&container.command, params, secrets, &format!("{place}.command"))).transpose()?,
+        entrypoint: (!container.command.is_empty())
+            .then(|| texts(&container.command, params, secrets, &format!("{place}.command")))
+            .transpose()?,
         command: texts(&container.args, params, secrets, &format!("{place}.args"))?,
         env: env(&container.env, params, &format!("{place}.env"))?,
         mounts,
@@ -399,7 +432,9 @@ fn container_spec(
 fn probe(spec: &SpecProbe, params: &Params, secrets: &BTreeSet<String>, place: &str) -> Result<Probe, CompileError> {
     let place = format!("{place}.probe");
     Ok(match spec {
-        SpecProbe::Tcp { host, port: value } => Probe::Tcp { host: text(host, params, secrets, &place)?, port: port(value, params, &place)? },
+        SpecProbe::Tcp { host, port: value } => {
+            Probe::Tcp { host: text(host, params, secrets, &place)?, port: port(value, params, &place)? }
+        }
         SpecProbe::Http { url, status } => Probe::Http { url: text(url, params, secrets, &place)?, status: *status },
         SpecProbe::Dns { server, port: value, name, record_type } => Probe::Dns {
             server: text(server, params, secrets, &place)?,
@@ -489,7 +524,8 @@ steps:
             max_parallel: 4,
         };
         let compiled = compile(&pattern, &inputs).expect("it compiles");
-        let planned: BTreeMap<&str, &PlannedArtifact> = compiled.plan.artifacts.iter().map(|artifact| (artifact.name.as_str(), artifact)).collect();
+        let planned: BTreeMap<&str, &PlannedArtifact> =
+            compiled.plan.artifacts.iter().map(|artifact| (artifact.name.as_str(), artifact)).collect();
         assert_eq!(planned["iso"].urls, ["https://depot.lab/iso?token=s3cr3t-token"]);
         assert_eq!(planned["iso"].auth.as_ref().map(|secret| secret.expose().to_owned()).as_deref(), Some("s3cr3t-token"));
         assert_eq!(planned["iso"].retain_for.as_deref(), Some("pc-1-lab"), "a service mounts it");
@@ -498,7 +534,11 @@ steps:
         assert!(compiled.secrets.contains(&"s3cr3t-token".to_owned()), "the URL's token is redacted from events");
         let serve = compiled.plan.steps.iter().find(|step| step.name == "serve").expect("serve");
         let Action::Service(spec) = &serve.action else { panic!("serve is a service") };
-        assert!(spec.mounts.iter().any(|mount| mount.source == MountSource::Host(cache("1111")) && mount.read_only && mount.target == "/iso"), "{:?}", spec.mounts);
+        assert!(
+            spec.mounts.iter().any(|mount| mount.source == MountSource::Host(cache("1111")) && mount.read_only && mount.target == "/iso"),
+            "{:?}",
+            spec.mounts
+        );
     }
 
     #[test]

@@ -61,7 +61,14 @@ pub struct ArtifactConfig {
 
 impl Default for ArtifactConfig {
     fn default() -> Self {
-        ArtifactConfig { cache_dir: None, cache_max_bytes: None, max_concurrent_downloads: 2, retries: 5, stall_timeout: Duration::from_secs(60), ca_bundle: None }
+        ArtifactConfig {
+            cache_dir: None,
+            cache_max_bytes: None,
+            max_concurrent_downloads: 2,
+            retries: 5,
+            stall_timeout: Duration::from_secs(60),
+            ca_bundle: None,
+        }
     }
 }
 
@@ -89,7 +96,10 @@ pub struct RegistryLogin {
 
 impl std::fmt::Debug for RegistryLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin").field("username", &self.username).field("password_file", &self.password_file).finish_non_exhaustive()
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +122,11 @@ impl AgentConfig {
     /// The config file for a data directory: `/etc/pmesh/agent.toml` if present.
     pub fn default_path(data_dir: &Path) -> PathBuf {
         let system = PathBuf::from("/etc/pmesh/agent.toml");
-        if system.exists() { system } else { data_dir.join("agent.toml") }
+        if system.exists() {
+            system
+        } else {
+            data_dir.join("agent.toml")
+        }
     }
 
     /// Reads `path`; a missing file yields the defaults.

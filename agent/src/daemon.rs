@@ -41,12 +41,7 @@ pub fn listen_address(data_dir: &Path, config: &AgentConfig) -> anyhow::Result<s
 ///
 /// # Errors
 /// When the agent is not enrolled, its identity files are damaged, or the server fails.
-pub async fn run(
-    listener: TcpListener,
-    data_dir: &Path,
-    config: AgentConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(listener: TcpListener, data_dir: &Path, config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let paths = Paths::new(data_dir);
     let enrolment = state::load_enrolment(&paths)?;
     let credential = state::load_credential(&paths)?;
@@ -59,12 +54,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pmesh_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let renewal = tokio::spawn(crate::renew::keep_renewed(
-        paths.clone(),
-        server_certs,
-        config.renew_check_interval,
-        shutdown.clone(),
-    ));
+    let renewal = tokio::spawn(crate::renew::keep_renewed(paths.clone(), server_certs, config.renew_check_interval, shutdown.clone()));
 
     tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
     pmesh_rt::process::notify_ready();

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy as DockerRestart, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, AttachContainerOptionsBuilder, LogsOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ImportImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
@@ -78,10 +78,7 @@ impl DockerDriver {
 }
 
 fn label_filter(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_owned(),
-        labels.iter().map(|(key, value)| format!("{key}={value}")).collect(),
-    )])
+    HashMap::from([("label".to_owned(), labels.iter().map(|(key, value)| format!("{key}={value}")).collect())])
 }
 
 fn restart(policy: RestartPolicy) -> DockerRestart {
@@ -363,7 +360,10 @@ impl Driver for DockerDriver {
         }
         let volumes = self.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())).await?;
         for volume in volumes.volumes.unwrap_or_default() {
-            self.docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.with_context(|| format!("removing volume {}", volume.name))?;
+            self.docker
+                .remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+                .with_context(|| format!("removing volume {}", volume.name))?;
             removed.push(volume.name);
         }
         Ok(removed)

@@ -19,9 +19,7 @@ pub fn failure(peer: &str, status: tonic::Status, explained: Option<pmesh_proto:
             CliError::new(REFUSED, format!("{peer} refused: {message}"))
         }
         Code::InvalidArgument => CliError::new(USAGE, format!("{peer} refused the request: {message}")),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
-            CliError::new(UNREACHABLE, format!("cannot reach {peer}: {message}"))
-        }
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => CliError::new(UNREACHABLE, format!("cannot reach {peer}: {message}")),
         _ => CliError::new(FAILED, format!("{peer}: {message}")),
     }
 }

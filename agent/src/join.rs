@@ -45,28 +45,16 @@ pub async fn join(options: JoinOptions, data_dir: &Path) -> Result<Enrolment, Cl
     if !name.is_empty() {
         validate_name(&name).map_err(|err| usage(err.to_string()))?;
     }
-    let advertise = options
-        .advertise
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", crate::facts::hostname(), crate::config::DEFAULT_PORT));
+    let advertise = options.advertise.clone().unwrap_or_else(|| format!("{}:{}", crate::facts::hostname(), crate::config::DEFAULT_PORT));
     let paths = Paths::new(data_dir);
     if state::is_enrolled(&paths) && !options.force {
-        return Err(usage(format!(
-            "{} already holds an enrolment; pass --force to replace it",
-            data_dir.display()
-        )));
+        return Err(usage(format!("{} already holds an enrolment; pass --force to replace it", data_dir.display())));
     }
 
     let (key_pem, csr_pem) = crate::keys::key_and_csr()?;
     let tls = Arc::new(pmesh_proto::tls::pinned_client_config(pin).map_err(anyhow::Error::from)?);
     let dialled = pmesh_rt::net::dial(&options.master, &Identity::master(), tls, Duration::from_secs(15))?;
-    let request = JoinRequest {
-        token: options.token.clone(),
-        name,
-        csr_pem,
-        advertise: advertise.clone(),
-        default_name: default_name(),
-    };
+    let request = JoinRequest { token: options.token.clone(), name, csr_pem, advertise: advertise.clone(), default_name: default_name() };
     let response = MasterClient::new(dialled.channel.clone())
         .join(request)
         .await
@@ -77,21 +65,19 @@ pub async fn join(options: JoinOptions, data_dir: &Path) -> Result<Enrolment, Cl
         .into_inner();
 
     let refused = |message: String| CliError::new(exit::REFUSED, message);
-    let ca = CertificateDer::from_pem_slice(response.ca_pem.as_bytes())
-        .map_err(|_| refused("the master sent no CA certificate".into()))?;
+    let ca = CertificateDer::from_pem_slice(response.ca_pem.as_bytes()).map_err(|_| refused("the master sent no CA certificate".into()))?;
     if parse_fingerprint(&fingerprint(ca.as_ref())).ok() != Some(pin) {
         return Err(refused("the master sent a CA that does not match the pinned fingerprint".into()));
     }
-    let cert = CertificateDer::from_pem_slice(response.cert_pem.as_bytes())
-        .map_err(|_| refused("the master sent no certificate".into()))?;
+    let cert =
+        CertificateDer::from_pem_slice(response.cert_pem.as_bytes()).map_err(|_| refused("the master sent no certificate".into()))?;
     let facts = inspect(cert.as_ref()).map_err(|err| refused(format!("the master's certificate is unusable: {err}")))?;
     let expected = Identity::new(Role::Agent, &response.name).map_err(|err| refused(err.to_string()))?;
     if facts.identity != expected {
         return Err(refused(format!("the master issued a certificate for {}, not {expected}", facts.identity)));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(anyhow::Error::from)?;
-    ReloadableCert::new(vec![cert], key)
-        .map_err(|err| refused(format!("the issued certificate does not match our key: {err}")))?;
+    ReloadableCert::new(vec![cert], key).map_err(|err| refused(format!("the issued certificate does not match our key: {err}")))?;
 
     std::fs::create_dir_all(paths.identity_dir()).map_err(anyhow::Error::from)?;
     state::save_ca(&paths, &response.ca_pem)?;

@@ -166,9 +166,15 @@ fn record(seq: u64, event: &Event) -> JournalRecord {
             if transfer.total > 0 {
                 out.percent = transfer.done as f64 * 100.0 / transfer.total as f64;
             }
-            let progress = pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
+            let progress =
+                pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
             out.text = progress.to_string();
-            out.transfer = Some(TransferRecord { done: transfer.done, total: transfer.total, rate: transfer.rate, eta_seconds: transfer.eta.map(|eta| eta.as_secs()) });
+            out.transfer = Some(TransferRecord {
+                done: transfer.done,
+                total: transfer.total,
+                rate: transfer.rate,
+                eta_seconds: transfer.eta.map(|eta| eta.as_secs()),
+            });
         }
         EventKind::StepRetrying { step, attempt, reason } => {
             out.kind = RecordKind::StepRetrying;
@@ -261,7 +267,8 @@ impl Journal {
             if batch.is_empty() {
                 return Ok(*next - 1);
             }
-            let records: Vec<JournalRecord> = batch.iter().enumerate().map(|(offset, event)| record(*next + offset as u64, event)).collect();
+            let records: Vec<JournalRecord> =
+                batch.iter().enumerate().map(|(offset, event)| record(*next + offset as u64, event)).collect();
             let last = *next + batch.len() as u64 - 1;
             self.segments.insert(last.to_be_bytes(), serde_json::to_vec(&records)?)?;
             *next = last + 1;
@@ -474,7 +481,16 @@ mod tests {
     fn a_run_id_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let run = RunRecord { v: 1, run_id: "r1".into(), instance: "i".into(), bundle_digest: "d".into(), started_at_unix_ms: 0, state: "running".into(), values_json: "{}".into(), steps: Default::default() };
+        let run = RunRecord {
+            v: 1,
+            run_id: "r1".into(),
+            instance: "i".into(),
+            bundle_digest: "d".into(),
+            started_at_unix_ms: 0,
+            state: "running".into(),
+            values_json: "{}".into(),
+            steps: Default::default(),
+        };
         assert!(journal.insert_run(&run).unwrap());
         assert!(!journal.insert_run(&run).unwrap());
         journal.set_run_state("r1", "succeeded").unwrap();

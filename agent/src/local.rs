@@ -55,9 +55,8 @@ fn values(options: &LocalOptions) -> Result<BTreeMap<String, ParamValue>, CliErr
     let mut values = BTreeMap::new();
     if let Some(file) = &options.values_file {
         let text = std::fs::read_to_string(file).map_err(|err| usage(format!("{}: {err}", file.display())))?;
-        let parsed = pattern::values_from_yaml(&file.display().to_string(), &text).map_err(|diagnostics| {
-            usage(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-        })?;
+        let parsed = pattern::values_from_yaml(&file.display().to_string(), &text)
+            .map_err(|diagnostics| usage(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
         values.extend(parsed);
     }
     for assignment in &options.assignments {
@@ -70,18 +69,25 @@ fn values(options: &LocalOptions) -> Result<BTreeMap<String, ParamValue>, CliErr
 /// A pattern's artifacts need the agent's cache; a local apply opens it only then, since the
 /// running daemon holds it (and a local apply of such a pattern is refused while it runs).
 /// A destroy (`fetching` false) mounts nothing and needs no cache.
-async fn compile_for(options: &LocalOptions, config: &AgentConfig, run_id: &str, fetching: bool) -> Result<(compile::Compiled, Option<Arc<AgentArtifacts>>), CliError> {
+async fn compile_for(
+    options: &LocalOptions,
+    config: &AgentConfig,
+    run_id: &str,
+    fetching: bool,
+) -> Result<(compile::Compiled, Option<Arc<AgentArtifacts>>), CliError> {
     pmesh_proto::identity::validate_name(&options.instance).map_err(|err| usage(format!("--instance: {err}")))?;
     let (files, parsed) = load(&options.pattern)?;
     let supplied = values(options)?;
-    let params = pattern::validate_values(&parsed, &supplied).map_err(|problems| {
-        usage(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-    })?;
+    let params = pattern::validate_values(&parsed, &supplied)
+        .map_err(|problems| usage(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let work_dir = options.data_dir.join("instances").join(&options.instance);
     let store = if parsed.artifacts.is_empty() || !fetching {
         None
     } else {
-        Some(Arc::new(AgentArtifacts::open(&options.data_dir, &config.artifacts, None).map_err(|err| CliError::new(exit::FAILED, format!("{err:#}")))?))
+        Some(Arc::new(
+            AgentArtifacts::open(&options.data_dir, &config.artifacts, None)
+                .map_err(|err| CliError::new(exit::FAILED, format!("{err:#}")))?,
+        ))
     };
     let artifacts: BTreeMap<String, std::path::PathBuf> = match &store {
         Some(store) => parsed.artifacts.iter().map(|(name, artifact)| (name.clone(), store.path_of(&artifact.sha256))).collect(),
@@ -169,7 +175,9 @@ pub async fn destroy(options: LocalOptions, config: AgentConfig) -> Result<Vec<S
 pub fn describe(event: &Event) -> String {
     let time = humantime::format_rfc3339_seconds(event.at);
     let (subject, text) = match &event.kind {
-        EventKind::RunStarted { instance, pattern, n_steps } => (String::from("run"), format!("{} applying {pattern} to instance {instance} ({n_steps} steps)", event.run_id)),
+        EventKind::RunStarted { instance, pattern, n_steps } => {
+            (String::from("run"), format!("{} applying {pattern} to instance {instance} ({n_steps} steps)", event.run_id))
+        }
         EventKind::ImageReady { reference, action } => {
             let how = match action {
                 ImageAction::Present => "present",
@@ -179,12 +187,15 @@ pub fn describe(event: &Event) -> String {
             };
             (String::from("image"), format!("{reference} {how}"))
         }
-        EventKind::StepStarted { step, attempt } => (step.clone(), if *attempt > 1 { format!("started (attempt {attempt})") } else { "started".into() }),
+        EventKind::StepStarted { step, attempt } => {
+            (step.clone(), if *attempt > 1 { format!("started (attempt {attempt})") } else { "started".into() })
+        }
         EventKind::StepUnchanged { step, .. } => (step.clone(), "unchanged".into()),
         EventKind::Log { step, line } => (step.clone(), format!("| {line}")),
         EventKind::Progress { step, percent } => (step.clone(), format!("{percent:.0}%")),
         EventKind::Transfer { step, transfer } => {
-            let progress = pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
+            let progress =
+                pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
             (step.clone(), progress.to_string())
         }
         EventKind::StepRetrying { step, attempt, reason } => (step.clone(), format!("failed ({reason}); retrying, attempt {attempt}")),

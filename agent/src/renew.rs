@@ -17,12 +17,7 @@ use crate::state::{self, Paths};
 use pmesh_rt::cli::now_unix;
 
 /// Checks every `interval` and renews when due, until `shutdown`.
-pub async fn keep_renewed(
-    paths: Paths,
-    server_certs: Arc<ReloadableCert>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn keep_renewed(paths: Paths, server_certs: Arc<ReloadableCert>, interval: Duration, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

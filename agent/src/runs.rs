@@ -127,7 +127,14 @@ impl Runs {
     /// # Errors
     /// [`StartError::Invalid`] for a bundle that does not verify or a run that does not
     /// compile; [`StartError::Internal`] when Docker cannot be asked.
-    pub async fn plan(&self, digest: &str, archive: &[u8], signature: &[u8], instance: &str, values_json: &str) -> Result<Vec<Planned>, StartError> {
+    pub async fn plan(
+        &self,
+        digest: &str,
+        archive: &[u8],
+        signature: &[u8],
+        instance: &str,
+        values_json: &str,
+    ) -> Result<Vec<Planned>, StartError> {
         let (store, agent) = self.bundle_store()?;
         let files: BTreeMap<String, Vec<u8>> = store
             .verify(digest, archive, signature)
@@ -140,7 +147,14 @@ impl Runs {
         Ok(preview(&driver, self.artifacts.as_ref(), &compiled.plan).await?)
     }
 
-    fn compile_files(&self, files: &BTreeMap<String, Vec<u8>>, agent: &str, run_id: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
+    fn compile_files(
+        &self,
+        files: &BTreeMap<String, Vec<u8>>,
+        agent: &str,
+        run_id: &str,
+        instance: &str,
+        values_json: &str,
+    ) -> Result<compile::Compiled, StartError> {
         let invalid = |message: String| StartError::Invalid(message);
         pmesh_proto::identity::validate_name(instance).map_err(|err| invalid(format!("instance: {err}")))?;
         let parsed = pattern::parse(files).map_err(|diagnostics| invalid(lines(&diagnostics)))?;
@@ -194,7 +208,11 @@ impl Runs {
             Err(err) => {
                 let now = SystemTime::now();
                 let events = [
-                    EventKind::RunStarted { instance: compiled.plan.instance.clone(), pattern: compiled.plan.pattern.clone(), n_steps: compiled.plan.steps.len() },
+                    EventKind::RunStarted {
+                        instance: compiled.plan.instance.clone(),
+                        pattern: compiled.plan.pattern.clone(),
+                        n_steps: compiled.plan.steps.len(),
+                    },
                     EventKind::StepFailed { step: "prepare".into(), reason: format!("{err:#}"), exit_code: None, tail: vec![] },
                     EventKind::RunFinished { outcome: Outcome::Failed },
                 ];

@@ -16,8 +16,8 @@ use crate::bundles::{BundleStore, StoreError};
 use crate::facts;
 use crate::journal::{JournalRecord, RecordKind};
 use crate::runs::{Runs, StartError};
-use std::sync::Arc;
 use crate::state::{self, Paths};
+use std::sync::Arc;
 
 /// The agent's authorisation policy.
 pub struct AgentPolicy;
@@ -28,10 +28,7 @@ impl Policy for AgentPolicy {
         if is_introspection(path) || facts.identity.role == Role::Master {
             return Ok(());
         }
-        Err(Status::permission_denied(format!(
-            "{} may not call {path}: agents answer only the master",
-            facts.identity
-        )))
+        Err(Status::permission_denied(format!("{} may not call {path}: agents answer only the master", facts.identity)))
     }
 }
 
@@ -168,7 +165,12 @@ impl Agent for AgentService {
             Ok(planned) => Ok(Response::new(v1::PlanRunResponse {
                 actions: planned
                     .into_iter()
-                    .map(|item| v1::PlanAction { kind: item.kind.to_owned(), name: item.name, action: item.action.to_owned(), detail: item.detail })
+                    .map(|item| v1::PlanAction {
+                        kind: item.kind.to_owned(),
+                        name: item.name,
+                        action: item.action.to_owned(),
+                        detail: item.detail,
+                    })
                     .collect(),
             })),
             Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),

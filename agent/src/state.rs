@@ -99,10 +99,7 @@ pub fn is_enrolled(paths: &Paths) -> bool {
 /// When the agent never joined (the message says how to), or the record is damaged.
 pub fn load_enrolment(paths: &Paths) -> anyhow::Result<Enrolment> {
     let text = std::fs::read_to_string(paths.enrolment()).with_context(|| {
-        format!(
-            "this agent is not enrolled ({} is missing); run `pmesh-agent join` first",
-            paths.enrolment().display()
-        )
+        format!("this agent is not enrolled ({} is missing); run `pmesh-agent join` first", paths.enrolment().display())
     })?;
     serde_json::from_str(&text).with_context(|| format!("{} is damaged", paths.enrolment().display()))
 }
@@ -121,13 +118,11 @@ pub fn save_enrolment(paths: &Paths, enrolment: &Enrolment) -> anyhow::Result<()
 /// When a file is missing or holds no certificate or key.
 pub fn load_credential(paths: &Paths) -> anyhow::Result<Credential> {
     let pem = files::read_string(&paths.credential())?;
-    let cert = CertificateDer::from_pem_slice(pem.as_bytes())
-        .with_context(|| format!("{}: no certificate", paths.credential().display()))?;
-    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .with_context(|| format!("{}: no private key", paths.credential().display()))?;
+    let cert =
+        CertificateDer::from_pem_slice(pem.as_bytes()).with_context(|| format!("{}: no certificate", paths.credential().display()))?;
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).with_context(|| format!("{}: no private key", paths.credential().display()))?;
     let ca_pem = files::read_string(&paths.ca())?;
-    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-        .with_context(|| format!("{}: no certificate", paths.ca().display()))?;
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).with_context(|| format!("{}: no certificate", paths.ca().display()))?;
     Ok(Credential { cert, key, ca })
 }
 

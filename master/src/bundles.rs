@@ -34,8 +34,7 @@ impl std::fmt::Debug for SignedBundle {
 pub fn pack_and_sign(dir: &Path, pki: &PkiPaths) -> anyhow::Result<SignedBundle> {
     let pattern = pmesh_rt::pattern_dir::read(dir)?;
     let archive = bundle::pack(&pattern.bundle_files())?;
-    let key = std::fs::read(pki.bundle_key())
-        .map_err(|err| anyhow::anyhow!("reading {}: {err}", pki.bundle_key().display()))?;
+    let key = std::fs::read(pki.bundle_key()).map_err(|err| anyhow::anyhow!("reading {}: {err}", pki.bundle_key().display()))?;
     let signature = bundle::sign(&archive, &key)?;
     Ok(SignedBundle { digest: bundle::digest(&archive), archive, signature })
 }

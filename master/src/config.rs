@@ -91,8 +91,7 @@ mod tests {
     fn empty_file_is_defaults_and_fields_parse() {
         let config: MasterConfig = toml::from_str("").unwrap();
         assert_eq!(config.check_interval, Duration::from_secs(10));
-        let config: MasterConfig =
-            toml::from_str("check_interval = \"2s\"\nagent_cert_lifetime = \"1h\"").unwrap();
+        let config: MasterConfig = toml::from_str("check_interval = \"2s\"\nagent_cert_lifetime = \"1h\"").unwrap();
         assert_eq!(config.check_interval, Duration::from_secs(2));
         assert_eq!(config.agent_cert_lifetime, Duration::from_secs(3600));
     }

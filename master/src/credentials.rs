@@ -11,8 +11,8 @@ use anyhow::Context;
 use pmesh_proto::identity::inspect;
 use serde::{Deserialize, Serialize};
 
-use pmesh_rt::files;
 use crate::identity::{pem_to_der, pem_to_key};
+use pmesh_rt::files;
 
 /// The file name of the local admin credential inside a data directory.
 pub const FILE_NAME: &str = "admin.credentials";
@@ -70,10 +70,7 @@ impl Credentials {
     /// # Errors
     /// When the file cannot be written.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let header = format!(
-            "# pmesh admin credential for {:?}. It holds a private key: keep it secret.\n",
-            self.name
-        );
+        let header = format!("# pmesh admin credential for {:?}. It holds a private key: keep it secret.\n", self.name);
         let body = toml::to_string(self).context("encoding the credential")?;
         files::write_private(path, format!("{header}{body}").as_bytes())
     }

@@ -16,13 +16,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MasterConfig;
-use pmesh_rt::files;
 use crate::credentials::{self, Credentials};
 use crate::error::{now_unix, unix};
 use crate::identity::{self, pem_to_der, pem_to_key, Ca, PkiPaths};
 use crate::policy::MasterPolicy;
 use crate::service::{MasterService, MasterState};
 use crate::store::Store;
+use pmesh_rt::files;
 
 /// What `ca init` made.
 #[derive(Debug)]
@@ -61,14 +61,8 @@ pub fn ca_init(data_dir: &Path, config: &MasterConfig) -> anyhow::Result<InitSum
     store.record_issued(&issued.serial, &admin.uri(), unix(issued.not_after))?;
     store.flush()?;
     let credentials_path = data_dir.join(credentials::FILE_NAME);
-    Credentials {
-        master: config.advertise(),
-        name: admin.name,
-        ca: ca.cert_pem().to_owned(),
-        cert: issued.pem,
-        key: key.serialize_pem(),
-    }
-    .save(&credentials_path)?;
+    Credentials { master: config.advertise(), name: admin.name, ca: ca.cert_pem().to_owned(), cert: issued.pem, key: key.serialize_pem() }
+        .save(&credentials_path)?;
 
     let config_path = MasterConfig::path(data_dir);
     let text = format!(
@@ -104,12 +98,7 @@ fn ensure_master_cert(ca: &Ca, paths: &PkiPaths, store: &Store, config: &MasterC
 ///
 /// # Errors
 /// When the data directory has no CA, the database cannot be opened, or the server fails.
-pub async fn serve(
-    listener: TcpListener,
-    data_dir: &Path,
-    config: MasterConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let paths = PkiPaths::new(data_dir);
     let ca = Ca::load(&paths)?;
     let store = Store::open(&db_dir(data_dir))?;
@@ -124,8 +113,7 @@ pub async fn serve(
     let chain = vec![master_cert.clone(), ca.cert_der().clone()];
     let server_certs = Arc::new(ReloadableCert::new(chain, master_key.clone_key())?);
     let server_tls = pmesh_proto::tls::server_config(ca.cert_der(), server_certs, ClientAuth::Optional)?;
-    let client_tls =
-        pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
+    let client_tls = pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
 
     let client_tls = Arc::new(client_tls);
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), client_tls.clone())?);
@@ -151,12 +139,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let monitor = tokio::spawn(crate::registry::monitor(
-        store.clone(),
-        client_tls,
-        config.check_interval,
-        shutdown.clone(),
-    ));
+    let monitor = tokio::spawn(crate::registry::monitor(store.clone(), client_tls, config.check_interval, shutdown.clone()));
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
     pmesh_rt::process::notify_ready();
     let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());

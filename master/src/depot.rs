@@ -131,7 +131,10 @@ impl Depot {
             if self.records.get(&entry.sha256)?.is_none() {
                 tracing::warn!(sha256 = %entry.sha256, "the depot holds a file without a record; adopting it without a name");
                 let added_at = entry.last_used.duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0);
-                put(&self.records, &ArtifactRecord { v: RECORD_VERSION, sha256: entry.sha256.clone(), size: entry.size, names: BTreeSet::new(), added_at })?;
+                put(
+                    &self.records,
+                    &ArtifactRecord { v: RECORD_VERSION, sha256: entry.sha256.clone(), size: entry.size, names: BTreeSet::new(), added_at },
+                )?;
             }
         }
         let present: BTreeSet<&str> = files.iter().map(|entry| entry.sha256.as_str()).collect();
@@ -159,18 +162,28 @@ impl Depot {
         S: Stream<Item = Result<v1::AddArtifactChunk, Status>> + Send + Unpin + 'static,
     {
         let header = match chunks.next().await {
-            None => return Err(ApiError::Invalid("the upload is empty: its first message must carry the header (name, sha256, size)".into())),
+            None => {
+                return Err(ApiError::Invalid("the upload is empty: its first message must carry the header (name, sha256, size)".into()))
+            }
             Some(Err(status)) => return Err(ApiError::Invalid(format!("the upload broke off before its header: {}", status.message()))),
             Some(Ok(first)) => match first.header {
-                None => return Err(ApiError::Invalid("data before the header: the first message of an upload must carry only the header".into())),
+                None => {
+                    return Err(ApiError::Invalid(
+                        "data before the header: the first message of an upload must carry only the header".into(),
+                    ))
+                }
                 Some(_) if !first.data.is_empty() => {
-                    return Err(ApiError::Invalid("the first message of an upload carries data beside the header; send the header alone, then the data".into()))
+                    return Err(ApiError::Invalid(
+                        "the first message of an upload carries data beside the header; send the header alone, then the data".into(),
+                    ))
                 }
                 Some(header) => header,
             },
         };
         if header.size == 0 {
-            return Err(ApiError::Invalid("the header's size is 0: give the content's size in bytes (an empty file is not an artifact)".into()));
+            return Err(ApiError::Invalid(
+                "the header's size is 0: give the content's size in bytes (an empty file is not an artifact)".into(),
+            ));
         }
         let wanted = Wanted::check(&header.name, &header.sha256, Some(header.size))?;
         if let Some(sha256) = &wanted.sha256 {
@@ -183,7 +196,9 @@ impl Depot {
         let _permit = self.uploads.acquire().await.map_err(|_| ApiError::Internal(anyhow::anyhow!("the upload limit was closed")))?;
         let body = chunks
             .map(|item| match item {
-                Ok(chunk) if chunk.header.is_some() => Err(FetchError::Invalid("a second header in the upload: only its first message may carry one".into())),
+                Ok(chunk) if chunk.header.is_some() => {
+                    Err(FetchError::Invalid("a second header in the upload: only its first message may carry one".into()))
+                }
                 Ok(chunk) => Ok(Bytes::from(chunk.data)),
                 Err(status) => Err(FetchError::Network { origin: "the client".into(), detail: status.message().to_owned() }),
             })
@@ -202,11 +217,19 @@ impl Depot {
     /// [`ApiError::Invalid`] for a URL that is not `http://` or `https://`, a malformed name
     /// or sha256; [`ApiError::AlreadyExists`] when a given sha256 meets a name that belongs
     /// to other content. Failures of the import itself arrive on the stream.
-    pub fn import(self: &Arc<Self>, request: v1::ImportArtifactRequest) -> Result<mpsc::Receiver<Result<v1::ImportArtifactProgress, Status>>, ApiError> {
+    pub fn import(
+        self: &Arc<Self>,
+        request: v1::ImportArtifactRequest,
+    ) -> Result<mpsc::Receiver<Result<v1::ImportArtifactProgress, Status>>, ApiError> {
         let url = request.url.trim().to_owned();
-        let has_host = url.split_once("://").is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
+        let has_host = url
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
         if !has_host {
-            return Err(ApiError::Invalid(format!("{:?} is not an http:// or https:// URL", pmesh_rt::fetch::Source::http(url.clone()).describe())));
+            return Err(ApiError::Invalid(format!(
+                "{:?} is not an http:// or https:// URL",
+                pmesh_rt::fetch::Source::http(url.clone()).describe()
+            )));
         }
         let wanted = Wanted::check(&request.name, &request.sha256, (request.size > 0).then_some(request.size))?;
         if let Some(sha256) = &wanted.sha256 {
@@ -239,7 +262,12 @@ impl Depot {
             }
         };
         let message = match fetched.map_err(import_error).and_then(|lease| self.commit(lease, &name)) {
-            Ok(summary) => Ok(v1::ImportArtifactProgress { done_bytes: summary.size, total_bytes: summary.size, rate_bytes_per_second: 0.0, result: Some(summary) }),
+            Ok(summary) => Ok(v1::ImportArtifactProgress {
+                done_bytes: summary.size,
+                total_bytes: summary.size,
+                rate_bytes_per_second: 0.0,
+                result: Some(summary),
+            }),
             Err(error) => Err(Status::from(error)),
         };
         let _ = tx.send(message).await;
@@ -253,10 +281,13 @@ impl Depot {
         let mut records = self.records()?;
         records.sort_by(|left, right| (left.added_at, &left.sha256).cmp(&(right.added_at, &right.sha256)));
         let mut needs = self.needs()?;
-        Ok(records.into_iter().map(|record| {
-            let needed_by = needs.remove(&record.sha256).unwrap_or_default();
-            summary(record, needed_by)
-        }).collect())
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let needed_by = needs.remove(&record.sha256).unwrap_or_default();
+                summary(record, needed_by)
+            })
+            .collect())
     }
 
     /// Removes the artifact `artifact` names (a name, a sha256 or a unique prefix of at least
@@ -281,7 +312,10 @@ impl Depot {
         let removed = match self.cache.remove(&record.sha256) {
             Ok(removed) => removed,
             Err(FetchError::InUse { .. }) => {
-                return Err(ApiError::Invalid(format!("artifact {} is being added right now; try again when that finished", describe(&record))))
+                return Err(ApiError::Invalid(format!(
+                    "artifact {} is being added right now; try again when that finished",
+                    describe(&record)
+                )))
             }
             Err(error) => return Err(ApiError::Internal(anyhow::Error::new(error).context("removing a depot file"))),
         };
@@ -346,7 +380,13 @@ impl Depot {
                 return Err(name_taken(name, &owner));
             }
             let created = existing.is_none();
-            let mut record = existing.unwrap_or_else(|| ArtifactRecord { v: RECORD_VERSION, sha256: sha256.clone(), size: lease.size(), names: BTreeSet::new(), added_at: now_unix() });
+            let mut record = existing.unwrap_or_else(|| ArtifactRecord {
+                v: RECORD_VERSION,
+                sha256: sha256.clone(),
+                size: lease.size(),
+                names: BTreeSet::new(),
+                added_at: now_unix(),
+            });
             if !name.is_empty() {
                 record.names.insert(name.to_owned());
             }
@@ -364,7 +404,10 @@ impl Depot {
     fn name_existing(&self, sha256: &str, size: Option<u64>, name: &str) -> Result<Option<v1::ArtifactSummary>, ApiError> {
         let Some(lease) = self.cache.lease(sha256).map_err(|error| ApiError::Internal(error.into()))? else { return Ok(None) };
         if let Some(size) = size.filter(|size| *size != lease.size()) {
-            return Err(ApiError::Invalid(format!("the depot holds {sha256} with {} bytes, not {size}: the size or the sha256 is wrong", lease.size())));
+            return Err(ApiError::Invalid(format!(
+                "the depot holds {sha256} with {} bytes, not {size}: the size or the sha256 is wrong",
+                lease.size()
+            )));
         }
         self.commit(lease, name).map(Some)
     }
@@ -389,10 +432,13 @@ impl Depot {
         }
         let prefix = artifact.to_ascii_lowercase();
         let is_hex = prefix.len() >= MIN_PREFIX && prefix.bytes().all(|byte| byte.is_ascii_hexdigit());
-        let matches: Vec<ArtifactRecord> = if is_hex { self.records()?.into_iter().filter(|record| record.sha256.starts_with(&prefix)).collect() } else { Vec::new() };
+        let matches: Vec<ArtifactRecord> =
+            if is_hex { self.records()?.into_iter().filter(|record| record.sha256.starts_with(&prefix)).collect() } else { Vec::new() };
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one match")),
-            0 => Err(ApiError::NotFound(format!("the depot has no artifact named {artifact:?} or with that sha256; `pmesh artifact ls` lists them"))),
+            0 => Err(ApiError::NotFound(format!(
+                "the depot has no artifact named {artifact:?} or with that sha256; `pmesh artifact ls` lists them"
+            ))),
             n_matches => Err(ApiError::Invalid(format!("{artifact:?} is the start of {n_matches} artifacts' sha256; give more of it"))),
         }
     }
@@ -417,14 +463,16 @@ impl Depot {
         if let Some(declared) = self.declared().get(digest) {
             return Ok(declared.clone());
         }
-        let (archive, _signature) = self.runs.bundle(digest)?.ok_or_else(|| anyhow::anyhow!("the bundle {digest} of a registered pattern is missing"))?;
+        let (archive, _signature) =
+            self.runs.bundle(digest)?.ok_or_else(|| anyhow::anyhow!("the bundle {digest} of a registered pattern is missing"))?;
         let files = pmesh_proto::bundle::open(&archive).with_context(|| format!("opening the registered bundle {digest}"))?;
         let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
         let pattern = pmesh_proto::pattern::parse(&contents).map_err(|diagnostics| {
             let problems: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("the registered bundle {digest} no longer parses: {}", problems.join("; "))
         })?;
-        let declared: Arc<BTreeSet<String>> = Arc::new(pattern.artifacts.values().map(|artifact| artifact.sha256.to_ascii_lowercase()).collect());
+        let declared: Arc<BTreeSet<String>> =
+            Arc::new(pattern.artifacts.values().map(|artifact| artifact.sha256.to_ascii_lowercase()).collect());
         self.declared().insert(digest.to_owned(), declared.clone());
         Ok(declared)
     }
@@ -496,7 +544,13 @@ async fn stream_file(mut file: tokio::fs::File, path: PathBuf, offset: u64, size
 }
 
 fn summary(record: ArtifactRecord, needed_by: Vec<String>) -> v1::ArtifactSummary {
-    v1::ArtifactSummary { sha256: record.sha256, size: record.size, names: record.names.into_iter().collect(), added_at_unix: record.added_at, needed_by }
+    v1::ArtifactSummary {
+        sha256: record.sha256,
+        size: record.size,
+        names: record.names.into_iter().collect(),
+        added_at_unix: record.added_at,
+        needed_by,
+    }
 }
 
 /// `NAME (sha256 abcdef012345…)` or the sha256 alone.
@@ -526,9 +580,9 @@ fn normalise_sha256(sha256: &str) -> Result<String, ApiError> {
 /// An upload's failure: the client's doing unless the master's disk failed.
 fn upload_error(error: FetchError) -> ApiError {
     match error {
-        FetchError::Checksum { expected, got, .. } => {
-            ApiError::Invalid(format!("the uploaded content is not what its header announced: expected {expected}, got {got}; nothing was kept"))
-        }
+        FetchError::Checksum { expected, got, .. } => ApiError::Invalid(format!(
+            "the uploaded content is not what its header announced: expected {expected}, got {got}; nothing was kept"
+        )),
         FetchError::Network { detail, .. } => ApiError::Invalid(format!("the upload broke off: {detail}; nothing was kept")),
         FetchError::Invalid(message) => ApiError::Invalid(format!("{message}; nothing was kept")),
         // The master's disk, said plainly: the operator can act on it, and nothing was kept.
@@ -547,7 +601,9 @@ fn import_error(error: FetchError) -> ApiError {
             import_error(error)
         }
         error @ FetchError::NotFound { .. } => ApiError::NotFound(error.to_string()),
-        error @ (FetchError::Io { .. } | FetchError::Locked { .. }) => ApiError::Internal(anyhow::Error::new(error).context("importing into the depot")),
+        error @ (FetchError::Io { .. } | FetchError::Locked { .. }) => {
+            ApiError::Internal(anyhow::Error::new(error).context("importing into the depot"))
+        }
         error @ FetchError::Invalid(_) => ApiError::Invalid(error.to_string()),
         error => ApiError::Failed(error.to_string()),
     }

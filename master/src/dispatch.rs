@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{self, agent_client::AgentClient};
 use pmesh_rt::net::{dial, Dialled};
-use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -81,9 +81,8 @@ impl Dispatcher {
     pub fn push_pattern(&self, archive: Vec<u8>) -> Result<v1::PushPatternResponse, ApiError> {
         let files = pmesh_proto::bundle::open(&archive).map_err(|err| ApiError::Invalid(err.to_string()))?;
         let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
-        let pattern = pmesh_proto::pattern::parse(&contents).map_err(|diagnostics| {
-            ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-        })?;
+        let pattern = pmesh_proto::pattern::parse(&contents)
+            .map_err(|diagnostics| ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
         let key = std::fs::read(self.pki.bundle_key()).map_err(|err| anyhow::anyhow!("reading the bundle key: {err}"))?;
         let signature = pmesh_proto::bundle::sign(&archive, &key).map_err(|err| anyhow::anyhow!("{err}"))?;
         let digest = pmesh_proto::bundle::digest(&archive);
@@ -93,7 +92,10 @@ impl Dispatcher {
             version: pattern.metadata.version.to_string(),
             digest: digest.clone(),
             description: pattern.metadata.description.clone(),
-            category: serde_json::to_value(pattern.metadata.category).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default(),
+            category: serde_json::to_value(pattern.metadata.category)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             pushed_at: now_unix(),
         };
         let created = self.runs.put_pattern(&record, &archive, &signature).map_err(|err| ApiError::AlreadyExists(format!("{err:#}")))?;
@@ -110,15 +112,14 @@ impl Dispatcher {
         if !request.on.is_empty() {
             let mut chosen = Vec::new();
             for name in &request.on {
-                let agent = agents.iter().find(|agent| &agent.name == name).ok_or_else(|| ApiError::Invalid(format!("no agent named {name:?}")))?;
+                let agent =
+                    agents.iter().find(|agent| &agent.name == name).ok_or_else(|| ApiError::Invalid(format!("no agent named {name:?}")))?;
                 chosen.push(agent.clone());
             }
             return Ok(chosen);
         }
-        let chosen: Vec<AgentRecord> = agents
-            .into_iter()
-            .filter(|agent| request.selector.iter().all(|(key, value)| agent.labels.get(key) == Some(value)))
-            .collect();
+        let chosen: Vec<AgentRecord> =
+            agents.into_iter().filter(|agent| request.selector.iter().all(|(key, value)| agent.labels.get(key) == Some(value))).collect();
         if chosen.is_empty() {
             return Err(ApiError::Invalid("no agent matches the selection".into()));
         }
@@ -137,11 +138,11 @@ impl Dispatcher {
                 return Ok(v1::MasterStartRunResponse { run_id: existing.run_id, targets });
             }
         }
-        let pattern = self
-            .runs
-            .find_pattern(&request.pattern)?
-            .ok_or_else(|| ApiError::Invalid(format!("no pattern {:?} is registered; push it with `pmesh pattern push`", request.pattern)))?;
-        let (archive, signature) = self.runs.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
+        let pattern = self.runs.find_pattern(&request.pattern)?.ok_or_else(|| {
+            ApiError::Invalid(format!("no pattern {:?} is registered; push it with `pmesh pattern push`", request.pattern))
+        })?;
+        let (archive, signature) =
+            self.runs.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
         let files = pmesh_proto::bundle::open(&archive).map_err(|err| anyhow::anyhow!("{err}"))?;
         let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
         let parsed = pmesh_proto::pattern::parse(&contents).map_err(|_| anyhow::anyhow!("a registered pattern no longer parses"))?;
@@ -159,7 +160,8 @@ impl Dispatcher {
             return Ok(self.plan(targets, signed, instance, values_text.to_owned()).await);
         }
 
-        let run_id = if request.run_id.is_empty() { format!("r{}-{:04x}", now_unix(), rand::random::<u16>()) } else { request.run_id.clone() };
+        let run_id =
+            if request.run_id.is_empty() { format!("r{}-{:04x}", now_unix(), rand::random::<u16>()) } else { request.run_id.clone() };
         let run = RunRecord {
             v: 1,
             run_id: run_id.clone(),
@@ -167,7 +169,10 @@ impl Dispatcher {
             digest: pattern.digest.clone(),
             instance: instance.clone(),
             created_at: now_unix(),
-            agents: targets.iter().map(|agent| (agent.name.clone(), AgentState { state: "pending".into(), error: String::new() })).collect(),
+            agents: targets
+                .iter()
+                .map(|agent| (agent.name.clone(), AgentState { state: "pending".into(), error: String::new() }))
+                .collect(),
         };
         self.runs.put_run(&run)?;
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
@@ -192,7 +197,8 @@ impl Dispatcher {
                 Err((state, error)) => (*state, error.clone()),
             };
             // An event consumed meanwhile may have moved the state on already.
-            if self.runs.run(&run_id)?.and_then(|run| run.agents.get(&agent).map(|known| known.state.clone())).as_deref() == Some("pending") {
+            if self.runs.run(&run_id)?.and_then(|run| run.agents.get(&agent).map(|known| known.state.clone())).as_deref() == Some("pending")
+            {
                 self.runs.set_agent_state(&run_id, &agent, state, &error)?;
             }
             results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![] });
@@ -204,16 +210,32 @@ impl Dispatcher {
 
     /// Asks each target what the run would do there, concurrently and bounded; records,
     /// pushes and starts nothing.
-    async fn plan(self: &Arc<Self>, targets: Vec<AgentRecord>, signed: SignedBundle, instance: String, values: String) -> v1::MasterStartRunResponse {
+    async fn plan(
+        self: &Arc<Self>,
+        targets: Vec<AgentRecord>,
+        signed: SignedBundle,
+        instance: String,
+        values: String,
+    ) -> v1::MasterStartRunResponse {
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
         let mut plans = tokio::task::JoinSet::new();
         for agent in targets {
             let (this, signed, limit) = (self.clone(), signed.clone(), limit.clone());
-            let request = v1::PlanRunRequest { bundle: signed.archive.clone(), signature: signed.signature.clone(), digest: signed.digest.clone(), instance: instance.clone(), values_json: values.clone() };
+            let request = v1::PlanRunRequest {
+                bundle: signed.archive.clone(),
+                signature: signed.signature.clone(),
+                digest: signed.digest.clone(),
+                instance: instance.clone(),
+                values_json: values.clone(),
+            };
             plans.spawn(async move {
                 let _permit = limit.acquire().await;
                 let result = match this.channel(&agent) {
-                    Ok(dialled) => AgentClient::new(dialled.channel.clone()).plan_run(request).await.map(|response| response.into_inner().actions).map_err(|status| Self::explain(&dialled, &status)),
+                    Ok(dialled) => AgentClient::new(dialled.channel.clone())
+                        .plan_run(request)
+                        .await
+                        .map(|response| response.into_inner().actions)
+                        .map_err(|status| Self::explain(&dialled, &status)),
                     Err(err) => Err(format!("{err:#}")),
                 };
                 (agent.name, result)
@@ -242,7 +264,11 @@ impl Dispatcher {
     ) -> Result<(), (&'static str, String)> {
         let dialled = self.channel(agent).map_err(|err| ("unreachable", format!("{err:#}")))?;
         let unreachable = |status: tonic::Status| {
-            let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) { "failed" } else { "unreachable" };
+            let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) {
+                "failed"
+            } else {
+                "unreachable"
+            };
             (state, Self::explain(&dialled, &status))
         };
         deliver(dialled.channel.clone(), signed).await.map_err(unreachable)?;
@@ -272,7 +298,9 @@ impl Dispatcher {
             }
             let Some(agent) = self.store.agent(name)? else { continue };
             let Ok(dialled) = self.channel(&agent) else { continue };
-            if let Ok(response) = AgentClient::new(dialled.channel.clone()).cancel_run(v1::CancelRunRequest { run_id: run_id.to_owned() }).await {
+            if let Ok(response) =
+                AgentClient::new(dialled.channel.clone()).cancel_run(v1::CancelRunRequest { run_id: run_id.to_owned() }).await
+            {
                 if response.into_inner().cancelled {
                     cancelled.push(name.clone());
                 }
@@ -525,7 +553,11 @@ pub fn summary(run: &RunRecord) -> v1::RunSummary {
         pattern: run.pattern.clone(),
         instance: run.instance.clone(),
         created_at_unix: run.created_at,
-        agents: run.agents.iter().map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.clone(), error: state.error.clone() }).collect(),
+        agents: run
+            .agents
+            .iter()
+            .map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.clone(), error: state.error.clone() })
+            .collect(),
         state: run.overall().to_owned(),
     }
 }

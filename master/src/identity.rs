@@ -17,9 +17,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context};
 use pmesh_proto::identity::{fingerprint, Identity};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -110,8 +109,7 @@ impl Ca {
     /// # Errors
     /// When either file is missing (run `pmesh ca init`) or unparsable.
     pub fn load(paths: &PkiPaths) -> anyhow::Result<Ca> {
-        let cert_pem = files::read_string(&paths.ca_cert())
-            .context("the mesh CA is missing; create it with `pmesh ca init`")?;
+        let cert_pem = files::read_string(&paths.ca_cert()).context("the mesh CA is missing; create it with `pmesh ca init`")?;
         let key_pem = files::read_string(&paths.ca_key())?;
         let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).context("parsing the CA certificate")?;
@@ -136,13 +134,7 @@ impl Ca {
     ///
     /// # Errors
     /// When the CSR is not a valid, self-signed PKCS#10 request.
-    pub fn sign_csr(
-        &self,
-        csr_pem: &str,
-        identity: &Identity,
-        lifetime: Duration,
-        skew: Duration,
-    ) -> anyhow::Result<Issued> {
+    pub fn sign_csr(&self, csr_pem: &str, identity: &Identity, lifetime: Duration, skew: Duration) -> anyhow::Result<Issued> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|err| anyhow::anyhow!("the CSR is not a valid PKCS#10 request: {err}"))?;
         self.sign(&csr.public_key, identity, lifetime, skew)
@@ -152,12 +144,7 @@ impl Ca {
     ///
     /// # Errors
     /// When key generation or signing fails.
-    pub fn issue_local(
-        &self,
-        identity: &Identity,
-        lifetime: Duration,
-        skew: Duration,
-    ) -> anyhow::Result<(Issued, KeyPair)> {
+    pub fn issue_local(&self, identity: &Identity, lifetime: Duration, skew: Duration) -> anyhow::Result<(Issued, KeyPair)> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let issued = self.sign(&key, identity, lifetime, skew)?;
         Ok((issued, key))
@@ -174,14 +161,10 @@ impl Ca {
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, identity.uri());
         params.distinguished_name = name;
-        params.subject_alt_names = vec![
-            SanType::URI(identity.uri().try_into()?),
-            SanType::DnsName(identity.dns_name().try_into()?),
-        ];
+        params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?), SanType::DnsName(identity.dns_name().try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         let serial = random_serial();
         let serial_hex = hex::encode(serial.to_bytes());
@@ -239,8 +222,7 @@ pub fn key_and_csr() -> anyhow::Result<(KeyPair, String)> {
 pub fn bundle_public_key(paths: &PkiPaths) -> anyhow::Result<Vec<u8>> {
     use ring::signature::KeyPair as _;
     let path = paths.bundle_key();
-    let pkcs8 = std::fs::read(&path)
-        .with_context(|| format!("reading {}; create it with `pmesh ca init`", path.display()))?;
+    let pkcs8 = std::fs::read(&path).with_context(|| format!("reading {}; create it with `pmesh ca init`", path.display()))?;
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
         .map_err(|err| anyhow::anyhow!("{} is not an ed25519 key: {err}", path.display()))?;
     Ok(pair.public_key().as_ref().to_vec())
@@ -252,8 +234,8 @@ pub fn bundle_public_key(paths: &PkiPaths) -> anyhow::Result<Vec<u8>> {
 /// When the random source or the disk fails.
 pub fn generate_bundle_key(paths: &PkiPaths) -> anyhow::Result<()> {
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| anyhow::anyhow!("generating the bundle-signing key failed"))?;
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("generating the bundle-signing key failed"))?;
     files::write_private(&paths.bundle_key(), pkcs8.as_ref())
 }
 
@@ -263,10 +245,7 @@ pub fn generate_bundle_key(paths: &PkiPaths) -> anyhow::Result<()> {
 /// When `pki/ca.crt` exists.
 pub fn ensure_absent(paths: &PkiPaths) -> anyhow::Result<()> {
     if paths.ca_cert().exists() {
-        bail!(
-            "a mesh CA already exists in {}; refusing to overwrite it (every agent trusts it)",
-            paths.dir.display()
-        );
+        bail!("a mesh CA already exists in {}; refusing to overwrite it (every agent trusts it)", paths.dir.display());
     }
     Ok(())
 }
@@ -281,9 +260,7 @@ mod tests {
         let (ca, _) = Ca::generate().unwrap();
         let (_key, csr) = key_and_csr().unwrap();
         let identity = Identity::new(Role::Agent, "pc-1").unwrap();
-        let issued = ca
-            .sign_csr(&csr, &identity, Duration::from_secs(3600), Duration::from_secs(300))
-            .unwrap();
+        let issued = ca.sign_csr(&csr, &identity, Duration::from_secs(3600), Duration::from_secs(300)).unwrap();
         let facts = inspect(issued.der.as_ref()).unwrap();
         assert_eq!(facts.identity, identity);
         assert_eq!(facts.serial, issued.serial);
@@ -296,9 +273,7 @@ mod tests {
     fn rejects_garbage_csr() {
         let (ca, _) = Ca::generate().unwrap();
         let identity = Identity::new(Role::Admin, "bob").unwrap();
-        let err = ca
-            .sign_csr("not a csr", &identity, Duration::from_secs(60), Duration::ZERO)
-            .unwrap_err();
+        let err = ca.sign_csr("not a csr", &identity, Duration::from_secs(60), Duration::ZERO).unwrap_err();
         assert!(err.to_string().contains("PKCS#10"), "{err}");
     }
 }

@@ -44,9 +44,7 @@ fn main() -> ExitCode {
 async fn serve(cli: &Cli, args: &cli::ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = cli::serve_config(&cli.data_dir, args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let shutdown = CancellationToken::new();
     pmesh_rt::process::cancel_on_signal(shutdown.clone());
     pmesh_master::daemon::serve(listener, &cli.data_dir, config, shutdown).await

@@ -32,11 +32,8 @@ impl Policy for MasterPolicy {
         if path == JOIN {
             return Ok(());
         }
-        let facts = caller.ok_or_else(|| {
-            Status::unauthenticated(
-                "this call needs a client certificate from the mesh CA, and none was presented",
-            )
-        })?;
+        let facts = caller
+            .ok_or_else(|| Status::unauthenticated("this call needs a client certificate from the mesh CA, and none was presented"))?;
         let revoked = self.store.is_revoked(&facts.serial).map_err(|err| {
             tracing::error!(error = %err, "revocation check failed");
             Status::unavailable("the master cannot check revocation right now")
@@ -84,7 +81,8 @@ mod tests {
             store.record_issued(serial, &identity.uri(), i64::MAX).unwrap();
             CertFacts { identity, serial: serial.into(), not_before: 0, not_after: i64::MAX }
         };
-        let (agent, admin, master) = (facts(Role::Agent, "pc-1", "01"), facts(Role::Admin, "ann", "02"), facts(Role::Master, "master", "03"));
+        let (agent, admin, master) =
+            (facts(Role::Agent, "pc-1", "01"), facts(Role::Admin, "ann", "02"), facts(Role::Master, "master", "03"));
         let revoked = facts(Role::Admin, "bob", "04");
         store.revoke_serial("04", 1).unwrap();
         let policy = MasterPolicy { store };

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{agent_client::AgentClient, AgentInfo, InfoRequest};
+use pmesh_rt::net::{dial, Dialled};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use pmesh_rt::net::{dial, Dialled};
 
 use crate::error::now_unix;
 use crate::store::{FactsRecord, Health, Store};
@@ -20,12 +20,7 @@ use crate::store::{FactsRecord, Health, Store};
 const MAX_CONCURRENT_CHECKS: usize = 64;
 
 /// Runs checks every `interval` until `shutdown`.
-pub async fn monitor(
-    store: Store,
-    tls: Arc<rustls::ClientConfig>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn monitor(store: Store, tls: Arc<rustls::ClientConfig>, interval: Duration, shutdown: CancellationToken) {
     let mut channels: HashMap<String, (String, Dialled)> = HashMap::new();
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
     let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));

@@ -168,10 +168,7 @@ impl RunStore {
             if existing.digest == record.digest {
                 return Ok(false);
             }
-            anyhow::bail!(
-                "{key} is registered already with another content ({}); bump the version",
-                existing.digest
-            );
+            anyhow::bail!("{key} is registered already with another content ({}); bump the version", existing.digest);
         }
         self.archives.insert(&record.digest, archive)?;
         self.signatures.insert(&record.digest, signature)?;
@@ -189,8 +186,7 @@ impl RunStore {
         if reference.contains('@') {
             return self.patterns.get(reference)?.map(|value| decode(&value)).transpose();
         }
-        let mut versions: Vec<PatternRecord> =
-            self.patterns()?.into_iter().filter(|pattern| pattern.name == reference).collect();
+        let mut versions: Vec<PatternRecord> = self.patterns()?.into_iter().filter(|pattern| pattern.name == reference).collect();
         versions.sort_by_key(|pattern| semver::Version::parse(&pattern.version).ok());
         Ok(versions.pop())
     }
@@ -240,7 +236,8 @@ impl RunStore {
     /// When the disk fails; then nothing of the batch is kept.
     pub fn persist(&self, agent: &str, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
         let result = (&self.events, &self.counters, &self.cursors).transaction(|(events, counters, cursors)| {
-            let mut cursor = cursors.get(agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let mut cursor =
+                cursors.get(agent.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             let mut next_index: BTreeMap<&str, u64> = BTreeMap::new();
             let mut segments: BTreeMap<&str, Segment> = BTreeMap::new();
             let mut kept = Vec::new();
@@ -251,11 +248,19 @@ impl RunStore {
                 let index = match next_index.get_mut(event.run_id.as_str()) {
                     Some(index) => index,
                     None => {
-                        let stored = counters.get(event.run_id.as_bytes())?.and_then(|value| value.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                        let stored = counters
+                            .get(event.run_id.as_bytes())?
+                            .and_then(|value| value.as_ref().try_into().ok())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
                         next_index.entry(event.run_id.as_str()).or_insert(stored)
                     }
                 };
-                segments.entry(event.run_id.as_str()).or_insert_with(|| Segment { v: 1, first: *index, events: Vec::new() }).events.push(event.clone());
+                segments
+                    .entry(event.run_id.as_str())
+                    .or_insert_with(|| Segment { v: 1, first: *index, events: Vec::new() })
+                    .events
+                    .push(event.clone());
                 kept.push((*index, event.clone()));
                 *index += 1;
                 cursor = event.seq;
@@ -296,7 +301,14 @@ impl RunStore {
             }
             let segment: Segment = decode(&value)?;
             let first = segment.first;
-            found.extend(segment.events.into_iter().enumerate().map(|(offset, event)| (first + offset as u64, event)).filter(|(index, _)| *index >= from));
+            found.extend(
+                segment
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(offset, event)| (first + offset as u64, event))
+                    .filter(|(index, _)| *index >= from),
+            );
         }
         Ok(found)
     }
@@ -332,7 +344,23 @@ mod tests {
     use super::*;
 
     fn event(agent: &str, seq: u64) -> StoredEvent {
-        StoredEvent { v: 1, agent: agent.into(), seq, run_id: "r1".into(), at_unix_ms: 0, kind: 5, step: "s".into(), text: format!("{agent}-{seq}"), percent: 0.0, exit_code: None, tail: vec![], attempt: 0, instance: String::new(), pattern: String::new(), transfer: None }
+        StoredEvent {
+            v: 1,
+            agent: agent.into(),
+            seq,
+            run_id: "r1".into(),
+            at_unix_ms: 0,
+            kind: 5,
+            step: "s".into(),
+            text: format!("{agent}-{seq}"),
+            percent: 0.0,
+            exit_code: None,
+            tail: vec![],
+            attempt: 0,
+            instance: String::new(),
+            pattern: String::new(),
+            transfer: None,
+        }
     }
 
     #[test]
@@ -382,7 +410,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let store = RunStore::open(&db).unwrap();
-        let record = |version: &str, digest: &str| PatternRecord { v: 1, name: "dns".into(), version: version.into(), digest: digest.into(), description: String::new(), category: "shared-service".into(), pushed_at: 0 };
+        let record = |version: &str, digest: &str| PatternRecord {
+            v: 1,
+            name: "dns".into(),
+            version: version.into(),
+            digest: digest.into(),
+            description: String::new(),
+            category: "shared-service".into(),
+            pushed_at: 0,
+        };
         assert!(store.put_pattern(&record("1.0.0", "d1"), b"a", b"s").unwrap());
         assert!(!store.put_pattern(&record("1.0.0", "d1"), b"a", b"s").unwrap());
         assert!(store.put_pattern(&record("1.0.0", "d2"), b"b", b"s").is_err());

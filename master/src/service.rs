@@ -70,13 +70,9 @@ fn validate_address(address: &str, field: &str) -> Result<(), ApiError> {
 
 fn validate_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
     for key in labels.keys() {
-        let valid = !key.is_empty()
-            && key.len() <= 63
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        let valid = !key.is_empty() && key.len() <= 63 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         if !valid {
-            return Err(ApiError::Invalid(format!(
-                "label key {key:?}: use 1 to 63 letters, digits, '-', '_', '.' or '/'"
-            )));
+            return Err(ApiError::Invalid(format!("label key {key:?}: use 1 to 63 letters, digits, '-', '_', '.' or '/'")));
         }
     }
     Ok(())
@@ -94,16 +90,11 @@ fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
 impl MasterState {
     fn join(&self, request: v1::JoinRequest) -> Result<v1::JoinResponse, ApiError> {
         let hash = token_hash(&request.token);
-        let token = self
-            .store
-            .token(&hash)?
-            .ok_or_else(|| ApiError::Denied(TokenError::Unknown.to_string()))?;
+        let token = self.store.token(&hash)?.ok_or_else(|| ApiError::Denied(TokenError::Unknown.to_string()))?;
         let name = match (&token.name, request.name.as_str()) {
             (Some(pinned), "") => pinned.clone(),
             (Some(pinned), asked) if pinned != asked => {
-                return Err(ApiError::Denied(format!(
-                    "the join token is for agent {pinned:?}, not {asked:?}"
-                )))
+                return Err(ApiError::Denied(format!("the join token is for agent {pinned:?}, not {asked:?}")))
             }
             (None, "") => request.default_name.clone(),
             (_, asked) => asked.to_owned(),
@@ -162,10 +153,8 @@ impl MasterState {
             return Err(ApiError::Denied(format!("agent {:?} is no longer enrolled", identity.name)));
         }
         let lifetime = self.config.agent_cert_lifetime;
-        let issued = self
-            .ca
-            .sign_csr(csr_pem, identity, lifetime, self.config.clock_skew)
-            .map_err(|err| ApiError::Invalid(format!("{err:#}")))?;
+        let issued =
+            self.ca.sign_csr(csr_pem, identity, lifetime, self.config.clock_skew).map_err(|err| ApiError::Invalid(format!("{err:#}")))?;
         self.store.record_issued(&issued.serial, &identity.uri(), unix(issued.not_after))?;
         self.store.update_agent(&identity.name, |record| {
             record.cert_serial = issued.serial.clone();
@@ -225,8 +214,7 @@ impl MasterState {
     }
 
     fn issue_admin(&self, request: v1::IssueAdminRequest) -> Result<v1::IssueAdminResponse, ApiError> {
-        let identity =
-            Identity::new(Role::Admin, &request.name).map_err(|err| ApiError::Invalid(err.to_string()))?;
+        let identity = Identity::new(Role::Admin, &request.name).map_err(|err| ApiError::Invalid(err.to_string()))?;
         let issued = self
             .ca
             .sign_csr(&request.csr_pem, &identity, self.config.admin_cert_lifetime, self.config.clock_skew)

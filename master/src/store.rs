@@ -109,9 +109,8 @@ impl Store {
     /// When sled cannot open it (another `pmesh serve` holds it), or its schema is newer than
     /// this build.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        let db = sled::open(dir).with_context(|| {
-            format!("opening the database in {} (is another `pmesh serve` running?)", dir.display())
-        })?;
+        let db =
+            sled::open(dir).with_context(|| format!("opening the database in {} (is another `pmesh serve` running?)", dir.display()))?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             None => {
@@ -124,12 +123,7 @@ impl Store {
                 }
             }
         }
-        Ok(Store {
-            agents: db.open_tree("agents")?,
-            tokens: db.open_tree("tokens")?,
-            certs: db.open_tree("certs")?,
-            db,
-        })
+        Ok(Store { agents: db.open_tree("agents")?, tokens: db.open_tree("tokens")?, certs: db.open_tree("certs")?, db })
     }
 
     /// The underlying database, for the stores of other modules.
@@ -162,11 +156,7 @@ impl Store {
 
     /// Applies `change` to an agent's record, if it still exists; a record removed meanwhile
     /// stays removed (a check finishing after `agents rm` must not bring it back).
-    pub fn update_agent(
-        &self,
-        name: &str,
-        change: impl Fn(&mut AgentRecord),
-    ) -> anyhow::Result<()> {
+    pub fn update_agent(&self, name: &str, change: impl Fn(&mut AgentRecord)) -> anyhow::Result<()> {
         let mut failure = None;
         self.agents.fetch_and_update(name, |old| {
             let old = old?;
@@ -306,16 +296,7 @@ mod tests {
     use super::*;
 
     fn token(expires_at: i64) -> TokenRecord {
-        TokenRecord {
-            v: 1,
-            created_at: 0,
-            expires_at,
-            name: None,
-            labels: BTreeMap::new(),
-            force: false,
-            used_at: None,
-            used_by: None,
-        }
+        TokenRecord { v: 1, created_at: 0, expires_at, name: None, labels: BTreeMap::new(), force: false, used_at: None, used_by: None }
     }
 
     #[test]

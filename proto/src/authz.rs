@@ -106,16 +106,12 @@ where
 /// `Unauthenticated` when the certificate verified against the CA but carries no usable
 /// pmesh identity.
 fn peer_facts(extensions: &http::Extensions) -> Result<Option<CertFacts>, Status> {
-    let Some(leaf) = extensions
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.peer_certs())
-        .and_then(|certs| certs.first().cloned())
+    let Some(leaf) =
+        extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.peer_certs()).and_then(|certs| certs.first().cloned())
     else {
         return Ok(None);
     };
-    inspect(leaf.as_ref())
-        .map(Some)
-        .map_err(|err| Status::unauthenticated(format!("client certificate refused: {err}")))
+    inspect(leaf.as_ref()).map(Some).map_err(|err| Status::unauthenticated(format!("client certificate refused: {err}")))
 }
 
 /// The methods gRPC health and reflection serve, which any mesh certificate may call.

@@ -159,8 +159,7 @@ pub fn open(bundle: &[u8]) -> Result<BTreeMap<String, BundleFile>, BundleError> 
     let mut manifest_bytes = None;
     for entry in entries {
         let mut entry = entry.map_err(|err| malformed(format!("unreadable entry: {err}")))?;
-        let path = String::from_utf8(entry.path_bytes().into_owned())
-            .map_err(|_| malformed("an entry's path is not UTF-8".to_owned()))?;
+        let path = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| malformed("an entry's path is not UTF-8".to_owned()))?;
         check_path(&path)?;
         let kind = entry.header().entry_type();
         if kind != tar::EntryType::Regular {
@@ -179,8 +178,8 @@ pub fn open(bundle: &[u8]) -> Result<BTreeMap<String, BundleFile>, BundleError> 
         }
     }
     let manifest_bytes = manifest_bytes.ok_or_else(|| malformed(format!("no {MANIFEST_FILE}")))?;
-    let listed: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|err| malformed(format!("{MANIFEST_FILE} is not a manifest: {err}")))?;
+    let listed: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|err| malformed(format!("{MANIFEST_FILE} is not a manifest: {err}")))?;
     if listed.format != FORMAT {
         return Err(malformed(format!("unknown format `{}`; this build reads `{FORMAT}`", listed.format)));
     }
@@ -236,9 +235,7 @@ pub fn verify(bundle: &[u8], signature: &[u8], public_key: &[u8]) -> Result<Stri
     if public_key.len() != 32 {
         return Err(BundleError::Key(format!("an ed25519 public key is 32 bytes, this one is {}", public_key.len())));
     }
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&signed_message(bundle), signature)
-        .map_err(|_| BundleError::BadSignature)?;
+    UnparsedPublicKey::new(&ED25519, public_key).verify(&signed_message(bundle), signature).map_err(|_| BundleError::BadSignature)?;
     Ok(digest(bundle))
 }
 
@@ -362,15 +359,33 @@ mod tests {
         use tar::EntryType::{Regular, Symlink};
         let good = manifest_of(&[("pattern.yaml", b"x")]);
         let cases: Vec<(Vec<RawEntry<'_>>, &str)> = vec![
-            (vec![(MANIFEST_FILE, Regular, &good), ("../pattern.yaml", Regular, b"x")], "path `../pattern.yaml` must stay inside the pattern directory (no `..`)"),
-            (vec![(MANIFEST_FILE, Regular, &good), ("/pattern.yaml", Regular, b"x")], "path `/pattern.yaml` must be relative to the pattern directory, with `/` separators"),
-            (vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Symlink, b"")], "`pattern.yaml` is a Symlink entry; bundles hold regular files only"),
+            (
+                vec![(MANIFEST_FILE, Regular, &good), ("../pattern.yaml", Regular, b"x")],
+                "path `../pattern.yaml` must stay inside the pattern directory (no `..`)",
+            ),
+            (
+                vec![(MANIFEST_FILE, Regular, &good), ("/pattern.yaml", Regular, b"x")],
+                "path `/pattern.yaml` must be relative to the pattern directory, with `/` separators",
+            ),
+            (
+                vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Symlink, b"")],
+                "`pattern.yaml` is a Symlink entry; bundles hold regular files only",
+            ),
             (vec![("pattern.yaml", Regular, b"x")], "no MANIFEST.json"),
             (vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Regular, b"y")], "`pattern.yaml` does not match its manifest hash"),
             (vec![(MANIFEST_FILE, Regular, &good)], "`pattern.yaml` is in the manifest but not in the archive"),
-            (vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Regular, b"x"), ("extra", Regular, b"")], "`extra` is not in the manifest"),
-            (vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Regular, b"x"), ("pattern.yaml", Regular, b"x")], "`pattern.yaml` appears twice"),
-            (vec![(MANIFEST_FILE, Regular, b"{}"), ("pattern.yaml", Regular, b"x")], "MANIFEST.json is not a manifest: missing field `format` at line 1 column 2"),
+            (
+                vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Regular, b"x"), ("extra", Regular, b"")],
+                "`extra` is not in the manifest",
+            ),
+            (
+                vec![(MANIFEST_FILE, Regular, &good), ("pattern.yaml", Regular, b"x"), ("pattern.yaml", Regular, b"x")],
+                "`pattern.yaml` appears twice",
+            ),
+            (
+                vec![(MANIFEST_FILE, Regular, b"{}"), ("pattern.yaml", Regular, b"x")],
+                "MANIFEST.json is not a manifest: missing field `format` at line 1 column 2",
+            ),
         ];
         for (entries, expected) in cases {
             let got = open(&raw(&entries)).map(|files| files.into_keys().collect::<Vec<_>>());

@@ -109,8 +109,7 @@ impl Identity {
             .strip_prefix(TRUST_DOMAIN)
             .and_then(|rest| rest.strip_prefix("://"))
             .ok_or_else(|| IdentityError::InvalidUri(uri.to_owned()))?;
-        let (role, name) =
-            rest.split_once('/').ok_or_else(|| IdentityError::InvalidUri(uri.to_owned()))?;
+        let (role, name) = rest.split_once('/').ok_or_else(|| IdentityError::InvalidUri(uri.to_owned()))?;
         let role = Role::parse(role).ok_or_else(|| IdentityError::InvalidUri(uri.to_owned()))?;
         Identity::new(role, name)
     }
@@ -161,12 +160,9 @@ pub struct CertFacts {
 /// [`IdentityError::Unparsable`] for bad DER; [`IdentityError::NoIdentity`] when no SAN is a
 /// `pmesh://` URI; an invalid URI or name too.
 pub fn inspect(der: &[u8]) -> Result<CertFacts, IdentityError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|err| IdentityError::Unparsable(err.to_string()))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|err| IdentityError::Unparsable(err.to_string()))?
-        .ok_or(IdentityError::NoIdentity)?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|err| IdentityError::Unparsable(err.to_string()))?;
+    let san =
+        cert.subject_alternative_name().map_err(|err| IdentityError::Unparsable(err.to_string()))?.ok_or(IdentityError::NoIdentity)?;
     let prefix = format!("{TRUST_DOMAIN}://");
     let uri = san
         .value
@@ -196,11 +192,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// [`IdentityError::InvalidFingerprint`] for anything else.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], IdentityError> {
     let invalid = || IdentityError::InvalidFingerprint(text.to_owned());
-    let hex_part = text
-        .strip_prefix("sha256:")
-        .or_else(|| text.strip_prefix("SHA256:"))
-        .ok_or_else(invalid)?
-        .replace(':', "");
+    let hex_part = text.strip_prefix("sha256:").or_else(|| text.strip_prefix("SHA256:")).ok_or_else(invalid)?.replace(':', "");
     let bytes = hex::decode(hex_part).map_err(|_| invalid())?;
     bytes.try_into().map_err(|_| invalid())
 }
@@ -250,8 +242,13 @@ mod tests {
         assert_eq!(parse_fingerprint(&fp).unwrap().len(), 32);
         assert!(parse_fingerprint("sha256:abcd").is_err());
         assert!(parse_fingerprint("md5:00").is_err());
-        let colons = fp.trim_start_matches("sha256:").as_bytes().chunks(2)
-            .map(|pair| std::str::from_utf8(pair).unwrap()).collect::<Vec<_>>().join(":");
+        let colons = fp
+            .trim_start_matches("sha256:")
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| std::str::from_utf8(pair).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
         assert_eq!(parse_fingerprint(&format!("SHA256:{colons}")).unwrap(), parse_fingerprint(&fp).unwrap());
     }
 }

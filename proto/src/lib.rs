@@ -19,8 +19,7 @@ pub mod v1 {
     tonic::include_proto!("pmesh.v1");
 
     /// The encoded `FileDescriptorSet` of protocol v1, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/pmesh_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pmesh_descriptor.bin"));
 }
 
 /// The version of this build, reported by agents and the master.

@@ -153,12 +153,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -167,12 +162,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -191,10 +181,7 @@ impl ReloadableCert {
     ///
     /// # Errors
     /// [`TlsError`] when the key cannot be loaded or does not match the leaf.
-    pub fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<ReloadableCert, TlsError> {
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<ReloadableCert, TlsError> {
         let certified = CertifiedKey::from_der(chain, key, &provider())?;
         Ok(ReloadableCert { current: RwLock::new(Arc::new(certified)) })
     }
@@ -203,14 +190,9 @@ impl ReloadableCert {
     ///
     /// # Errors
     /// [`TlsError`] when the key cannot be loaded or does not match; the old one stays.
-    pub fn replace(
-        &self,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<(), TlsError> {
+    pub fn replace(&self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<(), TlsError> {
         let certified = CertifiedKey::from_der(chain, key, &provider())?;
-        *self.current.write().expect("cert lock poisoned only if a writer panicked") =
-            Arc::new(certified);
+        *self.current.write().expect("cert lock poisoned only if a writer panicked") = Arc::new(certified);
         Ok(())
     }
 }
@@ -251,13 +233,9 @@ pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<Explanation> {
                 return Some(trust(tls));
             }
             match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    return Some(network("connection refused: nothing is listening at that address"))
-                }
+                std::io::ErrorKind::ConnectionRefused => return Some(network("connection refused: nothing is listening at that address")),
                 std::io::ErrorKind::TimedOut => return Some(network("the connection timed out")),
-                std::io::ErrorKind::ConnectionReset => {
-                    return Some(network("the connection was reset by the peer"))
-                }
+                std::io::ErrorKind::ConnectionReset => return Some(network("the connection was reset by the peer")),
                 _ => {}
             }
         }
@@ -274,19 +252,14 @@ pub fn explain_tls(err: &rustls::Error) -> Explanation {
 }
 
 /// [`explain`], falling back to the TLS error recorded on the connection.
-pub fn explain_with(
-    err: &(dyn std::error::Error + 'static),
-    recorded: Option<&rustls::Error>,
-) -> Option<Explanation> {
+pub fn explain_with(err: &(dyn std::error::Error + 'static), recorded: Option<&rustls::Error>) -> Option<Explanation> {
     explain(err).or_else(|| recorded.map(explain_tls))
 }
 
 fn explain_rustls(err: &rustls::Error) -> String {
     use rustls::{AlertDescription as Alert, CertificateError as Cert};
     match err {
-        rustls::Error::AlertReceived(Alert::CertificateRequired) => {
-            "the peer requires a client certificate and none was presented".into()
-        }
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => "the peer requires a client certificate and none was presented".into(),
         rustls::Error::AlertReceived(Alert::CertificateExpired) => {
             "the peer refused our certificate: it has expired; issue a new credential".into()
         }
@@ -294,33 +267,25 @@ fn explain_rustls(err: &rustls::Error) -> String {
         rustls::Error::AlertReceived(Alert::UnknownCA | Alert::BadCertificate | Alert::DecryptError) => {
             "the peer refused our certificate: it was not issued by this mesh's CA".into()
         }
-        rustls::Error::AlertReceived(Alert::CertificateRevoked) => {
-            "the peer refused our certificate: it has been revoked".into()
-        }
-        rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
-            "the peer refused the TLS version: pmesh speaks TLS 1.3 only".into()
-        }
+        rustls::Error::AlertReceived(Alert::CertificateRevoked) => "the peer refused our certificate: it has been revoked".into(),
+        rustls::Error::AlertReceived(Alert::ProtocolVersion) => "the peer refused the TLS version: pmesh speaks TLS 1.3 only".into(),
         rustls::Error::AlertReceived(alert) => format!("the peer refused the TLS handshake ({alert:?})"),
-        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
-            "the peer's certificate has expired".into()
-        }
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => "the peer's certificate has expired".into(),
         rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
             "the peer's certificate is not valid yet: check both clocks".into()
         }
         rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
             "the peer's certificate was not issued by this mesh's CA".into()
         }
-        rustls::Error::InvalidCertificate(
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-        ) => "the peer's certificate belongs to another identity than the one dialled".into(),
+        rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the peer's certificate belongs to another identity than the one dialled".into()
+        }
         rustls::Error::General(message) if message == PIN_MISMATCH => {
             "the master's CA does not match the --ca-fingerprint given: check the fingerprint \
              printed by `pmesh token create`"
                 .into()
         }
-        rustls::Error::PeerIncompatible(_) => {
-            "the peer's TLS is incompatible: pmesh speaks TLS 1.3 only".into()
-        }
+        rustls::Error::PeerIncompatible(_) => "the peer's TLS is incompatible: pmesh speaks TLS 1.3 only".into(),
         other => format!("TLS failed: {other}"),
     }
 }

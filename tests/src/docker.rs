@@ -16,10 +16,7 @@ pub const TOOLS_IMAGE: &str = "pmesh-test/tools:bookworm-1";
 /// Fails with instructions when the test image is missing; never skips.
 pub fn require_tools_image() {
     let present = Command::new("docker").args(["image", "inspect", TOOLS_IMAGE]).output().map(|out| out.status.success());
-    assert!(
-        present.unwrap_or(false),
-        "{TOOLS_IMAGE} is missing: build it with tests/images/build.sh (tests/run.sh does)"
-    );
+    assert!(present.unwrap_or(false), "{TOOLS_IMAGE} is missing: build it with tests/images/build.sh (tests/run.sh does)");
 }
 
 /// Runs `docker ARGS` and returns stdout; panics with stderr on failure.
@@ -54,7 +51,8 @@ pub fn remove_instance(instance: &str) {
         (vec!["network", "ls", "-q", "--filter", &filter], vec!["network", "rm"]),
         (vec!["volume", "ls", "-q", "--filter", &filter], vec!["volume", "rm", "-f"]),
     ] {
-        let ids = Command::new("docker").args(&list).output().map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
+        let ids =
+            Command::new("docker").args(&list).output().map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
         for id in ids.split_whitespace() {
             let _ = Command::new("docker").args(&remove).arg(id).output();
         }

@@ -21,9 +21,8 @@ pub mod proxy;
 /// # Panics
 /// When it has not been built; the message says how to build it.
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = std::env::var_os("PMESH_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| target.join("debug"));
     let path = dir.join(name);
     assert!(
@@ -46,8 +45,8 @@ pub fn free_port() -> u16 {
 pub fn free_port_block(n_ports: u16) -> u16 {
     for _ in 0..100 {
         let first = free_port();
-        let all_free = (0..n_ports)
-            .all(|offset| first.checked_add(offset).is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()));
+        let all_free =
+            (0..n_ports).all(|offset| first.checked_add(offset).is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()));
         if all_free {
             return first;
         }
@@ -233,10 +232,7 @@ impl Mesh {
             bail!("token create failed ({}): {}", run.code, run.stderr);
         }
         let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
-        Ok((
-            json["token"].as_str().context("token")?.to_owned(),
-            json["ca_fingerprint"].as_str().context("fingerprint")?.to_owned(),
-        ))
+        Ok((json["token"].as_str().context("token")?.to_owned(), json["ca_fingerprint"].as_str().context("fingerprint")?.to_owned()))
     }
 
     /// Runs `pmesh-agent join` for `name`, advertising `127.0.0.1:port`.
@@ -246,8 +242,19 @@ impl Mesh {
         self.command(
             "pmesh-agent",
             &[
-                "join", "--data-dir", data_dir.to_str().expect("utf-8"), "--master", &self.master_address(),
-                "--token", token, "--ca-fingerprint", fingerprint, "--name", name, "--advertise", &advertise,
+                "join",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+                "--master",
+                &self.master_address(),
+                "--token",
+                token,
+                "--ca-fingerprint",
+                fingerprint,
+                "--name",
+                name,
+                "--advertise",
+                &advertise,
             ],
         )
     }
@@ -276,8 +283,19 @@ impl Mesh {
         let run = self.command(
             "pmesh-agent",
             &[
-                "join", "--data-dir", data_dir.to_str().expect("utf-8"), "--master", &self.master_address(),
-                "--token", &token, "--ca-fingerprint", &fingerprint, "--name", name, "--advertise", advertise,
+                "join",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+                "--master",
+                &self.master_address(),
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &fingerprint,
+                "--name",
+                name,
+                "--advertise",
+                advertise,
             ],
         );
         if run.code != 0 {
@@ -306,8 +324,7 @@ impl Mesh {
     /// When it does not come up.
     pub fn start_agent(&self, name: &str, extra: &[&str]) -> anyhow::Result<Daemon> {
         let data_dir = self.agent_dir(name);
-        let enrolment: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(data_dir.join("agent.json"))?)?;
+        let enrolment: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("agent.json"))?)?;
         let advertise = enrolment["advertise"].as_str().context("advertise")?.to_owned();
         let mut args = vec!["run", "--data-dir", data_dir.to_str().expect("utf-8"), "--listen", &advertise];
         args.extend_from_slice(extra);
@@ -332,9 +349,11 @@ impl Mesh {
 
     /// The status (`up`, `down`, `unknown`) of agent `name`, if listed.
     pub fn status(&self, name: &str) -> Option<String> {
-        self.agents().ok()?.into_iter().find(|agent| agent["name"] == name).map(|agent| {
-            agent["status"].as_str().unwrap_or_default().to_owned()
-        })
+        self.agents()
+            .ok()?
+            .into_iter()
+            .find(|agent| agent["name"] == name)
+            .map(|agent| agent["status"].as_str().unwrap_or_default().to_owned())
     }
 }
 

@@ -32,7 +32,12 @@ fn lab(names: &[&str]) -> anyhow::Result<(Mesh, Daemon, Vec<Daemon>)> {
 }
 
 fn run_id_of(stdout: &str) -> String {
-    stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next()).expect("run id printed").to_owned()
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("run id printed")
+        .to_owned()
 }
 
 /// Follows a run to its end: its exit code and every event.
@@ -65,26 +70,38 @@ fn runs_fetch_once_verify_mount_read_only_and_report_bytes_and_a_later_run_moves
     for run_id in &run_ids {
         let (code, events) = watch(&mesh, run_id);
         assert_eq!(code, 0, "{events:#?}");
-        let logs: Vec<&str> = events.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+        let logs: Vec<&str> =
+            events.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
         assert!(logs.iter().any(|line| *line == format!("{SHA256}  /artifacts/generated.bin")), "the step read the artifact: {logs:?}");
         assert!(!logs.contains(&"writable"), "the artifact is mounted read-only");
-        let transfers: Vec<&serde_json::Value> = events.iter().filter(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_PROGRESS").collect();
+        let transfers: Vec<&serde_json::Value> =
+            events.iter().filter(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_PROGRESS").collect();
         // The run that did not download waited for the other's transfer; the one that did
         // reports its bytes, ending at the whole artifact.
         if let Some(last) = transfers.last() {
             assert_eq!((last["done_bytes"].as_u64(), last["total_bytes"].as_u64()), (Some(SIZE as u64), Some(SIZE as u64)), "{last:#}");
             assert!(last["text"].as_str().is_some_and(|text| text.starts_with("3.0 MiB of 3.0 MiB")), "{last:#}");
         }
-        assert!(events.iter().any(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_STEP_SUCCEEDED"), "{events:#?}");
+        assert!(
+            events.iter().any(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_STEP_SUCCEEDED"),
+            "{events:#?}"
+        );
     }
     assert_eq!(server.requests().len(), 1, "two runs at once downloaded it once: {:?}", server.requests());
-    assert_eq!(std::fs::read(mesh.agent_dir("pc-1").join("artifacts/sha256").join(SHA256))?, *content, "the cache holds the verified bytes");
+    assert_eq!(
+        std::fs::read(mesh.agent_dir("pc-1").join("artifacts/sha256").join(SHA256))?,
+        *content,
+        "the cache holds the verified bytes"
+    );
     assert!(cache(&mesh, "pc-1", "partial").is_empty());
 
     // A later run, and a plan, find it in the cache.
     let plan = mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &third.0, "-p", &url, "--plan", "-o", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout)?;
-    assert_eq!(plan["pc-1"]["actions"][0], serde_json::json!({ "kind": "artifact", "name": "generated", "action": "cached", "detail": "" }));
+    assert_eq!(
+        plan["pc-1"]["actions"][0],
+        serde_json::json!({ "kind": "artifact", "name": "generated", "action": "cached", "detail": "" })
+    );
     let again = mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &third.0, "-p", &url]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
     assert_eq!(server.requests().len(), 1, "a cached artifact moves no byte");
@@ -126,11 +143,13 @@ fn an_agent_killed_mid_download_resumes_it_with_a_range_request() -> anyhow::Res
     // About three seconds for the whole file: time to kill the agent in the middle.
     let server = FileServer::start(content.clone(), Behaviour { bytes_per_second: Some(1024 * 1024), ..Behaviour::default() });
     let instance = Instance::new("resume");
-    let started = mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &instance.0, "-p", &format!("url={}", server.url()), "--detach"]);
+    let started =
+        mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &instance.0, "-p", &format!("url={}", server.url()), "--detach"]);
     assert_eq!(started.code, 0, "{}", started.stderr);
     let run_id = run_id_of(&started.stdout);
 
-    let partial_len = || cache(&mesh, "pc-1", "partial").iter().filter_map(|path| std::fs::metadata(path).ok()).map(|meta| meta.len()).max().unwrap_or(0);
+    let partial_len =
+        || cache(&mesh, "pc-1", "partial").iter().filter_map(|path| std::fs::metadata(path).ok()).map(|meta| meta.len()).max().unwrap_or(0);
     wait_until("a partial download of 512 KiB", Duration::from_secs(30), || partial_len() >= 512 * 1024)?;
     agents[0].kill();
     let kept = partial_len();

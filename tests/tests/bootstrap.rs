@@ -40,11 +40,9 @@ fn systemd_host(tag: &str, network: &Network) -> Host {
 
 /// What a bootstrap would have left behind on `host`, if anything.
 fn traces(host: &Host) -> String {
-    host.sh(
-        "for path in /usr/local/bin/pmesh-agent /etc/systemd/system/pmesh-agent.service /usr/lib/sysusers.d/pmesh.conf \
+    host.sh("for path in /usr/local/bin/pmesh-agent /etc/systemd/system/pmesh-agent.service /usr/lib/sysusers.d/pmesh.conf \
          /etc/pmesh /var/lib/pmesh-agent; do [ -e $path ] && echo $path; done; \
-         getent passwd pmesh-agent; ls /var/tmp | grep pmesh; true",
-    )
+         getent passwd pmesh-agent; ls /var/tmp | grep pmesh; true")
 }
 
 fn agent_pid(host: &Host) -> String {
@@ -81,7 +79,8 @@ impl Lab {
         let listener = std::net::TcpListener::bind((ip, 0)).expect("binding the master's address");
         let master_port = listener.local_addr().expect("address").port();
         drop(listener);
-        let mesh = Mesh { dir: tempfile::tempdir().expect("temp dir"), master_port, check_interval: "1s".into(), extra_serve_args: Vec::new() };
+        let mesh =
+            Mesh { dir: tempfile::tempdir().expect("temp dir"), master_port, check_interval: "1s".into(), extra_serve_args: Vec::new() };
         let address = format!("{ip}:{master_port}");
         let init = mesh.pmesh(&["ca", "init", "--listen", &address]);
         assert_eq!(init.code, 0, "ca init: {}", init.stderr);
@@ -153,9 +152,17 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     assert_eq!(lab.host.sh("systemctl is-active pmesh-agent"), "active");
     assert_eq!(lab.host.sh("systemctl is-enabled pmesh-agent"), "enabled");
     assert_eq!(lab.host.sh("ps -o user= -p $(systemctl show -p MainPID --value pmesh-agent)"), "pmesh-agent");
-    assert_eq!(lab.host.sh("stat -c '%a %U' /var/lib/pmesh-agent/identity/agent.pem"), "600 pmesh-agent", "the key was made on the host, private");
+    assert_eq!(
+        lab.host.sh("stat -c '%a %U' /var/lib/pmesh-agent/identity/agent.pem"),
+        "600 pmesh-agent",
+        "the key was made on the host, private"
+    );
     let status = lab.host.sh("grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/$(systemctl show -p MainPID --value pmesh-agent)/status");
-    assert_eq!(status.split_whitespace().collect::<Vec<_>>(), ["CapEff:", "0000000000000000", "NoNewPrivs:", "1", "Seccomp:", "2"], "{status}");
+    assert_eq!(
+        status.split_whitespace().collect::<Vec<_>>(),
+        ["CapEff:", "0000000000000000", "NoNewPrivs:", "1", "Seccomp:", "2"],
+        "{status}"
+    );
     let listed = lab.listed("pc-a").expect("pc-a is listed");
     assert_eq!(listed["status"], "up", "{listed}");
     assert_eq!(listed["address"], format!("{}:7444", lab.host.ip), "{listed}");
@@ -166,7 +173,11 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     let pid = agent_pid(&lab.host);
     let second = lab.bootstrap(&target, &["--identity", key], "");
     assert_success(&second, "the second bootstrap");
-    assert!(second.stdout.contains(&format!("nothing changed: {} is already a pattern controller (agent pc-a)", lab.host.ip)), "{}", second.stdout);
+    assert!(
+        second.stdout.contains(&format!("nothing changed: {} is already a pattern controller (agent pc-a)", lab.host.ip)),
+        "{}",
+        second.stdout
+    );
     assert!(!second.stdout.contains("done"), "{}", second.stdout);
     assert_eq!(agent_pid(&lab.host), pid, "the agent was not restarted");
 
@@ -220,14 +231,20 @@ fn by_password_through_sudo_and_no_secret_shows_in_output_processes_logs_or_stat
         let (seen, running) = (seen.clone(), running.clone());
         std::thread::spawn(move || {
             while running.load(Ordering::Relaxed) {
-                let leaks = process_arguments().into_iter().filter(|args| args.contains(PASSWORD) || (args.contains("pmt_") && !other_harness(args)));
+                let leaks = process_arguments()
+                    .into_iter()
+                    .filter(|args| args.contains(PASSWORD) || (args.contains("pmt_") && !other_harness(args)));
                 let mut seen = seen.lock().expect("lock");
                 seen.0 += 1;
                 seen.1.extend(leaks);
             }
         })
     };
-    let run = lab.bootstrap(&target, &["--password-stdin", "--accept-new-host-key", "--name", "pc-b", "--label", "site=lab"], &format!("{PASSWORD}\n"));
+    let run = lab.bootstrap(
+        &target,
+        &["--password-stdin", "--accept-new-host-key", "--name", "pc-b", "--label", "site=lab"],
+        &format!("{PASSWORD}\n"),
+    );
     running.store(false, Ordering::Relaxed);
     watcher.join().expect("watcher");
     assert_success(&run, "bootstrap by password");
@@ -249,7 +266,10 @@ fn by_password_through_sudo_and_no_secret_shows_in_output_processes_logs_or_stat
         assert!(!text.contains(PASSWORD), "the password shows in {what}");
         assert!(!text.contains("pmt_"), "a join token shows in {what}");
     }
-    assert!(lab.host.ok("grep -rl -- 'Tr0ub4dor' /var/lib/pmesh-agent /etc/pmesh /var/tmp || true").is_empty(), "the password is stored on the host");
+    assert!(
+        lab.host.ok("grep -rl -- 'Tr0ub4dor' /var/lib/pmesh-agent /etc/pmesh /var/tmp || true").is_empty(),
+        "the password is stored on the host"
+    );
     assert!(!tree_contains(&lab.mesh.master_dir(), PASSWORD.as_bytes()), "the password is stored by the master");
 }
 
@@ -268,7 +288,11 @@ fn host_keys_unknown_changed_or_not_the_pinned_one_are_refused_and_an_expired_pa
     let rsa = lab.host.authorise_key_of_type("root", "rsa", lab.dir());
     let refused = lab.bootstrap(&target, &["--identity", rsa.to_str().expect("utf-8"), "--dry-run"], "");
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("holds an SSH key of type RSA") && refused.stderr.contains("ssh-keygen -t ed25519"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("holds an SSH key of type RSA") && refused.stderr.contains("ssh-keygen -t ed25519"),
+        "{}",
+        refused.stderr
+    );
 
     let unknown = lab.bootstrap(&target, &["--identity", key, "--dry-run"], "");
     assert_eq!(unknown.code, 5, "{}", unknown.stderr);
@@ -288,12 +312,14 @@ fn host_keys_unknown_changed_or_not_the_pinned_one_are_refused_and_an_expired_pa
     assert_success(&pinned, "a dry run with the pinned key");
 
     // A user whose password has expired: sshd lets the key in but runs nothing.
-    lab.host.ok(
-        "useradd -m -s /bin/bash stale && echo 'stale:Old-pass-123' | chpasswd && chage -d 0 stale && \
-         echo 'stale ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/stale",
-    );
+    lab.host.ok("useradd -m -s /bin/bash stale && echo 'stale:Old-pass-123' | chpasswd && chage -d 0 stale && \
+         echo 'stale ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/stale");
     let stale_key = lab.host.authorise_key("stale", lab.dir());
-    let stale = lab.bootstrap(&format!("stale@{}", lab.host.ip), &["--identity", stale_key.to_str().expect("utf-8"), "--host-key", &fingerprint], "");
+    let stale = lab.bootstrap(
+        &format!("stale@{}", lab.host.ip),
+        &["--identity", stale_key.to_str().expect("utf-8"), "--host-key", &fingerprint],
+        "",
+    );
     assert_eq!(stale.code, 2, "{}\n{}", stale.stdout, stale.stderr);
     assert!(stale.stderr.contains("the password of stale on") && stale.stderr.contains("has expired"), "{}", stale.stderr);
 
@@ -418,7 +444,8 @@ fn a_dns_pattern_runs_on_a_bootstrapped_agent_and_its_containers_survive_an_upgr
     });
     let host = &lab.host;
     host.add_docker_group();
-    let config = format!("listen = \"127.0.0.1:{agent_port}\"\n\n[images.rewrite]\n\"internetsystemsconsortium/bind9:9.18\" = \"{TOOLS_IMAGE}\"\n");
+    let config =
+        format!("listen = \"127.0.0.1:{agent_port}\"\n\n[images.rewrite]\n\"internetsystemsconsortium/bind9:9.18\" = \"{TOOLS_IMAGE}\"\n");
     host.write_file("/etc/pmesh/agent.toml", "0644", &config);
     let drop_in = format!(
         "# Written by pmesh's bootstrap test: the data directory at a path this machine's Docker engine sees too.\n\
@@ -440,7 +467,22 @@ fn a_dns_pattern_runs_on_a_bootstrapped_agent_and_its_containers_survive_an_upgr
     let values = lab.dir().join("values.yaml");
     std::fs::write(&values, "records:\n  - www A 10.0.0.7\n  - vcsa A 10.0.0.10\n").expect("values");
     let (listen_port, values) = (format!("listen_port={dns_port}"), values.to_str().expect("utf-8"));
-    let run_dns = || lab.mesh.pmesh(&["run", "dns", "--on", "pc-dns", "--instance", &instance.0, "-p", "zone=lab.test", "-p", &listen_port, "-f", values]);
+    let run_dns = || {
+        lab.mesh.pmesh(&[
+            "run",
+            "dns",
+            "--on",
+            "pc-dns",
+            "--instance",
+            &instance.0,
+            "-p",
+            "zone=lab.test",
+            "-p",
+            &listen_port,
+            "-f",
+            values,
+        ])
+    };
     let journal = || host.sh("journalctl -u pmesh-agent --no-pager -o cat | tail -30");
     let run = run_dns();
     assert_eq!(run.code, 0, "pmesh run dns\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}", run.stdout, run.stderr, journal());
@@ -471,7 +513,14 @@ fn a_dns_pattern_runs_on_a_bootstrapped_agent_and_its_containers_survive_an_upgr
 
     // The upgraded agent serves the master: the same run again finds every container current.
     let again = run_dns();
-    assert_eq!(again.code, 0, "pmesh run dns after the upgrade\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}", again.stdout, again.stderr, journal());
+    assert_eq!(
+        again.code,
+        0,
+        "pmesh run dns after the upgrade\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}",
+        again.stdout,
+        again.stderr,
+        journal()
+    );
     assert!(again.stdout.contains("named          unchanged"), "{}", again.stdout);
     assert_eq!(instance_containers(&instance.0), containers);
     assert_eq!(lab.listed("pc-dns").expect("listed")["status"], "up");
@@ -531,7 +580,11 @@ fn the_photon_path_installs_docker_with_tdnf_and_persists_the_firewall_rule() {
     let run = lab.bootstrap(&target, &["--identity", key, "--accept-new-host-key"], "");
     assert_success(&run, "bootstrap on the Photon stand-in");
     assert!(run.stdout.contains("[docker] install Docker with tdnf, then enable and start docker.service ... done"), "{}", run.stdout);
-    assert!(run.stdout.contains("[firewall] open tcp/7444: a live iptables rule, persisted in /etc/systemd/scripts/ip4save ... done"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("[firewall] open tcp/7444: a live iptables rule, persisted in /etc/systemd/scripts/ip4save ... done"),
+        "{}",
+        run.stdout
+    );
     let calls = host.ok("cat /var/log/stand-ins.log");
     assert!(calls.lines().any(|call| call == "tdnf -y -q install docker"), "{calls}");
     assert!(calls.lines().any(|call| call == "iptables -I INPUT -p tcp --dport 7444 -j ACCEPT"), "{calls}");

@@ -77,7 +77,10 @@ fn files_are_verified_listed_read_from_an_offset_and_kept_while_needed() -> anyh
 
     let artifacts = listed(&mesh);
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-    assert_eq!((&artifacts[0]["sha256"], &artifacts[0]["size"], &artifacts[0]["needed_by"]), (&serde_json::json!(SHA256), &serde_json::json!(SIZE), &serde_json::json!([])));
+    assert_eq!(
+        (&artifacts[0]["sha256"], &artifacts[0]["size"], &artifacts[0]["needed_by"]),
+        (&serde_json::json!(SHA256), &serde_json::json!(SIZE), &serde_json::json!([]))
+    );
     let run = ok(mesh.pmesh(&["artifact", "ls"]), "artifact ls");
     let row = run.stdout.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(row[..5], ["generated,generated-bin", &SHA256[..12], "3.0", "MiB", "-"], "{}", run.stdout);
@@ -88,7 +91,11 @@ fn files_are_verified_listed_read_from_an_offset_and_kept_while_needed() -> anyh
     assert_eq!(listed(&mesh)[0]["needed_by"], serde_json::json!(["needs-artifact@1.0.0"]));
     let run = mesh.pmesh(&["artifact", "rm", "generated"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("needed by the registered pattern(s) needs-artifact@1.0.0") && run.stderr.contains("--force"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("needed by the registered pattern(s) needs-artifact@1.0.0") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(depot_files(&mesh, "sha256"), vec![SHA256.to_owned()]);
     let run = mesh.pmesh(&["artifact", "rm", "no-such-artifact"]);
     assert_eq!(run.code, 1, "{run:?}");

@@ -34,7 +34,12 @@ fn events(mesh: &Mesh, run_id: &str) -> Vec<serde_json::Value> {
 }
 
 fn run_id_of(stdout: &str) -> String {
-    stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next()).expect("run id printed").to_owned()
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("run id printed")
+        .to_owned()
 }
 
 /// Per agent, the sequence numbers the master stored must be contiguous and unique.
@@ -104,14 +109,22 @@ fn a_plan_changes_nothing_and_says_what_a_run_would_do_then_what_it_would_leave_
         Ok(serde_json::from_str(&plan.stdout)?)
     };
     let actions = |plan: &serde_json::Value, agent: &str| -> Vec<(String, String)> {
-        plan[agent]["actions"].as_array().into_iter().flatten().map(|action| (action["name"].as_str().unwrap_or_default().to_owned(), action["action"].as_str().unwrap_or_default().to_owned())).collect()
+        plan[agent]["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|action| {
+                (action["name"].as_str().unwrap_or_default().to_owned(), action["action"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
     };
 
     let before = plan_json(&mesh)?;
     for agent in ["pc-1", "pc-2"] {
         assert_eq!(
             actions(&before, agent),
-            [("pmesh-test/tools:bookworm-1", "present"), ("first", "create"), ("second", "create"), ("third", "create")].map(|(name, action)| (name.to_owned(), action.to_owned())),
+            [("pmesh-test/tools:bookworm-1", "present"), ("first", "create"), ("second", "create"), ("third", "create")]
+                .map(|(name, action)| (name.to_owned(), action.to_owned())),
             "{before:#}"
         );
     }
@@ -122,14 +135,25 @@ fn a_plan_changes_nothing_and_says_what_a_run_would_do_then_what_it_would_leave_
         assert!(!mesh.agent_dir(agent).join("instances").exists(), "a plan renders no file on {agent}");
     }
     let text = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "--plan"]);
-    assert!(text.stdout.contains("3 create, 1 present") && text.stdout.contains("nothing was pushed, started or changed"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("3 create, 1 present") && text.stdout.contains("nothing was pushed, started or changed"),
+        "{}",
+        text.stdout
+    );
 
     // After a run on pc-1 only, pc-1 would leave its steps alone and pc-2 would still create them.
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let after = plan_json(&mesh)?;
-    assert_eq!(actions(&after, "pc-1")[1..], [("first", "unchanged"), ("second", "unchanged"), ("third", "unchanged")].map(|(name, action)| (name.to_owned(), action.to_owned())));
-    assert_eq!(actions(&after, "pc-2")[1..], [("first", "create"), ("second", "create"), ("third", "create")].map(|(name, action)| (name.to_owned(), action.to_owned())));
+    assert_eq!(
+        actions(&after, "pc-1")[1..],
+        [("first", "unchanged"), ("second", "unchanged"), ("third", "unchanged")]
+            .map(|(name, action)| (name.to_owned(), action.to_owned()))
+    );
+    assert_eq!(
+        actions(&after, "pc-2")[1..],
+        [("first", "create"), ("second", "create"), ("third", "create")].map(|(name, action)| (name.to_owned(), action.to_owned()))
+    );
 
     // A changed parameter changes the steps' specs: the plan says they would be replaced.
     let changed = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "--plan", "-p", "lines=4", "-o", "json"]);
@@ -159,12 +183,22 @@ fn a_run_draws_bars_on_a_terminal_and_lines_in_a_pipe() -> anyhow::Result<()> {
         assert!(screen.contains(&format!("pc-1 {step}")), "a bar for {step}: {screen:?}");
     }
     assert!(screen.contains("succeeded"), "the bars end with the step's outcome: {screen:?}");
-    assert!(!screen.lines().any(|line| line.starts_with("20") && line.contains(" pc-1 ")), "no timestamped event lines on a terminal: {screen:?}");
+    assert!(
+        !screen.lines().any(|line| line.starts_with("20") && line.contains(" pc-1 ")),
+        "no timestamped event lines on a terminal: {screen:?}"
+    );
 
     let piped = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "lines=2"]);
     assert_eq!(piped.code, 0, "{}", piped.stderr);
     assert!(!piped.stdout.contains('\u{1b}'), "no escape codes in a pipe: {:?}", piped.stdout);
-    assert!(piped.stdout.lines().any(|line| line.starts_with("20") && line.contains("pc-1") && line.contains("third") && line.contains("unchanged")), "{}", piped.stdout);
+    assert!(
+        piped
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("20") && line.contains("pc-1") && line.contains("third") && line.contains("unchanged")),
+        "{}",
+        piped.stdout
+    );
     Ok(())
 }
 
@@ -186,7 +220,8 @@ fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
     assert_eq!(watch.code, 0, "the run completes: {}\n{}", watch.stdout, watch.stderr);
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let lines: Vec<&str> =
+        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
     assert_eq!(lines.len(), 12, "every line once: {lines:?}");
     Ok(())
 }
@@ -241,8 +276,10 @@ fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
     assert_eq!(watch.code, 0, "{}\n{}", watch.stdout, watch.stderr);
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
-    let expected: Vec<String> = ["first", "second", "third"].iter().flat_map(|step| (1..=12).map(move |line| format!("{step}-{line}"))).collect();
+    let lines: Vec<&str> =
+        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let expected: Vec<String> =
+        ["first", "second", "third"].iter().flat_map(|step| (1..=12).map(move |line| format!("{step}-{line}"))).collect();
     assert_eq!(lines, expected, "every line, in order, once");
     Ok(())
 }
@@ -280,8 +317,10 @@ fn a_killed_agent_readopts_its_running_container() -> anyhow::Result<()> {
     assert_eq!(started_at(&container), before, "the same container, never restarted");
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
-    let expected: Vec<String> = ["first", "second", "third"].iter().flat_map(|step| (1..=6).map(move |line| format!("{step}-{line}"))).collect();
+    let lines: Vec<&str> =
+        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let expected: Vec<String> =
+        ["first", "second", "third"].iter().flat_map(|step| (1..=6).map(move |line| format!("{step}-{line}"))).collect();
     assert_eq!(lines, expected, "every line, in order, once");
     Ok(())
 }

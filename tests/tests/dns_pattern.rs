@@ -50,7 +50,21 @@ impl Lab {
     }
 
     fn dig(&self, name: &str) -> String {
-        docker(&["run", "--rm", "--network", "host", TOOLS_IMAGE, "dig", "+short", "+time=2", "+tries=3", "@127.0.0.1", "-p", &self.port.to_string(), name])
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            TOOLS_IMAGE,
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=3",
+            "@127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            name,
+        ])
     }
 
     fn named_id(&self) -> String {

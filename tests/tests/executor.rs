@@ -88,7 +88,12 @@ impl Harness {
     }
 
     /// Applies `plan`, calling `on_event` with each event and the run's cancel token.
-    fn apply_with(&self, plan: Plan, secrets: Vec<String>, on_event: impl Fn(&Event, &CancellationToken) + Send + 'static) -> (Outcome, Vec<Event>) {
+    fn apply_with(
+        &self,
+        plan: Plan,
+        secrets: Vec<String>,
+        on_event: impl Fn(&Event, &CancellationToken) + Send + 'static,
+    ) -> (Outcome, Vec<Event>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let runner = Runner::new(self.driver.clone(), tx, secrets);
         let cancel = CancellationToken::new();
@@ -117,7 +122,9 @@ impl Harness {
 
 fn failed<'a>(events: &'a [Event], step_name: &str) -> Option<(&'a str, Option<i64>, &'a [String])> {
     events.iter().find_map(|event| match &event.kind {
-        EventKind::StepFailed { step, reason, exit_code, tail } if step == step_name => Some((reason.as_str(), *exit_code, tail.as_slice())),
+        EventKind::StepFailed { step, reason, exit_code, tail } if step == step_name => {
+            Some((reason.as_str(), *exit_code, tail.as_slice()))
+        }
         _ => None,
     })
 }
@@ -174,9 +181,29 @@ fn service_exec_wait_and_run_steps_succeed_in_order() {
     dns.ports = vec![PortSpec { container_port: 53, host_port: port, host_ip: Some("127.0.0.1".into()), protocol: Protocol::Udp }];
     let mut steps = vec![
         step("dns", &[], Action::Service(dns)),
-        step("check", &["dns"], Action::Exec { service: "dns".into(), command: vec!["named-checkzone".into(), "lab.test".into(), "/cfg/db.lab.test".into()], env: vec![] }),
-        step("ready", &["dns"], Action::Wait { probe: Probe::Dns { server: "127.0.0.1".into(), port, name: "lab.test".into(), record_type: "SOA".into() }, deadline: Duration::from_secs(30), interval: Duration::from_millis(200) }),
-        step("client", &["ready", "check"], Action::Run(container(&["sh", "-c", "dig +short @dns www.lab.test && echo 'Progress: 50%' && echo 'Progress: 100%'"]))),
+        step(
+            "check",
+            &["dns"],
+            Action::Exec {
+                service: "dns".into(),
+                command: vec!["named-checkzone".into(), "lab.test".into(), "/cfg/db.lab.test".into()],
+                env: vec![],
+            },
+        ),
+        step(
+            "ready",
+            &["dns"],
+            Action::Wait {
+                probe: Probe::Dns { server: "127.0.0.1".into(), port, name: "lab.test".into(), record_type: "SOA".into() },
+                deadline: Duration::from_secs(30),
+                interval: Duration::from_millis(200),
+            },
+        ),
+        step(
+            "client",
+            &["ready", "check"],
+            Action::Run(container(&["sh", "-c", "dig +short @dns www.lab.test && echo 'Progress: 50%' && echo 'Progress: 100%'"])),
+        ),
     ];
     steps[3].progress = vec![regex::Regex::new(r"Progress: (\d+)%").unwrap()];
     let plan = plan(&instance, "run-1", steps);
@@ -186,7 +213,13 @@ fn service_exec_wait_and_run_steps_succeed_in_order() {
     assert!(logs(&events, "check").iter().any(|line| line.contains("loaded serial 1")), "{:?}", logs(&events, "check"));
     assert!(logs(&events, "client").contains(&"10.0.0.7".to_string()), "{:?}", logs(&events, "client"));
     assert!(logs(&events, "dns").iter().any(|line| line.contains("running")), "service output is streamed");
-    let percents: Vec<f32> = events.iter().filter_map(|event| match &event.kind { EventKind::Progress { percent, .. } => Some(*percent), _ => None }).collect();
+    let percents: Vec<f32> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Progress { percent, .. } => Some(*percent),
+            _ => None,
+        })
+        .collect();
     assert_eq!(percents, [50.0, 100.0]);
     // Order: client started only after both of its needs succeeded.
     let position = |wanted: &dyn Fn(&EventKind) -> bool| events.iter().position(|event| wanted(&event.kind)).expect("event present");
@@ -210,7 +243,12 @@ fn a_fast_writer_loses_no_line_across_log_rotation() {
     let (outcome, events) = harness.apply(plan, vec![]);
     assert_eq!(outcome, Outcome::Succeeded);
     let lines = logs(&events, "flood");
-    assert_eq!(lines.len(), 300_000, "first missing line: {:?}", lines.iter().enumerate().find(|(index, line)| **line != (index + 1).to_string()));
+    assert_eq!(
+        lines.len(),
+        300_000,
+        "first missing line: {:?}",
+        lines.iter().enumerate().find(|(index, line)| **line != (index + 1).to_string())
+    );
     assert!(lines.iter().enumerate().all(|(index, line)| *line == (index + 1).to_string()), "lines arrive in order");
 }
 
@@ -221,7 +259,11 @@ fn a_failing_run_step_reports_exit_code_and_log_tail() {
     let script = "for i in $(seq 1 30); do echo line-$i; done; echo token=s3cr3t-value; exit 7";
     let mut failing = container(&["sh", "-c", script]);
     failing.env = vec![EnvVar { name: "TOKEN".into(), value: EnvValue::Secret(pmesh_proto::pattern::Secret::new("s3cr3t-value")) }];
-    let plan = plan(&instance, "run-1", vec![step("boom", &[], Action::Run(failing)), step("after", &["boom"], Action::Run(container(&["true"])))]);
+    let plan = plan(
+        &instance,
+        "run-1",
+        vec![step("boom", &[], Action::Run(failing)), step("after", &["boom"], Action::Run(container(&["true"])))],
+    );
     let _cleanup = Cleanup(&harness, plan.clone());
     let (outcome, events) = harness.apply(plan, vec!["s3cr3t-value".into()]);
     assert_eq!(outcome, Outcome::Failed);
@@ -256,10 +298,14 @@ fn a_step_past_its_timeout_is_stopped() {
 fn cancel_stops_every_container_of_the_run() {
     let harness = Harness::new();
     let instance = unique_instance("cancel");
-    let plan = plan(&instance, "run-1", vec![
-        step("svc", &[], Action::Service(container(&["sleep", "300"]))),
-        step("long", &["svc"], Action::Run(container(&["sleep", "300"]))),
-    ]);
+    let plan = plan(
+        &instance,
+        "run-1",
+        vec![
+            step("svc", &[], Action::Service(container(&["sleep", "300"]))),
+            step("long", &["svc"], Action::Run(container(&["sleep", "300"]))),
+        ],
+    );
     let _cleanup = Cleanup(&harness, plan.clone());
     let (outcome, events) = harness.apply_with(plan, vec![], |event, cancel| {
         if matches!(&event.kind, EventKind::StepStarted { step, .. } if step == "long") {
@@ -285,7 +331,13 @@ fn a_retried_step_succeeds_on_its_second_attempt() {
     let _cleanup = Cleanup(&harness, plan.clone());
     let (outcome, events) = harness.apply(plan, vec![]);
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
-    let attempts: Vec<u32> = events.iter().filter_map(|event| match &event.kind { EventKind::StepStarted { attempt, .. } => Some(*attempt), _ => None }).collect();
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::StepStarted { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
     assert_eq!(attempts, [1, 2]);
     assert!(events.iter().any(|event| matches!(&event.kind, EventKind::StepRetrying { reason, .. } if reason == "exited with code 3")));
 }
@@ -297,11 +349,15 @@ fn applying_again_converges_and_destroy_removes_only_the_instance() {
     let build = |value: &str| {
         let mut first = container(&["sleep", "300"]);
         first.env = vec![EnvVar { name: "VALUE".into(), value: EnvValue::Plain(value.into()) }];
-        plan(&instance, "run-x", vec![
-            step("changing", &[], Action::Service(first)),
-            step("steady", &[], Action::Service(container(&["sleep", "301"]))),
-            step("once", &[], Action::Run(container(&["true"]))),
-        ])
+        plan(
+            &instance,
+            "run-x",
+            vec![
+                step("changing", &[], Action::Service(first)),
+                step("steady", &[], Action::Service(container(&["sleep", "301"]))),
+                step("once", &[], Action::Run(container(&["true"]))),
+            ],
+        )
     };
     let _cleanup = Cleanup(&harness, build("a"));
     let id_of = |name: &str| docker(&["inspect", "-f", "{{.Id}}", &format!("pmesh-{instance}-{name}")]);

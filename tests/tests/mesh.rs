@@ -54,9 +54,7 @@ fn a_stopped_agent_goes_down_and_comes_back_up() -> anyhow::Result<()> {
 
     agent.kill();
     // One check interval is 1 s; allow scheduling slack on a loaded 2-core machine.
-    wait_until("pc-1 down within a check interval", Duration::from_secs(4), || {
-        mesh.status("pc-1").as_deref() == Some("down")
-    })?;
+    wait_until("pc-1 down within a check interval", Duration::from_secs(4), || mesh.status("pc-1").as_deref() == Some("down"))?;
     let show = mesh.pmesh(&["agents", "show", "pc-1", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_str(&show.stdout)?;
     assert!(json["last_error"].as_str().unwrap_or_default().contains("refused"), "{json}");

@@ -74,10 +74,7 @@ fn shell_scripts(dir: &Path, found: &mut Vec<PathBuf>) {
 }
 
 fn shellcheck(path: &Path) -> Run {
-    assert!(
-        on_path("shellcheck"),
-        "shellcheck is missing: install it with `apt-get install -y shellcheck` (.ci/run does)"
-    );
+    assert!(on_path("shellcheck"), "shellcheck is missing: install it with `apt-get install -y shellcheck` (.ci/run does)");
     Command::new("shellcheck").arg(path).output().expect("running shellcheck").into()
 }
 
@@ -406,17 +403,13 @@ fn first_boot_joins_with_the_token_in_the_environment_only_then_runs_no_more() {
     // VMware Tools: vmtoolsd failed, vmware-rpctool answered, and the token was cleared.
     assert!(sandbox.log("vmtoolsd.log").contains("info-get guestinfo.ovfEnv"));
     let rpc = sandbox.log("vmware-rpctool.log");
-    assert!(
-        rpc.contains("info-get guestinfo.ovfEnv\n") && rpc.contains("info-set guestinfo.pmesh.token ''\n"),
-        "{rpc}"
-    );
+    assert!(rpc.contains("info-get guestinfo.ovfEnv\n") && rpc.contains("info-set guestinfo.pmesh.token ''\n"), "{rpc}");
 
     // The static network, readable by systemd-networkd, applied live.
     let network = sandbox.root().join("etc/systemd/network/10-pmesh-static.network");
     assert_eq!(mode(&network), 0o644);
     let text = read(&network);
-    for line in ["[Match]\nName=eth0\n", "Address=10.0.0.50/24\n", "Gateway=10.0.0.1\n", "DNS=10.0.0.2\nDNS=10.0.0.3\n"]
-    {
+    for line in ["[Match]\nName=eth0\n", "Address=10.0.0.50/24\n", "Gateway=10.0.0.1\n", "DNS=10.0.0.2\nDNS=10.0.0.3\n"] {
         assert!(text.contains(line), "{line:?} not in:\n{text}");
     }
     assert_eq!(sandbox.log("networkctl.log"), "reload\nreconfigure eth0\n");
@@ -449,17 +442,13 @@ fn first_boot_joins_with_the_token_in_the_environment_only_then_runs_no_more() {
     assert!(sandbox.marker().exists());
 
     // The marker makes the second run a no-op: no command runs, no file changes.
-    let logs_before: Vec<String> = ["systemctl.log", "iptables.log", "vmware-rpctool.log", "networkctl.log"]
-        .iter()
-        .map(|name| sandbox.log(name))
-        .collect();
+    let logs_before: Vec<String> =
+        ["systemctl.log", "iptables.log", "vmware-rpctool.log", "networkctl.log"].iter().map(|name| sandbox.log(name)).collect();
     let again = sandbox.first_boot(&[]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("already done"), "{again:?}");
-    let logs_after: Vec<String> = ["systemctl.log", "iptables.log", "vmware-rpctool.log", "networkctl.log"]
-        .iter()
-        .map(|name| sandbox.log(name))
-        .collect();
+    let logs_after: Vec<String> =
+        ["systemctl.log", "iptables.log", "vmware-rpctool.log", "networkctl.log"].iter().map(|name| sandbox.log(name)).collect();
     assert_eq!(logs_before, logs_after);
     assert_eq!(sandbox.n_joins(), 1);
     assert_eq!(read(&sandbox.ip4save()), ip4save_with_rule());
@@ -547,9 +536,7 @@ fn with_dhcp_the_advertised_address_is_the_one_towards_the_master() {
     let fixture = sandbox.dir.path().join("dhcp.xml");
     let dhcp: String = sample_ovfenv()
         .lines()
-        .filter(|line| {
-            !["pmesh.ip", "pmesh.netmask", "pmesh.gateway", "pmesh.dns"].iter().any(|key| line.contains(key))
-        })
+        .filter(|line| !["pmesh.ip", "pmesh.netmask", "pmesh.gateway", "pmesh.dns"].iter().any(|key| line.contains(key)))
         .map(|line| format!("{}\n", line.replace("10.0.0.2:7443", "10.0.0.2")))
         .collect();
     std::fs::write(&fixture, dhcp).expect("writing");
@@ -609,11 +596,8 @@ fn the_first_boot_unit_verifies_and_runs_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = dir.path().join("pmesh-firstboot.service");
     let script_path = photon().join("firstboot/pmesh-firstboot.sh").canonicalize().expect("script path");
-    std::fs::write(
-        &copy,
-        unit.replace("/usr/local/libexec/pmesh/pmesh-firstboot.sh", script_path.to_str().expect("utf-8")),
-    )
-    .expect("writing the unit copy");
+    std::fs::write(&copy, unit.replace("/usr/local/libexec/pmesh/pmesh-firstboot.sh", script_path.to_str().expect("utf-8")))
+        .expect("writing the unit copy");
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&copy)
@@ -720,7 +704,8 @@ fn first_boot_enrols_a_real_systemd_host_and_disables_itself() {
     let init = mesh.pmesh(&["ca", "init", "--listen", &master_address]);
     assert_eq!(init.code, 0, "ca init: {}", init.stderr);
     let master = start_master_on(&mesh, &master_address).unwrap_or_else(|err| panic!("{err:#}"));
-    let host_args = ["--hostname", "pc-fb", "--network", &network.name, "--cap-add", "NET_ADMIN", "-v", "/var/run/docker.sock:/var/run/docker.sock"];
+    let host_args =
+        ["--hostname", "pc-fb", "--network", &network.name, "--cap-add", "NET_ADMIN", "-v", "/var/run/docker.sock:/var/run/docker.sock"];
     let host = Host::start(&name, &host_args, true, &["/lib/systemd/systemd"]);
 
     host.add_docker_group();
@@ -914,10 +899,7 @@ fn check_template_content(text: &str, headers: &[String]) {
         assert!(block.is_some_and(|block| block.contains("sensitive   = true")), "variable {secret} must be sensitive");
     }
     let placeholder = kickstart()["password"]["text"].as_str().expect("password text").to_owned();
-    assert!(
-        text.contains(&format!("\"{placeholder}\"")),
-        "the template must replace the kickstart's placeholder {placeholder}"
-    );
+    assert!(text.contains(&format!("\"{placeholder}\"")), "the template must replace the kickstart's placeholder {placeholder}");
     for source in text.lines().filter_map(|line| line.trim().strip_prefix("source      = \"${path.root}/")) {
         let relative = source.trim_end_matches('"');
         assert!(packer_dir().join(relative).exists(), "the template uploads {relative}, which does not exist");
@@ -949,8 +931,7 @@ fn legacy_full_validate() {
     }
     std::os::unix::fs::symlink(photon().join("../systemd"), mirror.path().join("systemd")).expect("symlink");
     let template = read(&packer_dir().join("pmesh-controller.pkr.hcl"));
-    let stripped: String =
-        template.lines().filter(|line| !line.contains("http_content")).map(|line| format!("{line}\n")).collect();
+    let stripped: String = template.lines().filter(|line| !line.contains("http_content")).map(|line| format!("{line}\n")).collect();
     std::fs::write(packer_copy.join("template.pkr.hcl"), stripped).expect("writing");
     let agent = photon().join("install-appliance.sh");
     #[rustfmt::skip]
@@ -1004,10 +985,7 @@ fn the_template_checks_catch_a_broken_template() {
     let broken = text.replacen("  export {\n", "  export \n", 1);
     assert!(hcl_structure(&broken).is_err(), "the structural check missed an unbalanced brace");
     assert!(hcl_structure("a = \"open\n").is_err());
-    assert_eq!(
-        hcl_structure("/* a\n */ block \"label\" {\n  x = \"${var.a} }\" // }\n}\n"),
-        Ok(vec!["block \"label\"".to_owned()])
-    );
+    assert_eq!(hcl_structure("/* a\n */ block \"label\" {\n  x = \"${var.a} }\" // }\n}\n"), Ok(vec!["block \"label\"".to_owned()]));
     if packer_version().is_some() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("broken.pkr.hcl"), broken).expect("writing");
@@ -1019,26 +997,16 @@ fn the_template_checks_catch_a_broken_template() {
 #[test]
 fn the_ovf_properties_agree_across_script_yaml_and_readme() {
     let script = read(&photon().join("firstboot/pmesh-firstboot.sh"));
-    let list =
-        script.split("known_keys=(").nth(1).and_then(|rest| rest.split(')').next()).expect("known_keys in the script");
+    let list = script.split("known_keys=(").nth(1).and_then(|rest| rest.split(')').next()).expect("known_keys in the script");
     let keys: Vec<&str> = list.split_whitespace().collect();
     assert!(keys.len() >= 9 && keys.iter().all(|key| key.starts_with("pmesh.")), "{keys:?}");
 
     let yaml = read(&photon().join("packer/ova-environment.yaml"));
     assert!(yaml.contains("transports:\n        - com.vmware.guestInfo\n"), "the OVF must use the guestinfo transport");
-    let declared: Vec<&str> = yaml
-        .lines()
-        .filter_map(|line| line.strip_prefix("        ")?.strip_suffix(':'))
-        .filter(|key| key.starts_with("pmesh."))
-        .collect();
+    let declared: Vec<&str> =
+        yaml.lines().filter_map(|line| line.strip_prefix("        ")?.strip_suffix(':')).filter(|key| key.starts_with("pmesh.")).collect();
     assert_eq!(declared, keys, "ova-environment.yaml declares other properties than the script reads");
-    let token_block = yaml
-        .split("        pmesh.token:\n")
-        .nth(1)
-        .expect("pmesh.token")
-        .split("        pmesh.")
-        .next()
-        .unwrap_or_default();
+    let token_block = yaml.split("        pmesh.token:\n").nth(1).expect("pmesh.token").split("        pmesh.").next().unwrap_or_default();
     assert!(token_block.contains("password: true"), "the token must be a password property");
 
     let readme = read(&photon().join("README.md"));

@@ -14,10 +14,7 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 async fn services(address: &str, identity: &Identity, tls: rustls::ClientConfig) -> Vec<String> {
     let dialled = pmesh_rt::net::dial(address, identity, Arc::new(tls), Duration::from_secs(5)).expect("channel");
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut responses = ServerReflectionClient::new(dialled.channel)
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use pmesh_master::cli::client::{failure, CliError};
 use pmesh_master::credentials::Credentials;
-use pmesh_rt::net::dial;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::agent_client::AgentClient;
 use pmesh_proto::v1::master_client::MasterClient;
 use pmesh_proto::v1::{InfoRequest, ListAgentsRequest};
+use pmesh_rt::net::dial;
 use pmesh_tests::{wait_until, Mesh, Run};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,10 +35,8 @@ fn der(pem: &str) -> CertificateDer<'static> {
 fn list_agents_with(mesh: &Mesh, tls: rustls::ClientConfig) -> (tonic::Code, CliError) {
     runtime().block_on(async {
         let dialled = dial(&mesh.master_address(), &Identity::master(), Arc::new(tls), Duration::from_secs(5)).expect("channel");
-        let status = MasterClient::new(dialled.channel.clone())
-            .list_agents(ListAgentsRequest {})
-            .await
-            .expect_err("the call must be refused");
+        let status =
+            MasterClient::new(dialled.channel.clone()).list_agents(ListAgentsRequest {}).await.expect_err("the call must be refused");
         (status.code(), failure("master", status.clone(), dialled.explain(&status)))
     })
 }
@@ -179,7 +177,11 @@ fn an_agent_refuses_an_admin_certificate() -> anyhow::Result<()> {
         AgentClient::new(dialled.channel).info(InfoRequest {}).await.expect_err("refused")
     });
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert!(status.message().contains("admin admin may not call /pmesh.v1.Agent/Info: agents answer only the master"), "{}", status.message());
+    assert!(
+        status.message().contains("admin admin may not call /pmesh.v1.Agent/Info: agents answer only the master"),
+        "{}",
+        status.message()
+    );
     Ok(())
 }
 
@@ -214,10 +216,24 @@ fn re_enrolling_a_name_needs_a_forced_token() -> anyhow::Result<()> {
     let (token, fingerprint) = mesh.token(&[])?;
     let other_dir = mesh.dir.path().join("elsewhere");
     let join = |token: &str| {
-        mesh.command("pmesh-agent", &[
-            "join", "--data-dir", other_dir.to_str().expect("utf-8"), "--master", &mesh.master_address(),
-            "--token", token, "--ca-fingerprint", &fingerprint, "--name", "pc-1", "--advertise", "127.0.0.1:1",
-        ])
+        mesh.command(
+            "pmesh-agent",
+            &[
+                "join",
+                "--data-dir",
+                other_dir.to_str().expect("utf-8"),
+                "--master",
+                &mesh.master_address(),
+                "--token",
+                token,
+                "--ca-fingerprint",
+                &fingerprint,
+                "--name",
+                "pc-1",
+                "--advertise",
+                "127.0.0.1:1",
+            ],
+        )
     };
     assert_refused(&join(&token), "agent \"pc-1\" is already enrolled; to re-enrol it, create a token with --force");
     let (forced, _) = mesh.token(&["--force"])?;
@@ -263,10 +279,9 @@ fn a_tls12_only_client_is_refused() -> anyhow::Result<()> {
     let port = mesh.enrol("pc-1", &[])?;
     let _agent = mesh.start_agent("pc-1", &[])?;
     let admin = admin_credentials(&mesh);
-    for (address, identity) in [
-        (mesh.master_address(), Identity::master()),
-        (format!("127.0.0.1:{port}"), Identity::new(Role::Agent, "pc-1")?),
-    ] {
+    for (address, identity) in
+        [(mesh.master_address(), Identity::master()), (format!("127.0.0.1:{port}"), Identity::new(Role::Agent, "pc-1")?)]
+    {
         let error = runtime().block_on(handshake_tls12(&address, &identity, &admin));
         let explained = pmesh_proto::tls::explain(&error).expect("a TLS error");
         assert!(explained.trust, "{explained:?}");
@@ -294,8 +309,7 @@ fn health_answers_a_mesh_certificate_only() -> anyhow::Result<()> {
     let admin = admin_credentials(&mesh);
     let check = |tls: rustls::ClientConfig| {
         runtime().block_on(async {
-            let dialled = dial(&mesh.master_address(), &Identity::master(), Arc::new(tls), Duration::from_secs(5))
-                .expect("channel");
+            let dialled = dial(&mesh.master_address(), &Identity::master(), Arc::new(tls), Duration::from_secs(5)).expect("channel");
             tonic_health::pb::health_client::HealthClient::new(dialled.channel)
                 .check(tonic_health::pb::HealthCheckRequest { service: "pmesh.v1.Master".into() })
                 .await
@@ -307,4 +321,3 @@ fn health_answers_a_mesh_certificate_only() -> anyhow::Result<()> {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     Ok(())
 }
-

@@ -139,7 +139,11 @@ pub trait Artifacts: Send + Sync + 'static {
     ///
     /// # Errors
     /// Why no source could provide it; the message names each source without secrets.
-    async fn ensure(&self, artifact: &super::plan::PlannedArtifact, progress: Box<dyn Fn(Transfer) + Send + Sync>) -> anyhow::Result<ArtifactGuard>;
+    async fn ensure(
+        &self,
+        artifact: &super::plan::PlannedArtifact,
+        progress: Box<dyn Fn(Transfer) + Send + Sync>,
+    ) -> anyhow::Result<ArtifactGuard>;
 
     /// Whether the artifact is in the cache already (a plan's question; nothing moves).
     fn cached(&self, sha256: &str) -> bool;

@@ -14,20 +14,59 @@ pub struct Event {
 /// The kinds of events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    RunStarted { instance: String, pattern: String, n_steps: usize },
-    ImageReady { reference: String, action: ImageAction },
-    StepStarted { step: String, attempt: u32 },
+    RunStarted {
+        instance: String,
+        pattern: String,
+        n_steps: usize,
+    },
+    ImageReady {
+        reference: String,
+        action: ImageAction,
+    },
+    StepStarted {
+        step: String,
+        attempt: u32,
+    },
     /// The step's container or probe was already in the wanted state.
-    StepUnchanged { step: String, container_id: Option<String> },
-    Log { step: String, line: String },
-    Progress { step: String, percent: f32 },
+    StepUnchanged {
+        step: String,
+        container_id: Option<String>,
+    },
+    Log {
+        step: String,
+        line: String,
+    },
+    Progress {
+        step: String,
+        percent: f32,
+    },
     /// Bytes of an artifact moving (`step` is `artifact:NAME`).
-    Transfer { step: String, transfer: super::contract::Transfer },
-    StepRetrying { step: String, attempt: u32, reason: String },
-    StepSucceeded { step: String, container_id: Option<String> },
-    StepFailed { step: String, reason: String, exit_code: Option<i64>, tail: Vec<String> },
-    StepSkipped { step: String, reason: String },
-    RunFinished { outcome: Outcome },
+    Transfer {
+        step: String,
+        transfer: super::contract::Transfer,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        reason: String,
+    },
+    StepSucceeded {
+        step: String,
+        container_id: Option<String>,
+    },
+    StepFailed {
+        step: String,
+        reason: String,
+        exit_code: Option<i64>,
+        tail: Vec<String>,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
+    RunFinished {
+        outcome: Outcome,
+    },
 }
 
 /// How an image was obtained.

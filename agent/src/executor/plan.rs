@@ -163,9 +163,7 @@ impl Serialize for EnvValue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             EnvValue::Plain(value) => serializer.serialize_str(value),
-            EnvValue::Secret(secret) => {
-                serializer.serialize_str(&format!("secret:{}", hex::encode(Sha256::digest(secret.expose()))))
-            }
+            EnvValue::Secret(secret) => serializer.serialize_str(&format!("secret:{}", hex::encode(Sha256::digest(secret.expose())))),
         }
     }
 }
@@ -230,13 +228,27 @@ pub struct HealthSpec {
 /// A wait step's probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    Tcp { host: String, port: u16 },
-    Http { url: String, status: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Http {
+        url: String,
+        status: u16,
+    },
     /// A DNS query to `server:port` for `name` of `record_type` (A, AAAA, SOA, …) that must
     /// answer NOERROR with at least one answer.
-    Dns { server: String, port: u16, name: String, record_type: String },
+    Dns {
+        server: String,
+        port: u16,
+        name: String,
+        record_type: String,
+    },
     /// A command in a service of the instance that must exit 0.
-    Exec { service: String, command: Vec<String> },
+    Exec {
+        service: String,
+        command: Vec<String>,
+    },
 }
 
 /// Attempts and the backoff between them.

@@ -48,11 +48,8 @@ pub async fn http(url: &str, status: u16) -> anyhow::Result<()> {
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n_read]).into_owned())
     };
     let head = tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await.with_context(|| format!("no HTTP answer from {url}"))??;
-    let got: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("{url}: not an HTTP answer"))?;
+    let got: u16 =
+        head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("{url}: not an HTTP answer"))?;
     if got != status {
         bail!("{url} answered {got}, expected {status}");
     }

@@ -143,7 +143,11 @@ impl Runner {
     pub async fn apply(&self, plan: Plan, cancel: CancellationToken) -> Outcome {
         let plan = Arc::new(plan);
         let run_id = plan.run_id.clone();
-        self.emit(&run_id, EventKind::RunStarted { instance: plan.instance.clone(), pattern: plan.pattern.clone(), n_steps: plan.steps.len() }).await;
+        self.emit(
+            &run_id,
+            EventKind::RunStarted { instance: plan.instance.clone(), pattern: plan.pattern.clone(), n_steps: plan.steps.len() },
+        )
+        .await;
         // The run's scope: cancelled by the caller's token, and by the end of the run, which
         // stops the tasks that follow services' output.
         let scope = cancel.child_token();
@@ -164,7 +168,11 @@ impl Runner {
             Fetched::Ready(_in_use) => match self.prepare(&plan).await {
                 Ok(()) => self.walk(plan.clone(), scope.clone()).await,
                 Err(failure) => {
-                    self.emit(&run_id, EventKind::StepFailed { step: "prepare".into(), reason: failure.reason, exit_code: None, tail: failure.tail }).await;
+                    self.emit(
+                        &run_id,
+                        EventKind::StepFailed { step: "prepare".into(), reason: failure.reason, exit_code: None, tail: failure.tail },
+                    )
+                    .await;
                     Outcome::Failed
                 }
             },
@@ -176,7 +184,16 @@ impl Runner {
             self.stop_run_containers(&plan).await;
             if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
                 let limit = humantime::format_duration(plan.timeout.unwrap_or_default());
-                self.emit(&run_id, EventKind::StepFailed { step: "run".into(), reason: format!("the run timed out after {limit}"), exit_code: None, tail: vec![] }).await;
+                self.emit(
+                    &run_id,
+                    EventKind::StepFailed {
+                        step: "run".into(),
+                        reason: format!("the run timed out after {limit}"),
+                        exit_code: None,
+                        tail: vec![],
+                    },
+                )
+                .await;
                 outcome = Outcome::Failed;
             }
         }
@@ -228,7 +245,8 @@ impl Runner {
                         Some(guard)
                     }
                     Err(err) => {
-                        self.emit(&plan.run_id, EventKind::StepFailed { step, reason: format!("{err:#}"), exit_code: None, tail: vec![] }).await;
+                        self.emit(&plan.run_id, EventKind::StepFailed { step, reason: format!("{err:#}"), exit_code: None, tail: vec![] })
+                            .await;
                         None
                     }
                 }
@@ -290,7 +308,14 @@ impl Runner {
                     let blocker = step.needs.iter().find(|need| matches!(states.get(*need), Some(State::Failed | State::Skipped)));
                     if let Some(blocker) = blocker {
                         states.insert(step.name.clone(), State::Skipped);
-                        self.emit(&plan.run_id, EventKind::StepSkipped { step: step.name.clone(), reason: format!("it needs {blocker}, which did not succeed") }).await;
+                        self.emit(
+                            &plan.run_id,
+                            EventKind::StepSkipped {
+                                step: step.name.clone(),
+                                reason: format!("it needs {blocker}, which did not succeed"),
+                            },
+                        )
+                        .await;
                         progressed = true;
                         continue;
                     }
@@ -390,7 +415,11 @@ impl Runner {
                     self.stop_step_containers(plan, &step.name).await;
                     if attempt < attempts {
                         let delay = step.retries.delay_before(attempt + 1);
-                        self.emit(&plan.run_id, EventKind::StepRetrying { step: step.name.clone(), attempt: attempt + 1, reason: failure.reason.clone() }).await;
+                        self.emit(
+                            &plan.run_id,
+                            EventKind::StepRetrying { step: step.name.clone(), attempt: attempt + 1, reason: failure.reason.clone() },
+                        )
+                        .await;
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => continue,
                             _ = cancel.cancelled() => {
@@ -399,7 +428,16 @@ impl Runner {
                             }
                         }
                     }
-                    self.emit(&plan.run_id, EventKind::StepFailed { step: step.name.clone(), reason: failure.reason, exit_code: failure.exit_code, tail: failure.tail }).await;
+                    self.emit(
+                        &plan.run_id,
+                        EventKind::StepFailed {
+                            step: step.name.clone(),
+                            reason: failure.reason,
+                            exit_code: failure.exit_code,
+                            tail: failure.tail,
+                        },
+                    )
+                    .await;
                     return StepEnd::Failed;
                 }
             }
@@ -510,7 +548,9 @@ impl Runner {
         }
         let hash = spec.spec_hash();
         let existing = self.existing(plan, &step.name).await?;
-        if let Some(done) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && !found.running && found.exit_code == Some(0)) {
+        if let Some(done) =
+            existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && !found.running && found.exit_code == Some(0))
+        {
             return Ok(Attempt::Unchanged(Some(done.id.clone())));
         }
         let (id, output) = self.launch(plan, &step.name, spec, kind).await?;
@@ -556,7 +596,11 @@ impl Runner {
             match (running, health) {
                 (false, _) => {
                     let exit_code = self.driver.wait(&id).await.ok();
-                    return Ok(Attempt::Failed(Failure { reason: format!("the service exited (code {})", exit_code.unwrap_or(-1)), exit_code, tail: vec![] }));
+                    return Ok(Attempt::Failed(Failure {
+                        reason: format!("the service exited (code {})", exit_code.unwrap_or(-1)),
+                        exit_code,
+                        tail: vec![],
+                    }));
                 }
                 (true, Health::None | Health::Healthy) => return Ok(Attempt::Succeeded(Some(id))),
                 (true, Health::Unhealthy) => return Ok(Attempt::Failed(Failure::new("the service's healthcheck reports unhealthy"))),
@@ -574,7 +618,14 @@ impl Runner {
             .ok_or_else(|| Failure::new(format!("service {service} is not running")))
     }
 
-    async fn exec(&self, plan: &Plan, step: &PlannedStep, service: &str, command: &[String], env: &[super::plan::EnvVar]) -> Result<Attempt, Failure> {
+    async fn exec(
+        &self,
+        plan: &Plan,
+        step: &PlannedStep,
+        service: &str,
+        command: &[String],
+        env: &[super::plan::EnvVar],
+    ) -> Result<Attempt, Failure> {
         let id = self.service_container(plan, service).await?;
         let env: Vec<String> = env.iter().map(|var| format!("{}={}", var.name, var.value.expose())).collect();
         let (exit_code, lines) = self.driver.exec(&id, command, &env).await?;
@@ -659,7 +710,8 @@ pub fn topological_order(steps: &[PlannedStep]) -> Option<Vec<String>> {
         steps.iter().map(|step| (step.name.as_str(), step.needs.iter().map(String::as_str).collect())).collect();
     let mut order = Vec::new();
     while !remaining.is_empty() {
-        let mut ready: Vec<&str> = remaining.iter().filter(|(_, needs)| needs.iter().all(|need| !remaining.contains_key(need))).map(|(name, _)| *name).collect();
+        let mut ready: Vec<&str> =
+            remaining.iter().filter(|(_, needs)| needs.iter().all(|need| !remaining.contains_key(need))).map(|(name, _)| *name).collect();
         if ready.is_empty() {
             return None;
         }

@@ -86,9 +86,7 @@ pub fn plan(facts: &Facts, request: &Request) -> Vec<Planned> {
         }
         DockerState::External => Planned::keep("docker", "using the engine at /var/run/docker.sock (this host has no docker.service)"),
         DockerState::Unit { enabled: true, active: true } => Planned::keep("docker", "docker.service is enabled and active"),
-        DockerState::Unit { .. } => {
-            Planned::change("docker", Step::Docker(DockerAction::EnableStart), "enable and start docker.service")
-        }
+        DockerState::Unit { .. } => Planned::change("docker", Step::Docker(DockerAction::EnableStart), "enable and start docker.service"),
     });
 
     let sysusers_current = facts.get("sysusers_sha256") == Some(sha256_hex(SYSUSERS.as_bytes()).as_str());
@@ -100,7 +98,11 @@ pub fn plan(facts: &Facts, request: &Request) -> Vec<Planned> {
 
     let local = &request.binary_sha256;
     steps.push(match facts.get("binary_sha256") {
-        None => Planned::change("binary", Step::Binary { upgrade: false }, format!("upload pmesh-agent (sha256 {}) to {}", short(local), layout.binary)),
+        None => Planned::change(
+            "binary",
+            Step::Binary { upgrade: false },
+            format!("upload pmesh-agent (sha256 {}) to {}", short(local), layout.binary),
+        ),
         Some(remote) if remote == local => Planned::keep("binary", format!("{} is this version (sha256 {})", layout.binary, short(local))),
         Some(remote) if request.upgrade => Planned::change(
             "binary",
@@ -109,7 +111,12 @@ pub fn plan(facts: &Facts, request: &Request) -> Vec<Planned> {
         ),
         Some(remote) => Planned::keep(
             "binary",
-            format!("{} differs from the local binary (sha256 {} here, {} there); kept: pass --upgrade to replace it", layout.binary, short(local), short(remote)),
+            format!(
+                "{} differs from the local binary (sha256 {} here, {} there); kept: pass --upgrade to replace it",
+                layout.binary,
+                short(local),
+                short(remote)
+            ),
         ),
     });
 
@@ -155,7 +162,11 @@ fn firewall(facts: &Facts, port: u16) -> Planned {
         return if facts.yes("ip4save_rule") && facts.yes("iptables_rule") {
             Planned::keep(title, format!("tcp/{port} is open and persisted in /etc/systemd/scripts/ip4save"))
         } else {
-            Planned::change(title, Step::Firewall(Firewall::PhotonIptables), format!("open tcp/{port}: a live iptables rule, persisted in /etc/systemd/scripts/ip4save"))
+            Planned::change(
+                title,
+                Step::Firewall(Firewall::PhotonIptables),
+                format!("open tcp/{port}: a live iptables rule, persisted in /etc/systemd/scripts/ip4save"),
+            )
         };
     }
     if facts.get("firewalld") == Some("active") {
@@ -173,7 +184,10 @@ fn firewall(facts: &Facts, port: u16) -> Planned {
         };
     }
     if let Some(error) = facts.get("iptables_error") {
-        return Planned::keep(title, format!("skipped: iptables cannot be read here ({error}); if a firewall filters inbound traffic, open tcp/{port}"));
+        return Planned::keep(
+            title,
+            format!("skipped: iptables cannot be read here ({error}); if a firewall filters inbound traffic, open tcp/{port}"),
+        );
     }
     if facts.get("iptables_policy").is_some() {
         let filters = facts.get("iptables_policy") != Some("ACCEPT") || facts.yes("iptables_filters");

@@ -178,7 +178,10 @@ pub struct Outcome {
 pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write) -> Result<Outcome, Error> {
     if let Credential::Key(path) = &options.credential {
         if !path.is_file() {
-            return Err(Error::Usage(format!("the SSH key {} does not exist; pass --identity KEYFILE or --password-stdin", path.display())));
+            return Err(Error::Usage(format!(
+                "the SSH key {} does not exist; pass --identity KEYFILE or --password-stdin",
+                path.display()
+            )));
         }
         // A key bootstrap cannot sign with is refused before the host is contacted.
         ssh::load_key(path).map_err(|err| Error::Usage(err.to_string()))?;
@@ -186,7 +189,8 @@ pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write
     let binary = LocalBinary::read(&options.agent_binary)?;
     let (agent_port, advertise_host) = match &options.advertise {
         Some(advertise) => {
-            let (host, port) = split_host_port(advertise).ok_or_else(|| Error::Usage(format!("--advertise {advertise:?} is not HOST:PORT")))?;
+            let (host, port) =
+                split_host_port(advertise).ok_or_else(|| Error::Usage(format!("--advertise {advertise:?} is not HOST:PORT")))?;
             (port, host.to_owned())
         }
         None => (DEFAULT_AGENT_PORT, options.host.clone()),
@@ -219,12 +223,10 @@ pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write
         }
     }
     let host = Host { session: &session, sudo };
-    let facts = preflight::probe(&host, root_problem.is_none(), &LAYOUT, agent_port, master_host_port)
-        .await
-        .map_err(|err| match err {
-            SshError::PasswordExpired => password_expired(&options),
-            other => session_failed(other),
-        })?;
+    let facts = preflight::probe(&host, root_problem.is_none(), &LAYOUT, agent_port, master_host_port).await.map_err(|err| match err {
+        SshError::PasswordExpired => password_expired(&options),
+        other => session_failed(other),
+    })?;
     say(
         out,
         &format!(
@@ -403,9 +405,9 @@ async fn execute(
             Ok(_) => Ok("done".to_owned()),
             Err(err) => Err(with_journal(host, err).await),
         },
-        other => install::run_step(host, step.title, &install::script(other, request), install::timeout(other))
-            .await
-            .map(|_| "done".to_owned()),
+        other => {
+            install::run_step(host, step.title, &install::script(other, request), install::timeout(other)).await.map(|_| "done".to_owned())
+        }
     };
     match result {
         Ok(detail) => {

@@ -226,10 +226,8 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
     let os = facts.os();
     let version = facts.get("os_VERSION_ID").unwrap_or_default();
     match os {
-        Os::Other => problems.push(format!(
-            "the OS is {}; bootstrap supports Photon OS 4 and 5, Debian, Ubuntu and RHEL-like systems",
-            facts.os_name()
-        )),
+        Os::Other => problems
+            .push(format!("the OS is {}; bootstrap supports Photon OS 4 and 5, Debian, Ubuntu and RHEL-like systems", facts.os_name())),
         Os::Photon if !(version.starts_with('4') || version.starts_with('5')) => {
             problems.push(format!("the OS is Photon OS {version}; bootstrap supports Photon OS 4 and 5"))
         }
@@ -267,7 +265,8 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
         DockerState::External | DockerState::Unit { .. } => {}
     }
     if docker != DockerState::Missing && !facts.yes("docker_group") {
-        problems.push("the docker group is missing; the agent's unit reaches the Docker socket through it (SupplementaryGroups=docker)".into());
+        problems
+            .push("the docker group is missing; the agent's unit reaches the Docker socket through it (SupplementaryGroups=docker)".into());
     }
     match facts.get("disk_free_kib").and_then(|free| free.parse::<u64>().ok()) {
         Some(free) if free < needed_kib => problems.push(format!(
@@ -285,7 +284,8 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
         let ours_by_name = listener.contains("pmesh-agent");
         let ours_by_unit = !listener.contains("users:")
             && facts.get("agent_active") == Some("active")
-            && facts.enrolment().and_then(|enrolled| super::split_host_port(&enrolled.advertise).map(|(_, port)| port)) == Some(request.agent_port);
+            && facts.enrolment().and_then(|enrolled| super::split_host_port(&enrolled.advertise).map(|(_, port)| port))
+                == Some(request.agent_port);
         if !ours_by_name && !ours_by_unit {
             problems.push(format!(
                 "port {} is already in use on the host ({}); pick another with --advertise HOST:PORT",
@@ -337,10 +337,7 @@ pub enum DockerState {
 /// Docker's state from the facts.
 pub fn docker_state(facts: &Facts) -> DockerState {
     if facts.yes("docker_unit") {
-        DockerState::Unit {
-            enabled: facts.get("docker_enabled") == Some("enabled"),
-            active: facts.get("docker_active") == Some("active"),
-        }
+        DockerState::Unit { enabled: facts.get("docker_enabled") == Some("enabled"), active: facts.get("docker_active") == Some("active") }
     } else if facts.yes("docker_socket") {
         DockerState::External
     } else {

@@ -168,11 +168,8 @@ impl Session {
         check: impl Fn(&HostKey) -> bool + Send + Sync + 'static,
     ) -> Result<(Session, HostKey), SshError> {
         let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
-            ..client::Config::default()
-        });
+        let config =
+            Arc::new(client::Config { keepalive_interval: Some(Duration::from_secs(15)), keepalive_max: 4, ..client::Config::default() });
         let presented = Arc::new(Mutex::new(None));
         let handler = Client { check: Box::new(check), presented: presented.clone() };
         let unreachable = |reason: String| SshError::Unreachable { address: address.clone(), reason };
@@ -222,11 +219,7 @@ impl Session {
         if result.success() {
             return Ok(());
         }
-        Err(SshError::AuthRefused(format!(
-            "{} refused the key {} ({fingerprint}) for user {user}",
-            self.address,
-            path.display()
-        )))
+        Err(SshError::AuthRefused(format!("{} refused the key {} ({fingerprint}) for user {user}", self.address, path.display())))
     }
 
     async fn authenticate_password(&mut self, user: &str, password: &Secret) -> Result<(), SshError> {
@@ -242,11 +235,7 @@ impl Session {
         // Servers that only offer keyboard-interactive (PAM) ask for the password as a prompt.
         // We answer one password prompt; any further prompt is PAM asking for a new password.
         let mut answered = false;
-        let mut reply = self
-            .handle
-            .authenticate_keyboard_interactive_start(user, None)
-            .await
-            .map_err(session_error("logging in"))?;
+        let mut reply = self.handle.authenticate_keyboard_interactive_start(user, None).await.map_err(session_error("logging in"))?;
         loop {
             match reply {
                 KeyboardInteractiveAuthResponse::Success => return Ok(()),
@@ -265,11 +254,7 @@ impl Session {
                     } else {
                         return Err(refused());
                     };
-                    reply = self
-                        .handle
-                        .authenticate_keyboard_interactive_respond(responses)
-                        .await
-                        .map_err(session_error("logging in"))?;
+                    reply = self.handle.authenticate_keyboard_interactive_respond(responses).await.map_err(session_error("logging in"))?;
                 }
             }
         }

@@ -54,7 +54,13 @@ pub struct ArtifactView {
 
 impl From<v1::ArtifactSummary> for ArtifactView {
     fn from(artifact: v1::ArtifactSummary) -> Self {
-        ArtifactView { sha256: artifact.sha256, size: artifact.size, names: artifact.names, needed_by: artifact.needed_by, added_at_unix: artifact.added_at_unix }
+        ArtifactView {
+            sha256: artifact.sha256,
+            size: artifact.size,
+            names: artifact.names,
+            needed_by: artifact.needed_by,
+            added_at_unix: artifact.added_at_unix,
+        }
     }
 }
 
@@ -112,17 +118,30 @@ fn shown(source: &str) -> String {
     }
 }
 
-async fn add(source: &str, sha256: Option<String>, name: Option<String>, credentials: Option<&Path>, data_dir: &Path, format: Format) -> Result<(), CliError> {
+async fn add(
+    source: &str,
+    sha256: Option<String>,
+    name: Option<String>,
+    credentials: Option<&Path>,
+    data_dir: &Path,
+    format: Format,
+) -> Result<(), CliError> {
     let name = match name {
         Some(name) if is_dns_label(&name) => name,
         Some(name) => {
-            return Err(CliError::new(exit::USAGE, format!("--name {name:?}: use 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'")))
+            return Err(CliError::new(
+                exit::USAGE,
+                format!("--name {name:?}: use 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'"),
+            ))
         }
-        None => default_name(&name_source(source))
-            .ok_or_else(|| CliError::new(exit::USAGE, format!("cannot make an artifact name from {}; give one with --name", shown(source))))?,
+        None => default_name(&name_source(source)).ok_or_else(|| {
+            CliError::new(exit::USAGE, format!("cannot make an artifact name from {}; give one with --name", shown(source)))
+        })?,
     };
     let sha256 = match sha256.map(|sha256| sha256.trim().to_ascii_lowercase()) {
-        Some(sha256) if !is_sha256(&sha256) => return Err(CliError::new(exit::USAGE, format!("--sha256 {sha256:?}: 64 hex digits expected"))),
+        Some(sha256) if !is_sha256(&sha256) => {
+            return Err(CliError::new(exit::USAGE, format!("--sha256 {sha256:?}: 64 hex digits expected")))
+        }
         sha256 => sha256,
     };
     if !is_url(source) {
@@ -130,12 +149,15 @@ async fn add(source: &str, sha256: Option<String>, name: Option<String>, credent
         match std::fs::metadata(path) {
             Err(err) => return Err(CliError::new(exit::USAGE, format!("cannot read {}: {err}", path.display()))),
             Ok(metadata) if !metadata.is_file() => return Err(CliError::new(exit::USAGE, format!("{} is not a file", path.display()))),
-            Ok(metadata) if metadata.len() == 0 => return Err(CliError::new(exit::USAGE, format!("{} is empty; an empty file is not an artifact", path.display()))),
+            Ok(metadata) if metadata.len() == 0 => {
+                return Err(CliError::new(exit::USAGE, format!("{} is empty; an empty file is not an artifact", path.display())))
+            }
             Ok(_) => {}
         }
     }
     let connection = client::connect(credentials, data_dir)?;
-    let before: BTreeMap<String, Vec<String>> = fetch_list(&connection).await?.into_iter().map(|artifact| (artifact.sha256, artifact.names)).collect();
+    let before: BTreeMap<String, Vec<String>> =
+        fetch_list(&connection).await?.into_iter().map(|artifact| (artifact.sha256, artifact.names)).collect();
     let progress = Meter::new(format);
     let added = if is_url(source) {
         import(&connection, source, &name, sha256, &progress).await
@@ -167,7 +189,11 @@ async fn add(source: &str, sha256: Option<String>, name: Option<String>, credent
 
 /// A channel to the master for one upload: the usual connection's deadline covers a whole
 /// call, and an upload's call lasts as long as its bytes take.
-fn upload_client(explicit: Option<&Path>, data_dir: &Path, deadline: Duration) -> Result<(MasterClient<tonic::transport::Channel>, pmesh_rt::net::Dialled), CliError> {
+fn upload_client(
+    explicit: Option<&Path>,
+    data_dir: &Path,
+    deadline: Duration,
+) -> Result<(MasterClient<tonic::transport::Channel>, pmesh_rt::net::Dialled), CliError> {
     let path = credentials::locate(explicit, data_dir);
     let credentials = Credentials::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
     let tls = Arc::new(credentials.client_config()?);
@@ -193,7 +219,9 @@ async fn upload(
     let (mut client, dialled) = upload_client(credentials, data_dir, deadline)?;
     let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
     let header = v1::AddArtifactHeader { name: name.to_owned(), sha256: sha256.unwrap_or_default(), size };
-    tx.send(v1::AddArtifactChunk { header: Some(header), data: Vec::new() }).await.map_err(|_| anyhow::anyhow!("the upload queue closed"))?;
+    tx.send(v1::AddArtifactChunk { header: Some(header), data: Vec::new() })
+        .await
+        .map_err(|_| anyhow::anyhow!("the upload queue closed"))?;
     // Content the depot holds (by its digest) is named by the header alone.
     let reader = if known {
         drop(tx);
@@ -239,10 +267,18 @@ async fn upload(
             }
         }
     }
-    result.map(tonic::Response::into_inner).map_err(|status| client::failure(&format!("master {}", connection.master), status.clone(), dialled.explain(&status)))
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|status| client::failure(&format!("master {}", connection.master), status.clone(), dialled.explain(&status)))
 }
 
-async fn import(connection: &Connection, url: &str, name: &str, sha256: Option<String>, progress: &Meter) -> Result<v1::ArtifactSummary, CliError> {
+async fn import(
+    connection: &Connection,
+    url: &str,
+    name: &str,
+    sha256: Option<String>,
+    progress: &Meter,
+) -> Result<v1::ArtifactSummary, CliError> {
     let request = v1::ImportArtifactRequest { url: url.to_owned(), name: name.to_owned(), sha256: sha256.unwrap_or_default(), size: 0 };
     let mut stream = connection.client.clone().import_artifact(request).await.map_err(|status| connection.failed(status))?.into_inner();
     progress.start("importing", None);
@@ -250,9 +286,18 @@ async fn import(connection: &Connection, url: &str, name: &str, sha256: Option<S
         match stream.message().await {
             Ok(Some(message)) => match message.result {
                 Some(result) => return Ok(result),
-                None => progress.update(message.done_bytes, (message.total_bytes > 0).then_some(message.total_bytes), Some(message.rate_bytes_per_second)),
+                None => progress.update(
+                    message.done_bytes,
+                    (message.total_bytes > 0).then_some(message.total_bytes),
+                    Some(message.rate_bytes_per_second),
+                ),
             },
-            Ok(None) => return Err(CliError::new(exit::FAILED, format!("the master ended the import of {} without a result; see its log", shown(url)))),
+            Ok(None) => {
+                return Err(CliError::new(
+                    exit::FAILED,
+                    format!("the master ended the import of {} without a result; see its log", shown(url)),
+                ))
+            }
             Err(status) => return Err(import_failed(connection, url, status)),
         }
     }
@@ -283,7 +328,15 @@ async fn list(connection: &Connection, format: Format) -> Result<(), CliError> {
             let dash = |items: &[String]| if items.is_empty() { "-".to_owned() } else { items.join(",") };
             let rows: Vec<Vec<String>> = views
                 .iter()
-                .map(|view| vec![dash(&view.names), view.sha256.chars().take(12).collect(), human_bytes(view.size), dash(&view.needed_by), ago(Some(view.added_at_unix))])
+                .map(|view| {
+                    vec![
+                        dash(&view.names),
+                        view.sha256.chars().take(12).collect(),
+                        human_bytes(view.size),
+                        dash(&view.needed_by),
+                        ago(Some(view.added_at_unix)),
+                    ]
+                })
                 .collect();
             println!("{}", table(&["NAME(S)", "SHA256", "SIZE", "NEEDED BY", "ADDED"], &rows));
         }
@@ -322,7 +375,9 @@ impl Meter {
         match format {
             Format::Json => Meter::Quiet,
             Format::Text if terminal => Meter::Bar(ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout())),
-            Format::Text => Meter::Lines(Arc::new(std::sync::Mutex::new(Lines { verb: "", started: Instant::now(), last: Instant::now() }))),
+            Format::Text => {
+                Meter::Lines(Arc::new(std::sync::Mutex::new(Lines { verb: "", started: Instant::now(), last: Instant::now() })))
+            }
         }
     }
 

@@ -166,11 +166,7 @@ impl bootstrap::Master for CliMaster {
         match self.connection.client.get_agent(request).await {
             Ok(response) => {
                 let agent = response.into_inner();
-                Ok(Some(AgentSeen {
-                    up: agent.state() == v1::AgentState::Up,
-                    address: agent.address,
-                    last_error: agent.last_error,
-                }))
+                Ok(Some(AgentSeen { up: agent.state() == v1::AgentState::Up, address: agent.address, last_error: agent.last_error }))
             }
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(self.failed(status)),

@@ -60,23 +60,17 @@ pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, C
 pub fn failure(peer: &str, status: tonic::Status, explained: Option<Explanation>) -> CliError {
     if let Some(explained) = explained {
         let code = if explained.trust { exit::REFUSED } else { exit::UNREACHABLE };
-        let message = if explained.trust {
-            format!("TLS with {peer} failed: {explained}")
-        } else {
-            format!("cannot reach {peer}: {explained}")
-        };
+        let message =
+            if explained.trust { format!("TLS with {peer} failed: {explained}") } else { format!("cannot reach {peer}: {explained}") };
         return CliError::new(code, message);
     }
     let message = status.message();
     match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied => {
-            CliError::new(exit::REFUSED, format!("{peer} refused the call: {message}"))
-        }
+        Code::Unauthenticated | Code::PermissionDenied => CliError::new(exit::REFUSED, format!("{peer} refused the call: {message}")),
         Code::InvalidArgument => CliError::new(exit::USAGE, message.to_owned()),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => CliError::new(
-            exit::UNREACHABLE,
-            format!("cannot reach {peer}: {}", if message.is_empty() { "no answer" } else { message }),
-        ),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
+            CliError::new(exit::UNREACHABLE, format!("cannot reach {peer}: {}", if message.is_empty() { "no answer" } else { message }))
+        }
         _ => CliError::new(exit::FAILED, message.to_owned()),
     }
 }

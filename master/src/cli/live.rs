@@ -66,7 +66,9 @@ pub struct Bars {
 const PREFIX_WIDTH: usize = 24;
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} {wide_msg}").expect("a valid template").tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
+    ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} {wide_msg}")
+        .expect("a valid template")
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
 }
 
 fn bar_style() -> ProgressStyle {

@@ -73,7 +73,11 @@ impl From<AgentStatus> for AgentView {
 impl AgentView {
     fn labels_text(&self) -> String {
         let labels: Vec<String> = self.labels.iter().map(|(key, value)| format!("{key}={value}")).collect();
-        if labels.is_empty() { "-".into() } else { labels.join(",") }
+        if labels.is_empty() {
+            "-".into()
+        } else {
+            labels.join(",")
+        }
     }
 
     fn docker_text(&self) -> String {
@@ -106,8 +110,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         padded.join("  ").trim_end().to_owned()
     };
     let mut out = line(header.to_vec());
@@ -146,8 +149,7 @@ fn bytes(n: u64) -> String {
 /// `pmesh agents show NAME` as text.
 pub fn agent_detail(agent: &AgentView) -> String {
     let unix_time = |unix: i64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64))
-            .to_string()
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64)).to_string()
     };
     let mut lines = vec![
         ("Name", agent.name.clone()),

@@ -177,8 +177,8 @@ fn value_text(value: &ParamValue) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use super::*;
+    use std::path::PathBuf;
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/src/pattern/testdata").join(name)

@@ -37,7 +37,9 @@ pub async fn push(connection: &Connection, path: &Path, format: Format) -> Resul
         .map_err(|status| connection.failed(status))?
         .into_inner();
     match format {
-        Format::Json => println!("{}", json!({ "name": pushed.name, "version": pushed.version, "digest": pushed.digest, "created": pushed.created })),
+        Format::Json => {
+            println!("{}", json!({ "name": pushed.name, "version": pushed.version, "digest": pushed.digest, "created": pushed.created }))
+        }
         Format::Text => {
             let verb = if pushed.created { "registered" } else { "already registered:" };
             println!("{verb} {}@{} ({})", pushed.name, pushed.version, pushed.digest);
@@ -51,7 +53,8 @@ pub async fn push(connection: &Connection, path: &Path, format: Format) -> Resul
 /// # Errors
 /// When the master cannot be reached.
 pub async fn list_patterns(connection: &Connection, format: Format) -> Result<(), CliError> {
-    let listed = connection.client.clone().list_patterns(v1::ListPatternsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    let listed =
+        connection.client.clone().list_patterns(v1::ListPatternsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
     match format {
         Format::Json => {
             let patterns: Vec<_> = listed.patterns.iter().map(|pattern| json!({ "name": pattern.name, "version": pattern.version, "digest": pattern.digest, "category": pattern.category, "description": pattern.description })).collect();
@@ -61,7 +64,15 @@ pub async fn list_patterns(connection: &Connection, format: Format) -> Result<()
             let rows: Vec<Vec<String>> = listed
                 .patterns
                 .iter()
-                .map(|pattern| vec![pattern.name.clone(), pattern.version.clone(), pattern.category.clone(), pattern.digest.chars().take(19).collect(), pattern.description.clone()])
+                .map(|pattern| {
+                    vec![
+                        pattern.name.clone(),
+                        pattern.version.clone(),
+                        pattern.category.clone(),
+                        pattern.digest.chars().take(19).collect(),
+                        pattern.description.clone(),
+                    ]
+                })
                 .collect();
             println!("{}", table(&["NAME", "VERSION", "CATEGORY", "DIGEST", "DESCRIPTION"], &rows));
         }
@@ -96,7 +107,8 @@ fn values_json(options: &RunOptions) -> Result<String, CliError> {
         }
     }
     for assignment in &options.params {
-        let (name, value) = pmesh_proto::pattern::parse_assignment(assignment).map_err(|problem| CliError::new(exit::USAGE, problem.to_string()))?;
+        let (name, value) =
+            pmesh_proto::pattern::parse_assignment(assignment).map_err(|problem| CliError::new(exit::USAGE, problem.to_string()))?;
         values.insert(name, serde_json::to_value(&value).map_err(anyhow::Error::from)?);
     }
     Ok(serde_json::Value::Object(values).to_string())
@@ -126,7 +138,11 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         eprintln!("{}: {}", target.agent, target.error);
     }
     if format == Format::Text {
-        println!("run {} started on {}", started.run_id, started.targets.iter().map(|target| target.agent.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "run {} started on {}",
+            started.run_id,
+            started.targets.iter().map(|target| target.agent.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     if options.detach {
         if format == Format::Json {
@@ -145,7 +161,11 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
             let agents: BTreeMap<&str, serde_json::Value> = targets
                 .iter()
                 .map(|target| {
-                    let actions: Vec<_> = target.plan.iter().map(|action| json!({ "kind": action.kind, "name": action.name, "action": action.action, "detail": action.detail })).collect();
+                    let actions: Vec<_> = target
+                        .plan
+                        .iter()
+                        .map(|action| json!({ "kind": action.kind, "name": action.name, "action": action.action, "detail": action.detail }))
+                        .collect();
                     (target.agent.as_str(), json!({ "error": target.error, "actions": actions }))
                 })
                 .collect();
@@ -158,7 +178,11 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
                     println!("  could not plan: {}", target.error);
                     continue;
                 }
-                let rows: Vec<Vec<String>> = target.plan.iter().map(|action| vec![format!("  {}", action.action), action.kind.clone(), action.name.clone(), action.detail.clone()]).collect();
+                let rows: Vec<Vec<String>> = target
+                    .plan
+                    .iter()
+                    .map(|action| vec![format!("  {}", action.action), action.kind.clone(), action.name.clone(), action.detail.clone()])
+                    .collect();
                 println!("{}", table(&["  ACTION", "KIND", "NAME", "DETAIL"], &rows));
                 let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
                 for action in &target.plan {
@@ -204,7 +228,13 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
             }
         }
     }
-    let run = connection.client.clone().get_run(v1::GetRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    let run = connection
+        .client
+        .clone()
+        .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
+        .await
+        .map_err(|status| connection.failed(status))?
+        .into_inner();
     if format == Format::Text {
         for agent in &run.agents {
             let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
@@ -230,7 +260,8 @@ pub fn exit_code(state: &str) -> u8 {
 /// # Errors
 /// When the master cannot be reached.
 pub async fn list(connection: &Connection, format: Format) -> Result<(), CliError> {
-    let listed = connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    let listed =
+        connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
     match format {
         Format::Json => {
             let runs: Vec<_> = listed.runs.iter().map(run_json).collect();
@@ -240,7 +271,16 @@ pub async fn list(connection: &Connection, format: Format) -> Result<(), CliErro
             let rows: Vec<Vec<String>> = listed
                 .runs
                 .iter()
-                .map(|run| vec![run.run_id.clone(), run.pattern.clone(), run.instance.clone(), run.state.clone(), run.agents.len().to_string(), super::output::ago(Some(run.created_at_unix))])
+                .map(|run| {
+                    vec![
+                        run.run_id.clone(),
+                        run.pattern.clone(),
+                        run.instance.clone(),
+                        run.state.clone(),
+                        run.agents.len().to_string(),
+                        super::output::ago(Some(run.created_at_unix)),
+                    ]
+                })
                 .collect();
             println!("{}", table(&["RUN", "PATTERN", "INSTANCE", "STATE", "AGENTS", "CREATED"], &rows));
         }
@@ -249,7 +289,8 @@ pub async fn list(connection: &Connection, format: Format) -> Result<(), CliErro
 }
 
 fn run_json(run: &v1::RunSummary) -> serde_json::Value {
-    let agents: BTreeMap<&str, serde_json::Value> = run.agents.iter().map(|agent| (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error }))).collect();
+    let agents: BTreeMap<&str, serde_json::Value> =
+        run.agents.iter().map(|agent| (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error }))).collect();
     json!({ "run_id": run.run_id, "pattern": run.pattern, "instance": run.instance, "state": run.state, "created_at_unix": run.created_at_unix, "agents": agents })
 }
 
@@ -258,12 +299,19 @@ fn run_json(run: &v1::RunSummary) -> serde_json::Value {
 /// # Errors
 /// When the run is unknown or the master unreachable.
 pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Result<(), CliError> {
-    let run = connection.client.clone().get_run(v1::GetRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    let run = connection
+        .client
+        .clone()
+        .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
+        .await
+        .map_err(|status| connection.failed(status))?
+        .into_inner();
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&run_json(&run)).unwrap_or_default()),
         Format::Text => {
             println!("Run:      {}\nPattern:  {}\nInstance: {}\nState:    {}", run.run_id, run.pattern, run.instance, run.state);
-            let rows: Vec<Vec<String>> = run.agents.iter().map(|agent| vec![agent.agent.clone(), agent.state.clone(), agent.error.clone()]).collect();
+            let rows: Vec<Vec<String>> =
+                run.agents.iter().map(|agent| vec![agent.agent.clone(), agent.state.clone(), agent.error.clone()]).collect();
             println!("\n{}", table(&["AGENT", "STATE", "ERROR"], &rows));
         }
     }
@@ -296,10 +344,19 @@ pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, fol
 /// # Errors
 /// When the run is unknown or the master unreachable.
 pub async fn cancel(connection: &Connection, run_id: &str, format: Format) -> Result<(), CliError> {
-    let cancelled = connection.client.clone().cancel_run(v1::MasterCancelRunRequest { run_id: run_id.to_owned() }).await.map_err(|status| connection.failed(status))?.into_inner();
+    let cancelled = connection
+        .client
+        .clone()
+        .cancel_run(v1::MasterCancelRunRequest { run_id: run_id.to_owned() })
+        .await
+        .map_err(|status| connection.failed(status))?
+        .into_inner();
     match format {
         Format::Json => println!("{}", json!({ "run_id": run_id, "cancelled_on": cancelled.cancelled_on })),
-        Format::Text => println!("cancelling run {run_id} on: {}", if cancelled.cancelled_on.is_empty() { "no agent (nothing running)".to_owned() } else { cancelled.cancelled_on.join(", ") }),
+        Format::Text => println!(
+            "cancelling run {run_id} on: {}",
+            if cancelled.cancelled_on.is_empty() { "no agent (nothing running)".to_owned() } else { cancelled.cancelled_on.join(", ") }
+        ),
     }
     Ok(())
 }

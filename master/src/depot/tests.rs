@@ -37,7 +37,10 @@ fn sha256_of(bytes: &[u8]) -> String {
 }
 
 fn header(name: &str, sha256: &str, size: usize) -> v1::AddArtifactChunk {
-    v1::AddArtifactChunk { header: Some(v1::AddArtifactHeader { name: name.into(), sha256: sha256.into(), size: size as u64 }), data: Vec::new() }
+    v1::AddArtifactChunk {
+        header: Some(v1::AddArtifactHeader { name: name.into(), sha256: sha256.into(), size: size as u64 }),
+        data: Vec::new(),
+    }
 }
 
 fn data(bytes: &[u8]) -> Vec<v1::AddArtifactChunk> {
@@ -99,7 +102,8 @@ async fn bad_uploads_are_refused_and_change_nothing() {
         assert!(fixture.depot.list().expect("list").is_empty());
     }
     // A client that breaks off mid-upload.
-    let broken = stream::iter(vec![Ok(header("a", &sha256, bytes.len())), Ok(data(&bytes).remove(0)), Err(Status::cancelled("client went away"))]);
+    let broken =
+        stream::iter(vec![Ok(header("a", &sha256, bytes.len())), Ok(data(&bytes).remove(0)), Err(Status::cancelled("client went away"))]);
     let message = invalid(fixture.depot.add(broken).await);
     assert!(message.contains("broke off: client went away"), "{message}");
     assert_eq!(depot_files(&fixture), (vec![], vec![]));
@@ -148,7 +152,15 @@ fn register(fixture: &Fixture, name: &str, declares: &[(&str, usize)]) {
     yaml.push_str("steps:\n  s:\n    kind: wait\n    probe:\n      tcp: {host: 127.0.0.1, port: 1}\n    deadline: 1s\n");
     let files = BTreeMap::from([("pattern.yaml".to_owned(), BundleFile::new(yaml))]);
     let archive = pmesh_proto::bundle::pack(&files).expect("pack");
-    let record = PatternRecord { v: 1, name: name.into(), version: "1.0.0".into(), digest: pmesh_proto::bundle::digest(&archive), description: String::new(), category: "basic-tool".into(), pushed_at: 0 };
+    let record = PatternRecord {
+        v: 1,
+        name: name.into(),
+        version: "1.0.0".into(),
+        digest: pmesh_proto::bundle::digest(&archive),
+        description: String::new(),
+        category: "basic-tool".into(),
+        pushed_at: 0,
+    };
     RunStore::open(&fixture.db).expect("runstore").put_pattern(&record, &archive, b"signature").expect("register");
 }
 
@@ -222,7 +234,10 @@ async fn opening_reconciles_files_and_records() {
 
     let depot = open_depot(&dir, &db);
     let listed = depot.list().expect("list");
-    assert_eq!(listed.iter().map(|artifact| (artifact.sha256.as_str(), artifact.size, artifact.names.len())).collect::<Vec<_>>(), [(orphan_sha.as_str(), 3000, 0)]);
+    assert_eq!(
+        listed.iter().map(|artifact| (artifact.sha256.as_str(), artifact.size, artifact.names.len())).collect::<Vec<_>>(),
+        [(orphan_sha.as_str(), 3000, 0)]
+    );
     assert_eq!(std::fs::read_dir(dir.path().join("depot/partial")).expect("list").count(), 0);
 }
 

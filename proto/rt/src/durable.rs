@@ -95,13 +95,16 @@ mod tests {
     async fn a_failed_flush_is_reported_and_the_next_call_flushes_again() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let group = GroupFlush::new(move || {
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(std::io::Error::other("disk on fire"))
-            } else {
-                Ok(())
-            }
-        });
+        let group =
+            GroupFlush::new(
+                move || {
+                    if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Err(std::io::Error::other("disk on fire"))
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
         let error = group.flush().await.unwrap_err();
         assert!(format!("{error:#}").contains("disk on fire"), "{error:#}");
         group.flush().await.unwrap();

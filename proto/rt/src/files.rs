@@ -15,10 +15,7 @@ use anyhow::Context;
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|name| name.to_str()).unwrap_or("pmesh")
-    ));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|name| name.to_str()).unwrap_or("pmesh")));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -29,7 +26,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
     // The mode asked for at creation is narrowed by the process umask (the agent's unit sets
     // one); the file must end up with `mode` exactly, since containers read some of them as
     // other users.
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
     file.write_all(contents).with_context(|| format!("writing {}", tmp.display()))?;
     file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))

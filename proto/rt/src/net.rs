@@ -113,12 +113,7 @@ impl Dialled {
 ///
 /// # Errors
 /// When `address` or the identity's DNS name is malformed.
-pub fn dial(
-    address: &str,
-    server: &Identity,
-    tls: Arc<rustls::ClientConfig>,
-    timeout: Duration,
-) -> anyhow::Result<Dialled> {
+pub fn dial(address: &str, server: &Identity, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> anyhow::Result<Dialled> {
     let server_name = ServerName::try_from(server.dns_name()).context("identity DNS name")?;
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .with_context(|| format!("invalid address {address:?}"))?

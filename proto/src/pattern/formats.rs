@@ -97,9 +97,9 @@ pub fn image_ref_problem(text: &str) -> Option<String> {
     }
     let component_ok = |component: &str| {
         !component.is_empty()
-            && component.split(['.', '_', '-']).all(|part| {
-                !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
-            })
+            && component
+                .split(['.', '_', '-'])
+                .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit()))
     };
     if components.iter().all(|component| component_ok(component)) {
         None
@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn memory() {
-        let cases = [("512m", Some(512 << 20)), ("2Gi", Some(2 << 30)), ("1GiB", Some(1 << 30)), ("100", Some(100)), ("1x", None), ("m", None)];
+        let cases =
+            [("512m", Some(512 << 20)), ("2Gi", Some(2 << 30)), ("1GiB", Some(1 << 30)), ("100", Some(100)), ("1x", None), ("m", None)];
         for (input, expected) in cases {
             assert_eq!(parse_memory(input), expected, "{input}");
         }

@@ -27,10 +27,9 @@ pub(crate) fn check(decoder: &mut Decoder<'_>) {
     }
     for (step, service, mark) in &decoder.runs_in {
         if !reaches(&graph, step, service) {
-            decoder.report.error(
-                *mark,
-                format!("step `{step}` runs in service `{service}` but does not need it; add `{service}` to its `needs`"),
-            );
+            decoder
+                .report
+                .error(*mark, format!("step `{step}` runs in service `{service}` but does not need it; add `{service}` to its `needs`"));
         }
     }
 }

@@ -106,8 +106,7 @@ pub enum ParamType {
 
 impl ParamType {
     /// Every type, as written in YAML.
-    pub const ALL: [&'static str; 11] =
-        ["string", "integer", "boolean", "ip", "cidr", "hostname", "port", "enum", "list", "map", "secret"];
+    pub const ALL: [&'static str; 11] = ["string", "integer", "boolean", "ip", "cidr", "hostname", "port", "enum", "list", "map", "secret"];
 
     /// The types a list item or map value may have.
     pub const ITEMS: [&'static str; 7] = ["string", "integer", "boolean", "ip", "cidr", "hostname", "port"];
@@ -266,7 +265,6 @@ impl FileSpec {
 }
 
 pub use super::step::{
-    Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, PortValue, Probe, Protocol,
-    Resources, Restart, Retries, Service, Step, StepKind, Wait,
+    Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, PortValue, Probe, Protocol, Resources, Restart, Retries,
+    Service, Step, StepKind, Wait,
 };
-

@@ -32,11 +32,8 @@ pub struct TemplateError {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    let syntax = SyntaxConfig::builder()
-        .trim_blocks(true)
-        .keep_trailing_newline(true)
-        .build()
-        .expect("the default delimiters are a valid syntax");
+    let syntax =
+        SyntaxConfig::builder().trim_blocks(true).keep_trailing_newline(true).build().expect("the default delimiters are a valid syntax");
     env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env

@@ -152,8 +152,7 @@ fn serde_refuses_unknown_and_foreign_fields() {
 /// (secrets and collections in Debug form), or the problems.
 fn check_values(assignments: &[&str], expected: Result<&[&str], &[&str]>) {
     let (_, pattern) = valid("dns");
-    let supplied: BTreeMap<String, ParamValue> =
-        assignments.iter().map(|text| parse_assignment(text).expect("name=value")).collect();
+    let supplied: BTreeMap<String, ParamValue> = assignments.iter().map(|text| parse_assignment(text).expect("name=value")).collect();
     let got = validate_values(&pattern, &supplied)
         .map(|params| params.iter().map(|(name, value)| format!("{name}={value:?}")).collect::<Vec<_>>())
         .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>());
@@ -175,13 +174,16 @@ fn supplied_values_are_checked_against_params() {
             r#"zone=String("lab.local")"#,
         ]),
     );
-    check_values(&["zone=lab.local", "records=[\"www A 10.0.0.2\"]"], Ok(&[
-        r#"forwarders=List([String("1.1.1.1")])"#,
-        "listen_port=Integer(53)",
-        r#"records=List([String("www A 10.0.0.2")])"#,
-        "ttl=Integer(3600)",
-        r#"zone=String("lab.local")"#,
-    ]));
+    check_values(
+        &["zone=lab.local", "records=[\"www A 10.0.0.2\"]"],
+        Ok(&[
+            r#"forwarders=List([String("1.1.1.1")])"#,
+            "listen_port=Integer(53)",
+            r#"records=List([String("www A 10.0.0.2")])"#,
+            "ttl=Integer(3600)",
+            r#"zone=String("lab.local")"#,
+        ]),
+    );
     check_values(&[], Err(&["param zone: required hostname value missing (The zone to serve, such as lab.local)"]));
     check_values(
         &["zone=lab..local", "listen_port=0", "ttl=30", "forwarders=1.1.1.1,nope", "color=red", "records={a: 1}"],
@@ -214,12 +216,8 @@ fn dns_templates_render_with_checked_values() {
 #[test]
 fn secrets_never_show() {
     let (_, pattern) = valid("vcsa");
-    let supplied = texts(&[
-        ("esxi_host", "esx1.lab.local"),
-        ("esxi_password", "VMware1!"),
-        ("depot_token", "t0ken"),
-        ("vcsa_ip", "10.0.0.10"),
-    ]);
+    let supplied =
+        texts(&[("esxi_host", "esx1.lab.local"), ("esxi_password", "VMware1!"), ("depot_token", "t0ken"), ("vcsa_ip", "10.0.0.10")]);
     let params = validate_values(&pattern, &supplied).expect("valid values");
     let shown = format!("{params:?} {}", serde_json::to_string(&params.get("esxi_password")).expect("json"));
     assert!(!shown.contains("VMware1!") && !shown.contains("t0ken"), "{shown}");

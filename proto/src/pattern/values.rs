@@ -54,9 +54,9 @@ impl ParamValue {
             ParamValue::String(value) => minijinja::Value::from(value.as_str()),
             ParamValue::Secret(secret) => minijinja::Value::from(secret.expose()),
             ParamValue::List(items) => minijinja::Value::from(items.iter().map(ParamValue::to_jinja).collect::<Vec<_>>()),
-            ParamValue::Map(entries) => minijinja::Value::from(
-                entries.iter().map(|(key, value)| (key.clone(), value.to_jinja())).collect::<BTreeMap<_, _>>(),
-            ),
+            ParamValue::Map(entries) => {
+                minijinja::Value::from(entries.iter().map(|(key, value)| (key.clone(), value.to_jinja())).collect::<BTreeMap<_, _>>())
+            }
         }
     }
 
@@ -201,16 +201,20 @@ fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValu
         }
     };
     let coerced = match (kind, &value) {
-        (ParamType::List, ParamValue::List(items)) => ParamValue::List(
-            items.iter().enumerate().filter_map(|(idx, item)| check(format!("item {}", idx + 1), item)).collect(),
-        ),
-        (ParamType::Map, ParamValue::Map(entries)) => ParamValue::Map(
-            entries.iter().filter_map(|(key, item)| Some((key.clone(), check(format!("key `{key}`"), item)?))).collect(),
-        ),
+        (ParamType::List, ParamValue::List(items)) => {
+            ParamValue::List(items.iter().enumerate().filter_map(|(idx, item)| check(format!("item {}", idx + 1), item)).collect())
+        }
+        (ParamType::Map, ParamValue::Map(entries)) => {
+            ParamValue::Map(entries.iter().filter_map(|(key, item)| Some((key.clone(), check(format!("key `{key}`"), item)?))).collect())
+        }
         (ParamType::List, _) => return Err(vec![format!("expected a list, found {}", value.describe())]),
         _ => return Err(vec![format!("expected a mapping, found {}", value.describe())]),
     };
-    if problems.is_empty() { Ok(coerced) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(coerced)
+    } else {
+        Err(problems)
+    }
 }
 
 /// A list or map given as text: YAML flow syntax (`[a, b]`, `{a: 1}`), or for lists also
@@ -324,7 +328,11 @@ pub fn values_from_yaml(file: &str, text: &str) -> Result<BTreeMap<String, Param
             }
         },
     }
-    if report.is_clean() { Ok(values) } else { Err(report.into_sorted()) }
+    if report.is_clean() {
+        Ok(values)
+    } else {
+        Err(report.into_sorted())
+    }
 }
 
 /// Checks supplied values against the pattern's params and fills in defaults. Every problem is
@@ -354,7 +362,11 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
         }
     }
     problems.sort_by(|left, right| left.param.cmp(&right.param));
-    if problems.is_empty() { Ok(Params { values }) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(Params { values })
+    } else {
+        Err(problems)
+    }
 }
 
 fn resolve(param: &Param, supplied: Option<&ParamValue>) -> Result<Option<ParamValue>, Vec<String>> {

@@ -109,9 +109,13 @@ impl Node {
             return Some(int as f64);
         }
         let text = self.plain()?;
-        let looks_numeric = text.bytes().any(|byte| byte.is_ascii_digit())
-            && text.bytes().all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte));
-        if looks_numeric { text.parse().ok() } else { None }
+        let looks_numeric =
+            text.bytes().any(|byte| byte.is_ascii_digit()) && text.bytes().all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte));
+        if looks_numeric {
+            text.parse().ok()
+        } else {
+            None
+        }
     }
 
     /// What kind of value this is, for "expected X, found Y" messages.
@@ -176,9 +180,7 @@ impl Builder<'_> {
             Some(Frame::Map { entries, key, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(key_node) => {
-                    let first = key_node.as_str().and_then(|text| {
-                        entries.iter().find(|(existing, _)| existing.as_str() == Some(text))
-                    });
+                    let first = key_node.as_str().and_then(|text| entries.iter().find(|(existing, _)| existing.as_str() == Some(text)));
                     match first {
                         Some((first, _)) => self.report.error(
                             key_node.mark,
@@ -235,9 +237,7 @@ impl Builder<'_> {
                 self.finish(node, 0);
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { start: span, anchor, items: Vec::new() }),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map { start: span, anchor, entries: Vec::new(), key: None })
-            }
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map { start: span, anchor, entries: Vec::new(), key: None }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(frame) = self.stack.pop() else { return false };
                 let (node, anchor) = match frame {

@@ -31,7 +31,9 @@ fn patterns_dir(name: &str) -> String {
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|status| status.lines().find(|line| line.starts_with(&format!("{field}:"))).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|status| {
+            status.lines().find(|line| line.starts_with(&format!("{field}:"))).and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -56,16 +58,32 @@ fn docker_started_at_ms(name: &str) -> anyhow::Result<i64> {
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let parsed = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('.').next().unwrap_or_default())
         .with_context(|| format!("StartedAt {text:?}"))?;
-    let nanos: u64 = text.split('.').nth(1).map(|fraction| fraction.trim_end_matches('Z')).map(|digits| format!("{digits:0<9}")[..9].parse().unwrap_or(0)).unwrap_or(0);
+    let nanos: u64 = text
+        .split('.')
+        .nth(1)
+        .map(|fraction| fraction.trim_end_matches('Z'))
+        .map(|digits| format!("{digits:0<9}")[..9].parse().unwrap_or(0))
+        .unwrap_or(0);
     Ok((parsed.duration_since(UNIX_EPOCH)?.as_nanos() as u64 / 1_000_000 + nanos / 1_000_000) as i64)
 }
 
 /// Runs `pattern` on a001 and watches it to the end: the number of log events, the seconds
 /// from the first to the last, and each one's latency from the agent's event time.
-async fn watch_run(connection: &pmesh_master::cli::client::Connection, pattern: &str, values: &str, instance: &str) -> anyhow::Result<(u64, f64, Vec<f64>)> {
+async fn watch_run(
+    connection: &pmesh_master::cli::client::Connection,
+    pattern: &str,
+    values: &str,
+    instance: &str,
+) -> anyhow::Result<(u64, f64, Vec<f64>)> {
     let mut client = connection.client.clone();
     let started = client
-        .start_run(v1::MasterStartRunRequest { pattern: pattern.into(), on: vec!["a001".into()], values_json: values.into(), instance: instance.into(), ..Default::default() })
+        .start_run(v1::MasterStartRunRequest {
+            pattern: pattern.into(),
+            on: vec!["a001".into()],
+            values_json: values.into(),
+            instance: instance.into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let mut request = tonic::Request::new(v1::WatchRunRequest { run_id: started.run_id.clone(), from_index: 0, no_follow: false });
@@ -91,10 +109,21 @@ async fn watch_run(connection: &pmesh_master::cli::client::Connection, pattern: 
 
 /// The time an artifact step took on its agent, from the run's own events (`artifact:NAME`
 /// started to succeeded, both stamped by the agent).
-async fn artifact_seconds(connection: &pmesh_master::cli::client::Connection, agent: &str, instance: &str, values: &str) -> anyhow::Result<f64> {
+async fn artifact_seconds(
+    connection: &pmesh_master::cli::client::Connection,
+    agent: &str,
+    instance: &str,
+    values: &str,
+) -> anyhow::Result<f64> {
     let mut client = connection.client.clone();
     let started = client
-        .start_run(v1::MasterStartRunRequest { pattern: "bench-artifact".into(), on: vec![agent.into()], values_json: values.into(), instance: instance.into(), ..Default::default() })
+        .start_run(v1::MasterStartRunRequest {
+            pattern: "bench-artifact".into(),
+            on: vec![agent.into()],
+            values_json: values.into(),
+            instance: instance.into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let mut request = tonic::Request::new(v1::WatchRunRequest { run_id: started.run_id.clone(), from_index: 0, no_follow: false });
@@ -121,7 +150,12 @@ async fn artifact_seconds(connection: &pmesh_master::cli::client::Connection, ag
 
 /// Fetching a large artifact over HTTP and from the depot, beside `curl | sha256sum` of the
 /// same file from the same server. Uses agents a002 and a003, whose caches are empty.
-fn artifact_bench(mesh: &Mesh, runtime: &tokio::runtime::Runtime, connection: &pmesh_master::cli::client::Connection, mib: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+fn artifact_bench(
+    mesh: &Mesh,
+    runtime: &tokio::runtime::Runtime,
+    connection: &pmesh_master::cli::client::Connection,
+    mib: usize,
+) -> anyhow::Result<Vec<(String, String, String)>> {
     let size = mib * 1024 * 1024;
     let content: Vec<u8> = (0..size as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect();
     let sha256 = pmesh_proto::bundle::digest(&content).trim_start_matches("sha256:").to_owned();
@@ -146,7 +180,11 @@ fn artifact_bench(mesh: &Mesh, runtime: &tokio::runtime::Runtime, connection: &p
     let curl = Instant::now();
     let output = std::process::Command::new("sh").args(["-c", &format!("curl -sS -o - {} | sha256sum", server.url())]).output()?;
     let curl = curl.elapsed().as_secs_f64();
-    anyhow::ensure!(String::from_utf8_lossy(&output.stdout).starts_with(&sha256), "curl | sha256sum: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        String::from_utf8_lossy(&output.stdout).starts_with(&sha256),
+        "curl | sha256sum: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let over_http = runtime.block_on(artifact_seconds(connection, "a002", "art-http", &format!("{{\"url\": \"{}\"}}", server.url())))?;
     let added = mesh.pmesh(&["artifact", "add", file.to_str().context("a UTF-8 path")?, "--sha256", &sha256, "--name", "blob"]);
@@ -158,8 +196,16 @@ fn artifact_bench(mesh: &Mesh, runtime: &tokio::runtime::Runtime, connection: &p
     let rate = |seconds: f64| format!("{:.0} MiB/s", mib as f64 / seconds);
     Ok(vec![
         (format!("artifact {mib} MiB: curl -o - | sha256sum, loopback HTTP"), rate(curl), "-".into()),
-        (format!("artifact {mib} MiB: agent fetch over HTTP"), format!("{} ({:.2}x)", rate(over_http), curl / over_http), ">= 0.95x curl".into()),
-        (format!("artifact {mib} MiB: agent fetch from the depot (mTLS)"), format!("{} ({:.2}x)", rate(from_depot), curl / from_depot), ">= 0.8x curl".into()),
+        (
+            format!("artifact {mib} MiB: agent fetch over HTTP"),
+            format!("{} ({:.2}x)", rate(over_http), curl / over_http),
+            ">= 0.95x curl".into(),
+        ),
+        (
+            format!("artifact {mib} MiB: agent fetch from the depot (mTLS)"),
+            format!("{} ({:.2}x)", rate(from_depot), curl / from_depot),
+            ">= 0.8x curl".into(),
+        ),
     ])
 }
 
@@ -199,7 +245,9 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(push.code == 0, "push {pattern}: {}", push.stderr);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let connection = runtime.block_on(async { pmesh_master::cli::client::connect(None, &mesh.master_dir()) }).map_err(|err| anyhow::anyhow!(err.message))?;
+    let connection = runtime
+        .block_on(async { pmesh_master::cli::client::connect(None, &mesh.master_dir()) })
+        .map_err(|err| anyhow::anyhow!(err.message))?;
     let mut results: Vec<(String, String, String)> = Vec::new();
     // Unique instances: a leftover container of an earlier, interrupted benchmark with the same
     // spec would make a step "unchanged" and measure nothing.
@@ -223,12 +271,21 @@ fn main() -> anyhow::Result<()> {
 
     // Events (three agents): throughput with one container printing lines as fast as it can, then latency
     // at a steady rate (a queue that grows during a burst measures the burst, not latency).
-    let (count, seconds, _) = runtime.block_on(watch_run(&connection, "chatty", &format!("{{\"lines\": {}}}", args.lines), &format!("chatty-{tag}")))?;
-    results.push((format!("events to a watcher, burst ({count} log events)"), format!("{:.0} /s", count as f64 / seconds), ">= 50000 /s".into()));
+    let (count, seconds, _) =
+        runtime.block_on(watch_run(&connection, "chatty", &format!("{{\"lines\": {}}}", args.lines), &format!("chatty-{tag}")))?;
+    results.push((
+        format!("events to a watcher, burst ({count} log events)"),
+        format!("{:.0} /s", count as f64 / seconds),
+        ">= 50000 /s".into(),
+    ));
     let paced_values = format!("{{\"lines\": {}, \"burst\": {}, \"pause_ms\": 10}}", args.lines, args.burst);
     let (count, seconds, mut latencies) = runtime.block_on(watch_run(&connection, "paced", &paced_values, &format!("paced-{tag}")))?;
     latencies.sort_by(f64::total_cmp);
-    results.push((format!("event latency p50 / p99 at {:.0} events/s", count as f64 / seconds), format!("{:.0} ms / {:.0} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99)), "p99 < 50 ms".into()));
+    results.push((
+        format!("event latency p50 / p99 at {:.0} events/s", count as f64 / seconds),
+        format!("{:.0} ms / {:.0} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99)),
+        "p99 < 50 ms".into(),
+    ));
 
     // Start latency beside docker run.
     let mut pmesh_ms = Vec::new();
@@ -264,7 +321,11 @@ fn main() -> anyhow::Result<()> {
     pmesh_ms.sort_by(f64::total_cmp);
     docker_ms.sort_by(f64::total_cmp);
     let (pmesh_median, docker_median) = (pmesh_ms[2], docker_ms[2]);
-    results.push(("start latency, pmesh (median of 5)".into(), format!("{pmesh_median:.0} ms"), format!("<= 1.2 x docker run = {:.0} ms", docker_median * 1.2)));
+    results.push((
+        "start latency, pmesh (median of 5)".into(),
+        format!("{pmesh_median:.0} ms"),
+        format!("<= 1.2 x docker run = {:.0} ms", docker_median * 1.2),
+    ));
     results.push(("start latency, docker run -d (median of 5)".into(), format!("{docker_median:.0} ms"), "-".into()));
     network_ms.sort_by(f64::total_cmp);
     results.push(("start latency, docker network create + run -d (median of 5)".into(), format!("{:.0} ms", network_ms[2]), "-".into()));
@@ -277,13 +338,34 @@ fn main() -> anyhow::Result<()> {
         let mut samples = Vec::new();
         for round in 0..3 {
             let started = Instant::now();
-            let run = mesh.pmesh(&["run", "noop", "--all", "--instance", &format!("fan{target}r{round}-{tag}"), "-p", &format!("port={}", mesh.master_port)]);
+            let run = mesh.pmesh(&[
+                "run",
+                "noop",
+                "--all",
+                "--instance",
+                &format!("fan{target}r{round}-{tag}"),
+                "-p",
+                &format!("port={}", mesh.master_port),
+            ]);
             let elapsed = started.elapsed();
-            anyhow::ensure!(run.code == 0, "fan-out run on {target} agents: {}\n{}", run.stderr, run.stdout.lines().filter(|line| line.contains("FAILED") || line.contains("failed") || line.contains("unreachable")).collect::<Vec<_>>().join("\n"));
+            anyhow::ensure!(
+                run.code == 0,
+                "fan-out run on {target} agents: {}\n{}",
+                run.stderr,
+                run.stdout
+                    .lines()
+                    .filter(|line| line.contains("FAILED") || line.contains("failed") || line.contains("unreachable"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             samples.push(elapsed.as_secs_f64());
         }
         samples.sort_by(f64::total_cmp);
-        results.push((format!("fan-out, {target} agents (median of 3, CLI wall clock)"), format!("{:.3} s", samples[1]), if target == 200 { "< 1 s".into() } else { "-".into() }));
+        results.push((
+            format!("fan-out, {target} agents (median of 3, CLI wall clock)"),
+            format!("{:.3} s", samples[1]),
+            if target == 200 { "< 1 s".into() } else { "-".into() },
+        ));
     }
 
     // Idle RSS: memory after five seconds with nothing to do is what is measured, so this
@@ -298,7 +380,11 @@ fn main() -> anyhow::Result<()> {
         values.sort_unstable();
         values[values.len() / 2] as f64 / 1024.0
     };
-    results.push(("  of which anonymous / file-backed (medians)".into(), format!("{:.1} MB / {:.1} MB", median_of("RssAnon"), median_of("RssFile")), "-".into()));
+    results.push((
+        "  of which anonymous / file-backed (medians)".into(),
+        format!("{:.1} MB / {:.1} MB", median_of("RssAnon"), median_of("RssFile")),
+        "-".into(),
+    ));
 
     pmesh_tests::docker::remove_instance(&format!("chatty-{tag}"));
     pmesh_tests::docker::remove_instance(&format!("paced-{tag}"));

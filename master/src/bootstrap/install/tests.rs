@@ -30,7 +30,11 @@ fn check(facts: &str, upgrade: bool, expected_changes: &[&str]) {
 #[test]
 fn a_fresh_host_gets_every_step() {
     check(FRESH, false, &["account", "binary", "config", "enrol", "unit", "service"]);
-    check(&FRESH.replace("docker_socket=yes", "has_tdnf=yes"), false, &["docker", "account", "binary", "config", "enrol", "unit", "service"]);
+    check(
+        &FRESH.replace("docker_socket=yes", "has_tdnf=yes"),
+        false,
+        &["docker", "account", "binary", "config", "enrol", "unit", "service"],
+    );
 }
 
 #[test]

@@ -45,7 +45,11 @@ fn each_problem_is_found() {
     check("systemd=", None, &["systemd is not running as PID 1"]);
     check("has_sha256sum=", None, &["sha256sum is missing"]);
     check("disk_free_kib=1000", None, &["only 0 MiB free"]);
-    check("port_listener=LISTEN 0 128 0.0.0.0:7444 0.0.0.0:* users:((\"nginx\",pid=9,fd=6))", None, &["port 7444 is already in use on the host (LISTEN"]);
+    check(
+        "port_listener=LISTEN 0 128 0.0.0.0:7444 0.0.0.0:* users:((\"nginx\",pid=9,fd=6))",
+        None,
+        &["port 7444 is already in use on the host (LISTEN"],
+    );
     check("master_reach=no", None, &["the host cannot reach the master at 10.0.0.2:7443"]);
     check("docker_group=", None, &["the docker group is missing"]);
     check("docker_unit=\ndocker_socket=\nhas_apt-get=", None, &["Docker is not installed and no package manager"]);
@@ -67,7 +71,11 @@ fn a_bootstrapped_host_is_not_a_problem_to_itself() {
         credential=yes\nport_listener=LISTEN 0 128 0.0.0.0:7444 0.0.0.0:* users:((\"pmesh-agent\",pid=77,fd=9))";
     check(enrolled, Some("10.0.0.5:7444"), &[]);
     // Enrolled elsewhere, or forgotten by the master: bootstrap does not silently re-enrol.
-    check(&enrolled.replace("10.0.0.2:7443", "10.9.9.9:7443"), Some("10.0.0.5:7444"), &["already enrolled as agent pc-1 with master 10.9.9.9:7443"]);
+    check(
+        &enrolled.replace("10.0.0.2:7443", "10.9.9.9:7443"),
+        Some("10.0.0.5:7444"),
+        &["already enrolled as agent pc-1 with master 10.9.9.9:7443"],
+    );
     check(enrolled, None, &["the master has no such agent"]);
     // Where ss cannot name the listener, the running agent enrolled on that port is it.
     let unnamed = enrolled.replace(" users:((\"pmesh-agent\",pid=77,fd=9))", "");

@@ -78,9 +78,7 @@ impl Cache {
     pub fn open(root: impl Into<PathBuf>, cap: Option<u64>) -> Result<Cache, FetchError> {
         let root = root.into();
         for dir in [root.join(COMPLETE_DIR), root.join(PARTIAL_DIR)] {
-            std::fs::create_dir_all(&dir).map_err(|error| {
-                FetchError::local(format!("creating {}", dir.display()), &dir, error)
-            })?;
+            std::fs::create_dir_all(&dir).map_err(|error| FetchError::local(format!("creating {}", dir.display()), &dir, error))?;
         }
         let lock_path = root.join(LOCK_FILE);
         let lock = File::options()
@@ -88,31 +86,13 @@ impl Cache {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|error| {
-                FetchError::local(
-                    format!("opening {}", lock_path.display()),
-                    &lock_path,
-                    error,
-                )
-            })?;
+            .map_err(|error| FetchError::local(format!("opening {}", lock_path.display()), &lock_path, error))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => return Err(FetchError::Locked { path: root }),
-            Err(errno) => {
-                return Err(FetchError::Io {
-                    what: format!("locking {}", lock_path.display()),
-                    error: errno.into(),
-                })
-            }
+            Err(errno) => return Err(FetchError::Io { what: format!("locking {}", lock_path.display()), error: errno.into() }),
         }
-        Ok(Cache {
-            inner: Arc::new(CacheInner {
-                root,
-                cap,
-                leases: Mutex::new(HashMap::new()),
-                _lock: lock,
-            }),
-        })
+        Ok(Cache { inner: Arc::new(CacheInner { root, cap, leases: Mutex::new(HashMap::new()), _lock: lock }) })
     }
 
     /// The cache's directory.
@@ -144,22 +124,11 @@ impl Cache {
         let size = match std::fs::metadata(&path) {
             Ok(metadata) => metadata.len(),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(FetchError::local(
-                    format!("reading {}", path.display()),
-                    &path,
-                    error,
-                ))
-            }
+            Err(error) => return Err(FetchError::local(format!("reading {}", path.display()), &path, error)),
         };
         touch(&path);
         *leases.entry(sha256.to_owned()).or_insert(0) += 1;
-        Ok(Some(Lease {
-            cache: self.clone(),
-            sha256: sha256.to_owned(),
-            path,
-            size,
-        }))
+        Ok(Some(Lease { cache: self.clone(), sha256: sha256.to_owned(), path, size }))
     }
 
     /// Moves a verified partial into place as `sha256` and leases it. Only the fetcher calls
@@ -168,12 +137,7 @@ impl Cache {
         let path = self.path_of(sha256);
         let local = |what: String, error| FetchError::local(what, &path, error);
         let mut leases = self.leases();
-        std::fs::rename(partial, &path).map_err(|error| {
-            local(
-                format!("moving {} into {}", partial.display(), path.display()),
-                error,
-            )
-        })?;
+        std::fs::rename(partial, &path).map_err(|error| local(format!("moving {} into {}", partial.display(), path.display()), error))?;
         // Read-only: the content is addressed by its digest and must never change in place.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
             .map_err(|error| local(format!("making {} read-only", path.display()), error))?;
@@ -183,17 +147,10 @@ impl Cache {
                 tracing::warn!(dir = %dir.display(), %error, "could not sync the cache directory");
             }
         }
-        let size = std::fs::metadata(&path)
-            .map_err(|error| local(format!("reading {}", path.display()), error))?
-            .len();
+        let size = std::fs::metadata(&path).map_err(|error| local(format!("reading {}", path.display()), error))?.len();
         touch(&path);
         *leases.entry(sha256.to_owned()).or_insert(0) += 1;
-        Ok(Lease {
-            cache: self.clone(),
-            sha256: sha256.to_owned(),
-            path,
-            size,
-        })
+        Ok(Lease { cache: self.clone(), sha256: sha256.to_owned(), path, size })
     }
 
     /// The complete artifacts, in no particular order.
@@ -206,12 +163,7 @@ impl Cache {
         let mut entries = Vec::new();
         for dir_entry in std::fs::read_dir(&dir).map_err(local)? {
             let dir_entry = dir_entry.map_err(local)?;
-            let Some(sha256) = dir_entry
-                .file_name()
-                .to_str()
-                .filter(|name| is_sha256(name))
-                .map(str::to_owned)
-            else {
+            let Some(sha256) = dir_entry.file_name().to_str().filter(|name| is_sha256(name)).map(str::to_owned) else {
                 continue;
             };
             // Removed since the listing started: not an entry any more.
@@ -219,12 +171,7 @@ impl Cache {
                 continue;
             };
             let leased = self.leases().get(&sha256).is_some_and(|count| *count > 0);
-            entries.push(Entry {
-                sha256,
-                size: metadata.len(),
-                last_used: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                leased,
-            });
+            entries.push(Entry { sha256, size: metadata.len(), last_used: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH), leased });
         }
         Ok(entries)
     }
@@ -237,18 +184,12 @@ impl Cache {
         let path = self.path_of(sha256);
         let leases = self.leases();
         if leases.get(sha256).is_some_and(|count| *count > 0) {
-            return Err(FetchError::InUse {
-                sha256: sha256.to_owned(),
-            });
+            return Err(FetchError::InUse { sha256: sha256.to_owned() });
         }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(FetchError::local(
-                format!("removing {}", path.display()),
-                &path,
-                error,
-            )),
+            Err(error) => Err(FetchError::local(format!("removing {}", path.display()), &path, error)),
         }
     }
 
@@ -286,30 +227,20 @@ impl Cache {
             }
         }
         if total > cap {
-            tracing::warn!(
-                total,
-                cap,
-                "the artifact cache stays over its cap: the rest is in use"
-            );
+            tracing::warn!(total, cap, "the artifact cache stays over its cap: the rest is in use");
         }
         Ok(evicted)
     }
 
     fn leases(&self) -> MutexGuard<'_, HashMap<String, usize>> {
         // The map stays consistent across a panic: every update is a single insert or remove.
-        self.inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache")
-            .field("root", &self.inner.root)
-            .field("cap", &self.inner.cap)
-            .finish()
+        f.debug_struct("Cache").field("root", &self.inner.root).field("cap", &self.inner.cap).finish()
     }
 }
 
@@ -333,12 +264,7 @@ impl Lease {
 impl Clone for Lease {
     fn clone(&self) -> Self {
         *self.cache.leases().entry(self.sha256.clone()).or_insert(0) += 1;
-        Lease {
-            cache: self.cache.clone(),
-            sha256: self.sha256.clone(),
-            path: self.path.clone(),
-            size: self.size,
-        }
+        Lease { cache: self.cache.clone(), sha256: self.sha256.clone(), path: self.path.clone(), size: self.size }
     }
 }
 
@@ -358,19 +284,13 @@ impl Drop for Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("sha256", &self.sha256)
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("Lease").field("sha256", &self.sha256).field("path", &self.path).finish()
     }
 }
 
 /// 64 lowercase hex digits.
 pub(crate) fn is_sha256(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Marks `path` used now. Best effort: a failure only makes eviction order less exact.
@@ -389,11 +309,7 @@ mod tests {
     fn put(cache: &Cache, sha256: &str, size: usize, last_used: SystemTime) {
         let path = cache.path_of(sha256);
         std::fs::write(&path, vec![0u8; size]).expect("write");
-        File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(last_used))
-            .expect("set mtime");
+        File::options().write(true).open(&path).and_then(|file| file.set_modified(last_used)).expect("set mtime");
     }
 
     fn digest(byte: char) -> String {
@@ -413,25 +329,11 @@ mod tests {
         let lease = cache.lease(&a).expect("lease").expect("cached");
         // `lease` made `a` the most recent; put it back to the oldest to prove the lease, not
         // the order, protects it.
-        File::options()
-            .write(true)
-            .open(cache.path_of(&a))
-            .and_then(|f| f.set_modified(epoch))
-            .expect("mtime");
+        File::options().write(true).open(cache.path_of(&a)).and_then(|f| f.set_modified(epoch)).expect("mtime");
 
-        let evicted: Vec<String> = cache
-            .evict()
-            .expect("evict")
-            .into_iter()
-            .map(|entry| entry.sha256)
-            .collect();
+        let evicted: Vec<String> = cache.evict().expect("evict").into_iter().map(|entry| entry.sha256).collect();
         assert_eq!(evicted, vec![b.clone(), c.clone()]);
-        let mut left: Vec<String> = cache
-            .entries()
-            .expect("entries")
-            .into_iter()
-            .map(|entry| entry.sha256)
-            .collect();
+        let mut left: Vec<String> = cache.entries().expect("entries").into_iter().map(|entry| entry.sha256).collect();
         left.sort();
         assert_eq!(left, vec![a.clone(), d.clone()]);
 
@@ -445,10 +347,7 @@ mod tests {
     fn leases_count_clones_and_a_second_open_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Cache::open(dir.path(), None).expect("open");
-        assert!(matches!(
-            Cache::open(dir.path(), None),
-            Err(FetchError::Locked { .. })
-        ));
+        assert!(matches!(Cache::open(dir.path(), None), Err(FetchError::Locked { .. })));
         let sha = digest('e');
         put(&cache, &sha, 10, SystemTime::now());
         let first = cache.lease(&sha).expect("lease").expect("cached");

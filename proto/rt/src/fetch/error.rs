@@ -16,11 +16,7 @@ pub enum FetchError {
     /// The content is not the artifact asked for: its size or sha256 differs. Permanent for
     /// that source; the partial download is removed so the bad bytes are not resumed.
     #[error("{origin} served other content than expected: expected {expected}, got {got}")]
-    Checksum {
-        origin: String,
-        expected: String,
-        got: String,
-    },
+    Checksum { origin: String, expected: String, got: String },
 
     /// The source refused the credentials (HTTP 401 or 403), or asked for some and none were
     /// given. Permanent for that source.
@@ -102,11 +98,7 @@ impl FetchError {
     pub(crate) fn disposition(&self) -> Disposition {
         match self {
             FetchError::Network { .. } | FetchError::Stalled { .. } => Disposition::Retry,
-            FetchError::Status { status, .. }
-                if *status >= 500 || *status == 408 || *status == 429 =>
-            {
-                Disposition::Retry
-            }
+            FetchError::Status { status, .. } if *status >= 500 || *status == 408 || *status == 429 => Disposition::Retry,
             FetchError::Checksum { .. }
             | FetchError::Unauthorized { .. }
             | FetchError::NotFound { .. }
@@ -123,39 +115,23 @@ impl FetchError {
     }
 
     /// A local I/O error, as [`FetchError::DiskFull`] when the disk (or a quota) is full.
-    pub(crate) fn local(
-        what: impl Into<String>,
-        path: &std::path::Path,
-        error: std::io::Error,
-    ) -> FetchError {
+    pub(crate) fn local(what: impl Into<String>, path: &std::path::Path, error: std::io::Error) -> FetchError {
         if is_disk_full(&error) {
-            return FetchError::DiskFull {
-                path: path.to_owned(),
-                detail: "the disk filled up while writing".into(),
-            };
+            return FetchError::DiskFull { path: path.to_owned(), detail: "the disk filled up while writing".into() };
         }
-        FetchError::Io {
-            what: what.into(),
-            error,
-        }
+        FetchError::Io { what: what.into(), error }
     }
 }
 
 pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
+    matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 fn describe_all(failures: &[(String, FetchError)]) -> String {
     if failures.is_empty() {
         return "the artifact is not cached and no source was given".into();
     }
-    let each: Vec<String> = failures
-        .iter()
-        .map(|(_, error)| error.to_string())
-        .collect();
+    let each: Vec<String> = failures.iter().map(|(_, error)| error.to_string()).collect();
     match each.as_slice() {
         [only] => only.clone(),
         _ => format!("every source failed: {}", each.join("; then ")),
@@ -169,68 +145,30 @@ mod tests {
     #[test]
     fn disk_full_is_recognised_from_enospc_and_edquot() {
         for errno in [28 /* ENOSPC */, 122 /* EDQUOT */] {
-            let error = FetchError::local(
-                "writing x",
-                std::path::Path::new("/cache"),
-                std::io::Error::from_raw_os_error(errno),
-            );
-            assert!(
-                matches!(error, FetchError::DiskFull { .. }),
-                "errno {errno}: {error:?}"
-            );
+            let error = FetchError::local("writing x", std::path::Path::new("/cache"), std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(error, FetchError::DiskFull { .. }), "errno {errno}: {error:?}");
         }
-        let error = FetchError::local(
-            "writing x",
-            std::path::Path::new("/cache"),
-            std::io::Error::from_raw_os_error(5),
-        );
+        let error = FetchError::local("writing x", std::path::Path::new("/cache"), std::io::Error::from_raw_os_error(5));
         assert!(matches!(error, FetchError::Io { .. }));
     }
 
     #[test]
     fn dispositions() {
-        let status = |status| FetchError::Status {
-            origin: "o".into(),
-            status,
-        };
+        let status = |status| FetchError::Status { origin: "o".into(), status };
         assert_eq!(status(503).disposition(), Disposition::Retry);
         assert_eq!(status(429).disposition(), Disposition::Retry);
         assert_eq!(status(400).disposition(), Disposition::NextSource);
-        assert!(FetchError::Stalled {
-            origin: "o".into(),
-            after: Duration::from_secs(1)
-        }
-        .is_transient());
-        assert_eq!(
-            FetchError::Invalid("x".into()).disposition(),
-            Disposition::Stop
-        );
+        assert!(FetchError::Stalled { origin: "o".into(), after: Duration::from_secs(1) }.is_transient());
+        assert_eq!(FetchError::Invalid("x".into()).disposition(), Disposition::Stop);
     }
 
     #[test]
     fn all_sources_failed_lists_each() {
         let error = FetchError::AllSourcesFailed(vec![
-            (
-                "a".into(),
-                FetchError::NotFound {
-                    origin: "https://a/x".into(),
-                },
-            ),
-            (
-                "b".into(),
-                FetchError::Status {
-                    origin: "https://b/x".into(),
-                    status: 502,
-                },
-            ),
+            ("a".into(), FetchError::NotFound { origin: "https://a/x".into() }),
+            ("b".into(), FetchError::Status { origin: "https://b/x".into(), status: 502 }),
         ]);
-        assert_eq!(
-            error.to_string(),
-            "every source failed: https://a/x does not have it (not found); then https://b/x answered HTTP 502"
-        );
-        assert_eq!(
-            FetchError::AllSourcesFailed(vec![]).to_string(),
-            "the artifact is not cached and no source was given"
-        );
+        assert_eq!(error.to_string(), "every source failed: https://a/x does not have it (not found); then https://b/x answered HTTP 502");
+        assert_eq!(FetchError::AllSourcesFailed(vec![]).to_string(), "the artifact is not cached and no source was given");
     }
 }

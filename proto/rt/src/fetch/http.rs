@@ -18,10 +18,7 @@ use super::source::{Auth, ByteStream};
 use super::FetchError;
 
 /// Builds the client: TLS verification cannot be turned off, only extended with `ca_bundle`.
-pub(crate) fn client(
-    ca_bundle: Option<&[u8]>,
-    connect_timeout: Duration,
-) -> Result<reqwest::Client, FetchError> {
+pub(crate) fn client(ca_bundle: Option<&[u8]>, connect_timeout: Duration) -> Result<reqwest::Client, FetchError> {
     let extra_roots = match ca_bundle {
         Some(pem) => parse_bundle(pem)?,
         None => Vec::new(),
@@ -32,24 +29,14 @@ pub(crate) fn client(
         .map_err(|error| FetchError::Invalid(format!("configuring TLS: {error}")))?;
     // The host's trust store (as curl would use it) plus the bundle; a host without one
     // falls back to Mozilla's roots rather than trusting nothing but the bundle.
-    let config = match rustls_platform_verifier::Verifier::new_with_extra_roots(
-        extra_roots.clone(),
-        provider,
-    ) {
+    let config = match rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.clone(), provider) {
         // "dangerous" is rustls' name for any verifier of one's own; this one verifies fully.
-        Ok(verifier) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
+        Ok(verifier) => builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth(),
         Err(error) => {
             tracing::info!(%error, "no usable system trust store; using the Mozilla roots");
-            let mut roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
+            let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             for cert in extra_roots {
-                roots
-                    .add(cert)
-                    .map_err(|error| FetchError::Invalid(format!("the CA bundle: {error}")))?;
+                roots.add(cert).map_err(|error| FetchError::Invalid(format!("the CA bundle: {error}")))?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -59,9 +46,7 @@ pub(crate) fn client(
         .connect_timeout(connect_timeout)
         .user_agent(concat!("pmesh/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|error| {
-            FetchError::Invalid(format!("building the HTTP client: {}", chain(&error)))
-        })
+        .map_err(|error| FetchError::Invalid(format!("building the HTTP client: {}", chain(&error))))
 }
 
 fn parse_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, FetchError> {
@@ -69,9 +54,7 @@ fn parse_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, FetchError> 
         .collect::<Result<_, _>>()
         .map_err(|error| FetchError::Invalid(format!("reading the CA bundle: {error}")))?;
     if certs.is_empty() {
-        return Err(FetchError::Invalid(
-            "the CA bundle holds no PEM certificate".into(),
-        ));
+        return Err(FetchError::Invalid("the CA bundle holds no PEM certificate".into()));
     }
     Ok(certs)
 }
@@ -79,12 +62,7 @@ fn parse_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, FetchError> 
 /// What a ranged GET answered.
 pub(crate) enum Opened {
     /// A body starting at `start`: the offset asked for, or 0 when the server sent it all.
-    Body {
-        start: u64,
-        total: Option<u64>,
-        validator: Option<String>,
-        body: ByteStream,
-    },
+    Body { start: u64, total: Option<u64>, validator: Option<String>, body: ByteStream },
     /// 416: the range starts at or past the end; `total` is the size the server gave.
     Unsatisfiable { total: Option<u64> },
 }
@@ -102,9 +80,7 @@ pub(crate) async fn open(
     let url = reqwest::Url::parse(url)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .ok_or_else(|| {
-            FetchError::Invalid(format!("{origin} is not an http:// or https:// URL"))
-        })?;
+        .ok_or_else(|| FetchError::Invalid(format!("{origin} is not an http:// or https:// URL")))?;
     let mut request = client.get(url);
     if offset > 0 {
         request = request.header(RANGE, format!("bytes={offset}-"));
@@ -118,30 +94,18 @@ pub(crate) async fn open(
         None => request,
     };
     let response = match tokio::time::timeout(stall, request.send()).await {
-        Err(_) => {
-            return Err(FetchError::Stalled {
-                origin: origin.to_owned(),
-                after: stall,
-            })
-        }
+        Err(_) => return Err(FetchError::Stalled { origin: origin.to_owned(), after: stall }),
         Ok(result) => result.map_err(|error| classify(error, origin))?,
     };
     let status = response.status();
     let headers = response.headers();
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok())
-    };
+    let header = |name| headers.get(name).and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok());
     let (start, total) = match status {
         StatusCode::OK => (0, response.content_length()),
         StatusCode::PARTIAL_CONTENT => {
             let (start, total) = header(CONTENT_RANGE)
                 .and_then(parse_content_range)
-                .ok_or_else(|| FetchError::Protocol {
-                    origin: origin.to_owned(),
-                    detail: "a 206 without a usable Content-Range".into(),
-                })?;
+                .ok_or_else(|| FetchError::Protocol { origin: origin.to_owned(), detail: "a 206 without a usable Content-Range".into() })?;
             if start != offset {
                 return Err(FetchError::Protocol {
                     origin: origin.to_owned(),
@@ -151,45 +115,20 @@ pub(crate) async fn open(
             (start, total)
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
-            let total = header(CONTENT_RANGE)
-                .and_then(|range| range.strip_prefix("bytes */"))
-                .and_then(|total| total.trim().parse().ok());
+            let total = header(CONTENT_RANGE).and_then(|range| range.strip_prefix("bytes */")).and_then(|total| total.trim().parse().ok());
             return Ok(Opened::Unsatisfiable { total });
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            return Err(FetchError::Unauthorized {
-                origin: origin.to_owned(),
-                status: status.as_u16(),
-            })
+            return Err(FetchError::Unauthorized { origin: origin.to_owned(), status: status.as_u16() })
         }
-        StatusCode::NOT_FOUND | StatusCode::GONE => {
-            return Err(FetchError::NotFound {
-                origin: origin.to_owned(),
-            })
-        }
-        _ => {
-            return Err(FetchError::Status {
-                origin: origin.to_owned(),
-                status: status.as_u16(),
-            })
-        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => return Err(FetchError::NotFound { origin: origin.to_owned() }),
+        _ => return Err(FetchError::Status { origin: origin.to_owned(), status: status.as_u16() }),
     };
     // If-Range takes a strong ETag or a date; a weak ETag cannot protect a resume.
-    let validator = header(ETAG)
-        .filter(|etag| !etag.starts_with("W/"))
-        .or_else(|| header(LAST_MODIFIED))
-        .map(str::to_owned);
+    let validator = header(ETAG).filter(|etag| !etag.starts_with("W/")).or_else(|| header(LAST_MODIFIED)).map(str::to_owned);
     let body_origin = origin.to_owned();
-    let body = response
-        .bytes_stream()
-        .map_err(move |error| classify(error, &body_origin))
-        .boxed();
-    Ok(Opened::Body {
-        start,
-        total,
-        validator,
-        body,
-    })
+    let body = response.bytes_stream().map_err(move |error| classify(error, &body_origin)).boxed();
+    Ok(Opened::Body { start, total, validator, body })
 }
 
 /// `bytes START-END/TOTAL` → (START, TOTAL), TOTAL `None` when `*`.
@@ -212,20 +151,10 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 fn classify(error: reqwest::Error, origin: &str) -> FetchError {
     let error = error.without_url();
     if let Some(tls) = find_rustls(&error) {
-        return FetchError::Tls {
-            origin: origin.to_owned(),
-            detail: explain_rustls(tls),
-        };
+        return FetchError::Tls { origin: origin.to_owned(), detail: explain_rustls(tls) };
     }
-    let detail = if error.is_timeout() {
-        format!("timed out ({})", chain(&error))
-    } else {
-        chain(&error)
-    };
-    FetchError::Network {
-        origin: origin.to_owned(),
-        detail,
-    }
+    let detail = if error.is_timeout() { format!("timed out ({})", chain(&error)) } else { chain(&error) };
+    FetchError::Network { origin: origin.to_owned(), detail }
 }
 
 /// The rustls error anywhere in the chain. An `io::Error`'s `source()` skips the error it
@@ -236,10 +165,7 @@ fn find_rustls<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a r
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        current = match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
+        current = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => error.source(),
         };
@@ -253,12 +179,10 @@ fn explain_rustls(error: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
             "the server's certificate was not issued by a CA this host trusts".into()
         }
-        rustls::Error::InvalidCertificate(
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-        ) => "the server's certificate is not valid for this host name".into(),
-        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
-            "the server's certificate has expired".into()
+        rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the server's certificate is not valid for this host name".into()
         }
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => "the server's certificate has expired".into(),
         rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
             "the server's certificate is not valid yet: check both clocks".into()
         }
@@ -286,8 +210,7 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        let check =
-            |value: &str, expected| assert_eq!(parse_content_range(value), expected, "{value}");
+        let check = |value: &str, expected| assert_eq!(parse_content_range(value), expected, "{value}");
         check("bytes 100-199/200", Some((100, Some(200))));
         check("bytes 0-0/*", Some((0, None)));
         check("bytes 5-4/10", None);

@@ -139,13 +139,7 @@ impl std::fmt::Debug for FetchConfig {
             .field("stall_timeout", &self.stall_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_concurrent", &self.max_concurrent)
-            .field(
-                "ca_bundle",
-                &self
-                    .ca_bundle
-                    .as_ref()
-                    .map(|pem| format!("{} bytes of PEM", pem.len())),
-            )
+            .field("ca_bundle", &self.ca_bundle.as_ref().map(|pem| format!("{} bytes of PEM", pem.len())))
             .finish()
     }
 }
@@ -174,14 +168,7 @@ impl Fetcher {
         let client = http::client(config.ca_bundle.as_deref(), config.connect_timeout)?;
         let downloads = Semaphore::new(config.max_concurrent.max(1));
         let settings = Settings { client, config };
-        Ok(Fetcher {
-            inner: Arc::new(Inner {
-                cache,
-                settings,
-                downloads,
-                flights: Mutex::new(HashMap::new()),
-            }),
-        })
+        Ok(Fetcher { inner: Arc::new(Inner { cache, settings, downloads, flights: Mutex::new(HashMap::new()) }) })
     }
 
     /// The cache this fetcher fills.
@@ -200,11 +187,7 @@ impl Fetcher {
     /// each source's reason ([`FetchError::Unauthorized`], [`FetchError::NotFound`],
     /// [`FetchError::Tls`], [`FetchError::Checksum`], or the last transient error once the
     /// retries ran out). No file is left under `sha256/` on any error.
-    pub async fn ensure(
-        &self,
-        want: &Want,
-        progress: impl Fn(Progress) + Send + Sync,
-    ) -> Result<Lease, FetchError> {
+    pub async fn ensure(&self, want: &Want, progress: impl Fn(Progress) + Send + Sync) -> Result<Lease, FetchError> {
         let sha256 = normalise_sha256(&want.sha256)?;
         let span = tracing::info_span!("fetch", sha256 = %sha256, size = want.size);
         async {
@@ -219,12 +202,8 @@ impl Fetcher {
             if let Some(lease) = self.hit(&sha256, want.size)? {
                 return Ok(lease);
             }
-            let expected = Expected {
-                sha256: Some(sha256.clone()),
-                size: Some(want.size),
-            };
-            self.download(&sha256, &want.sources, &expected, &progress)
-                .await
+            let expected = Expected { sha256: Some(sha256.clone()), size: Some(want.size) };
+            self.download(&sha256, &want.sources, &expected, &progress).await
         }
         .instrument(span)
         .await
@@ -235,27 +214,16 @@ impl Fetcher {
     ///
     /// # Errors
     /// As [`Fetcher::ensure`].
-    pub async fn import(
-        &self,
-        import: &Import,
-        progress: impl Fn(Progress) + Send + Sync,
-    ) -> Result<Lease, FetchError> {
+    pub async fn import(&self, import: &Import, progress: impl Fn(Progress) + Send + Sync) -> Result<Lease, FetchError> {
         let sources = std::slice::from_ref(&import.source);
         if let (Some(sha256), Some(size)) = (&import.sha256, import.size) {
-            let want = Want {
-                sha256: sha256.clone(),
-                size,
-                sources: sources.to_vec(),
-            };
+            let want = Want { sha256: sha256.clone(), size, sources: sources.to_vec() };
             return self.ensure(&want, progress).await;
         }
         let sha256 = import.sha256.as_deref().map(normalise_sha256).transpose()?;
         let key = match &sha256 {
             Some(sha256) => sha256.clone(),
-            None => format!(
-                "import-{}",
-                hex::encode(Sha256::digest(identity(&import.source)))
-            ),
+            None => format!("import-{}", hex::encode(Sha256::digest(identity(&import.source)))),
         };
         let span = tracing::info_span!("import", origin = %import.source.describe());
         async {
@@ -265,10 +233,7 @@ impl Fetcher {
                     return Ok(lease);
                 }
             }
-            let expected = Expected {
-                sha256,
-                size: import.size,
-            };
+            let expected = Expected { sha256, size: import.size };
             self.download(&key, sources, &expected, &progress).await
         }
         .instrument(span)
@@ -299,23 +264,10 @@ impl Fetcher {
         expected: &Expected,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Lease, FetchError> {
-        let _permit = self
-            .inner
-            .downloads
-            .acquire()
-            .await
-            .expect("the download semaphore is never closed");
+        let _permit = self.inner.downloads.acquire().await.expect("the download semaphore is never closed");
         let mut partial = Partial::open(&self.inner.cache.partial_dir(), key).await?;
         let mut meter = Meter::new(progress, expected.size);
-        let verified = match transfer::download(
-            &self.inner.settings,
-            sources,
-            &mut partial,
-            expected,
-            &mut meter,
-        )
-        .await
-        {
+        let verified = match transfer::download(&self.inner.settings, sources, &mut partial, expected, &mut meter).await {
             Ok(verified) => verified,
             Err(error) => {
                 // Bytes are kept for a resume; an empty partial is only clutter.
@@ -336,10 +288,7 @@ impl Fetcher {
             Ok::<_, FetchError>(lease)
         })
         .await
-        .map_err(|join| FetchError::Io {
-            what: "landing a download".into(),
-            error: std::io::Error::other(join.to_string()),
-        })??;
+        .map_err(|join| FetchError::Io { what: "landing a download".into(), error: std::io::Error::other(join.to_string()) })??;
         tracing::info!(sha256 = %lease.sha256(), size = lease.size(), "artifact cached");
         Ok(lease)
     }
@@ -359,12 +308,7 @@ impl<'a> Flight<'a> {
     async fn join(inner: &'a Inner, key: &str) -> Flight<'a> {
         let lock = inner.flights().entry(key.to_owned()).or_default().clone();
         let guard = lock.clone().lock_owned().await;
-        Flight {
-            inner,
-            key: key.to_owned(),
-            lock,
-            guard: Some(guard),
-        }
+        Flight { inner, key: key.to_owned(), lock, guard: Some(guard) }
     }
 }
 
@@ -400,8 +344,6 @@ fn normalise_sha256(sha256: &str) -> Result<String, FetchError> {
     if cache::is_sha256(&lower) {
         Ok(lower)
     } else {
-        Err(FetchError::Invalid(format!(
-            "{sha256:?} is not a sha256: 64 hex digits expected"
-        )))
+        Err(FetchError::Invalid(format!("{sha256:?} is not a sha256: 64 hex digits expected")))
     }
 }

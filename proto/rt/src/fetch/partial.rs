@@ -39,12 +39,10 @@ impl Partial {
     pub(crate) async fn open(dir: &Path, key: &str) -> Result<Partial, FetchError> {
         let path = dir.join(format!("{key}.part"));
         let validator_path = dir.join(format!("{key}.validator"));
-        let validator = std::fs::read_to_string(&validator_path)
-            .ok()
-            .and_then(|text| {
-                let (origin, validator) = text.trim_end().split_once('\n')?;
-                Some((origin.to_owned(), validator.to_owned()))
-            });
+        let validator = std::fs::read_to_string(&validator_path).ok().and_then(|text| {
+            let (origin, validator) = text.trim_end().split_once('\n')?;
+            Some((origin.to_owned(), validator.to_owned()))
+        });
         let open_path = path.clone();
         let (file, hasher, written) = blocking(&path, move || {
             let mut file = std::fs::File::options()
@@ -52,24 +50,14 @@ impl Partial {
                 .append(true)
                 .create(true)
                 .open(&open_path)
-                .map_err(|error| {
-                    FetchError::local(
-                        format!("opening {}", open_path.display()),
-                        &open_path,
-                        error,
-                    )
-                })?;
+                .map_err(|error| FetchError::local(format!("opening {}", open_path.display()), &open_path, error))?;
             let mut hasher = Sha256::new();
             let mut chunk = vec![0u8; WRITE_BUFFER];
             let mut written = 0u64;
             loop {
-                let n = file.read(&mut chunk).map_err(|error| {
-                    FetchError::local(
-                        format!("reading {}", open_path.display()),
-                        &open_path,
-                        error,
-                    )
-                })?;
+                let n = file
+                    .read(&mut chunk)
+                    .map_err(|error| FetchError::local(format!("reading {}", open_path.display()), &open_path, error))?;
                 if n == 0 {
                     break;
                 }
@@ -82,15 +70,7 @@ impl Partial {
         if written > 0 {
             tracing::info!(path = %path.display(), bytes = written, "resuming a partial download");
         }
-        Ok(Partial {
-            path,
-            validator_path,
-            file: Some(file),
-            hasher,
-            written,
-            buffer: Vec::new(),
-            validator,
-        })
+        Ok(Partial { path, validator_path, file: Some(file), hasher, written, buffer: Vec::new(), validator })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -104,19 +84,14 @@ impl Partial {
 
     /// The validator `origin` gave the bytes with, for `If-Range` when resuming from it.
     pub(crate) fn validator_for(&self, origin: &str) -> Option<&str> {
-        self.validator
-            .as_ref()
-            .filter(|(from, _)| from == origin)
-            .map(|(_, validator)| validator.as_str())
+        self.validator.as_ref().filter(|(from, _)| from == origin).map(|(_, validator)| validator.as_str())
     }
 
     /// Records the validator of a response from `origin` that starts the partial from zero.
     pub(crate) fn set_validator(&mut self, origin: &str, validator: Option<String>) {
         let validator = validator.map(|validator| (origin.to_owned(), validator));
         let result = match &validator {
-            Some((origin, text)) => {
-                std::fs::write(&self.validator_path, format!("{origin}\n{text}\n"))
-            }
+            Some((origin, text)) => std::fs::write(&self.validator_path, format!("{origin}\n{text}\n")),
             None => remove_if_present(&self.validator_path),
         };
         if let Err(error) = result {
@@ -145,9 +120,7 @@ impl Partial {
         let mut hasher = std::mem::take(&mut self.hasher);
         let buffer = std::mem::take(&mut self.buffer);
         let (file, hasher, mut buffer) = blocking(&self.path, move || {
-            file.write_all(&buffer).map_err(|error| {
-                FetchError::local(format!("writing {}", path.display()), &path, error)
-            })?;
+            file.write_all(&buffer).map_err(|error| FetchError::local(format!("writing {}", path.display()), &path, error))?;
             hasher.update(&buffer);
             Ok((file, hasher, buffer))
         })
@@ -162,13 +135,7 @@ impl Partial {
     pub(crate) async fn reset(&mut self) -> Result<(), FetchError> {
         self.buffer.clear();
         let file = self.file.as_ref().ok_or_else(|| broken(&self.path))?;
-        file.set_len(0).map_err(|error| {
-            FetchError::local(
-                format!("truncating {}", self.path.display()),
-                &self.path,
-                error,
-            )
-        })?;
+        file.set_len(0).map_err(|error| FetchError::local(format!("truncating {}", self.path.display()), &self.path, error))?;
         self.hasher = Sha256::new();
         self.written = 0;
         self.set_validator("", None);
@@ -181,9 +148,7 @@ impl Partial {
         let path = self.path.clone();
         let file = self.file.take().ok_or_else(|| broken(&path))?;
         let file = blocking(&self.path, move || {
-            file.sync_all().map_err(|error| {
-                FetchError::local(format!("syncing {}", path.display()), &path, error)
-            })?;
+            file.sync_all().map_err(|error| FetchError::local(format!("syncing {}", path.display()), &path, error))?;
             Ok(file)
         })
         .await?;
@@ -219,10 +184,7 @@ pub(crate) fn check_space(dir: &Path, needed: u64) -> Result<(), FetchError> {
         }
     };
     if needed > available {
-        return Err(FetchError::DiskFull {
-            path: dir.to_owned(),
-            detail: format!("{needed} bytes needed, {available} free"),
-        });
+        return Err(FetchError::DiskFull { path: dir.to_owned(), detail: format!("{needed} bytes needed, {available} free") });
     }
     Ok(())
 }
@@ -241,16 +203,11 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    path: &Path,
-    work: impl FnOnce() -> Result<T, FetchError> + Send + 'static,
-) -> Result<T, FetchError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| FetchError::Io {
-            what: format!("writing {}", path.display()),
-            error: std::io::Error::other(format!("the file task failed: {join}")),
-        })?
+async fn blocking<T: Send + 'static>(path: &Path, work: impl FnOnce() -> Result<T, FetchError> + Send + 'static) -> Result<T, FetchError> {
+    tokio::task::spawn_blocking(work).await.map_err(|join| FetchError::Io {
+        what: format!("writing {}", path.display()),
+        error: std::io::Error::other(format!("the file task failed: {join}")),
+    })?
 }
 
 #[cfg(test)]
@@ -260,47 +217,29 @@ mod tests {
     #[tokio::test]
     async fn reopening_rehashes_the_prefix_and_continues_the_digest() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let content: Vec<u8> = (0..3 * WRITE_BUFFER + 17)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
+        let content: Vec<u8> = (0..3 * WRITE_BUFFER + 17).map(|i| (i * 7 % 251) as u8).collect();
         let (head, tail) = content.split_at(WRITE_BUFFER + 5);
 
         let mut partial = Partial::open(dir.path(), "k").await.expect("open");
-        partial
-            .push(Bytes::copy_from_slice(head))
-            .await
-            .expect("push");
+        partial.push(Bytes::copy_from_slice(head)).await.expect("push");
         partial.flush().await.expect("flush");
         partial.set_validator("https://a/x", Some("\"etag\"".into()));
         drop(partial);
 
         let mut partial = Partial::open(dir.path(), "k").await.expect("reopen");
         assert_eq!(
-            (
-                partial.len(),
-                partial.validator_for("https://a/x"),
-                partial.validator_for("https://b/x")
-            ),
+            (partial.len(), partial.validator_for("https://a/x"), partial.validator_for("https://b/x")),
             (head.len() as u64, Some("\"etag\""), None)
         );
         for piece in tail.chunks(1000) {
-            partial
-                .push(Bytes::copy_from_slice(piece))
-                .await
-                .expect("push");
+            partial.push(Bytes::copy_from_slice(piece)).await.expect("push");
         }
         let (digest, size) = partial.seal().await.expect("seal");
-        assert_eq!(
-            (digest, size),
-            (hex::encode(Sha256::digest(&content)), content.len() as u64)
-        );
+        assert_eq!((digest, size), (hex::encode(Sha256::digest(&content)), content.len() as u64));
         assert_eq!(std::fs::read(partial.path()).expect("read"), content);
 
         partial.reset().await.expect("reset");
-        assert_eq!(
-            (partial.len(), partial.validator_for("https://a/x")),
-            (0, None)
-        );
+        assert_eq!((partial.len(), partial.validator_for("https://a/x")), (0, None));
         partial.discard();
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
     }
@@ -310,11 +249,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         check_space(dir.path(), 1).expect("one byte fits");
         let error = check_space(dir.path(), u64::MAX / 2).expect_err("too big");
-        assert!(
-            error
-                .to_string()
-                .contains(&format!("{} bytes needed", u64::MAX / 2)),
-            "{error}"
-        );
+        assert!(error.to_string().contains(&format!("{} bytes needed", u64::MAX / 2)), "{error}");
     }
 }

@@ -72,12 +72,7 @@ pub(crate) struct Meter<'a> {
 
 impl<'a> Meter<'a> {
     pub(crate) fn new(report: &'a (dyn Fn(Progress) + Send + Sync), total: Option<u64>) -> Self {
-        Meter {
-            report,
-            total,
-            rate: 0.0,
-            sample: None,
-        }
+        Meter { report, total, rate: 0.0, sample: None }
     }
 
     pub(crate) fn set_total(&mut self, total: Option<u64>) {
@@ -101,36 +96,22 @@ impl<'a> Meter<'a> {
         }
         // A restart from zero makes `done` go down; that interval measures nothing.
         let instant_rate = done.saturating_sub(then) as f64 / elapsed.as_secs_f64();
-        self.rate = if self.rate == 0.0 {
-            instant_rate
-        } else {
-            SMOOTHING * instant_rate + (1.0 - SMOOTHING) * self.rate
-        };
+        self.rate = if self.rate == 0.0 { instant_rate } else { SMOOTHING * instant_rate + (1.0 - SMOOTHING) * self.rate };
         self.sample = Some((now, done));
         (self.report)(self.progress(done));
     }
 
     /// The final report.
     pub(crate) fn finish(&mut self, done: u64) {
-        (self.report)(Progress {
-            eta: Some(Duration::ZERO),
-            ..self.progress(done)
-        });
+        (self.report)(Progress { eta: Some(Duration::ZERO), ..self.progress(done) });
     }
 
     fn progress(&self, done: u64) -> Progress {
         let eta = match self.total {
-            Some(total) if self.rate > 0.0 => Some(Duration::from_secs_f64(
-                total.saturating_sub(done) as f64 / self.rate,
-            )),
+            Some(total) if self.rate > 0.0 => Some(Duration::from_secs_f64(total.saturating_sub(done) as f64 / self.rate)),
             _ => None,
         };
-        Progress {
-            done,
-            total: self.total,
-            rate: self.rate,
-            eta,
-        }
+        Progress { done, total: self.total, rate: self.rate, eta }
     }
 }
 
@@ -156,10 +137,7 @@ mod tests {
         meter.finish(10_000);
 
         let reports = reports.into_inner().expect("not poisoned");
-        let summary: Vec<(u64, f64, Option<u64>)> = reports
-            .iter()
-            .map(|p| (p.done, p.rate, p.eta.map(|eta| eta.as_secs())))
-            .collect();
+        let summary: Vec<(u64, f64, Option<u64>)> = reports.iter().map(|p| (p.done, p.rate, p.eta.map(|eta| eta.as_secs()))).collect();
         let smoothed = SMOOTHING * 400.0 + (1.0 - SMOOTHING) * 2000.0;
         assert_eq!(
             summary,
@@ -180,14 +158,6 @@ mod tests {
         let start = Instant::now();
         meter.advance_at(0, start);
         meter.advance_at(500, start + Duration::from_secs(1));
-        assert_eq!(
-            reports.lock().expect("not poisoned")[0],
-            Progress {
-                done: 500,
-                total: None,
-                rate: 500.0,
-                eta: None
-            }
-        );
+        assert_eq!(reports.lock().expect("not poisoned")[0], Progress { done: 500, total: None, rate: 500.0, eta: None });
     }
 }

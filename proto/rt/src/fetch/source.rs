@@ -49,10 +49,7 @@ impl Auth {
     /// without a colon is a bearer token.
     pub fn parse(value: &Secret) -> Auth {
         match value.expose().split_once(':') {
-            Some((user, password)) => Auth::Basic {
-                user: user.to_owned(),
-                password: Secret::new(password),
-            },
+            Some((user, password)) => Auth::Basic { user: user.to_owned(), password: Secret::new(password) },
             None => Auth::Bearer(value.clone()),
         }
     }
@@ -70,10 +67,7 @@ pub enum Source {
 impl Source {
     /// An HTTP(S) source without credentials.
     pub fn http(url: impl Into<String>) -> Source {
-        Source::Http {
-            url: url.into(),
-            auth: None,
-        }
+        Source::Http { url: url.into(), auth: None }
     }
 
     /// How the source appears in errors and logs: URLs without password or query.
@@ -88,11 +82,7 @@ impl Source {
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Http { auth, .. } => f
-                .debug_struct("Http")
-                .field("url", &self.describe())
-                .field("auth", auth)
-                .finish(),
+            Source::Http { auth, .. } => f.debug_struct("Http").field("url", &self.describe()).field("auth", auth).finish(),
             Source::Range(_) => f.debug_tuple("Range").field(&self.describe()).finish(),
         }
     }
@@ -125,37 +115,19 @@ mod tests {
     #[test]
     fn urls_lose_passwords_and_queries() {
         check("https://depot.lab/vcsa.ova", "https://depot.lab/vcsa.ova");
-        check(
-            "https://admin:hunter2@depot.lab/a.iso",
-            "https://admin:redacted@depot.lab/a.iso",
-        );
-        check(
-            "https://s3.lab/b/a.iso?X-Amz-Signature=abc#frag",
-            "https://s3.lab/b/a.iso?redacted",
-        );
+        check("https://admin:hunter2@depot.lab/a.iso", "https://admin:redacted@depot.lab/a.iso");
+        check("https://s3.lab/b/a.iso?X-Amz-Signature=abc#frag", "https://s3.lab/b/a.iso?redacted");
         check("not a url hunter2", "<an unparsable URL>");
     }
 
     #[test]
     fn auth_parses_basic_and_bearer_and_never_prints_secrets() {
         let basic = Auth::parse(&Secret::new("admin:hunter2"));
-        assert_eq!(
-            basic,
-            Auth::Basic {
-                user: "admin".into(),
-                password: Secret::new("hunter2")
-            }
-        );
+        assert_eq!(basic, Auth::Basic { user: "admin".into(), password: Secret::new("hunter2") });
         let bearer = Auth::parse(&Secret::new("tok3n"));
         assert_eq!(bearer, Auth::Bearer(Secret::new("tok3n")));
-        let source = Source::Http {
-            url: "https://u:hunter2@h/x?sig=tok3n".into(),
-            auth: Some(basic),
-        };
+        let source = Source::Http { url: "https://u:hunter2@h/x?sig=tok3n".into(), auth: Some(basic) };
         let printed = format!("{source:?} {bearer:?}");
-        assert!(
-            !printed.contains("hunter2") && !printed.contains("tok3n"),
-            "{printed}"
-        );
+        assert!(!printed.contains("hunter2") && !printed.contains("tok3n"), "{printed}");
     }
 }

@@ -128,11 +128,7 @@ async fn attempt(
     expected: &Expected,
     meter: &mut Meter<'_>,
 ) -> Result<(), FetchError> {
-    let dir = partial
-        .path()
-        .parent()
-        .map(ToOwned::to_owned)
-        .unwrap_or_default();
+    let dir = partial.path().parent().map(ToOwned::to_owned).unwrap_or_default();
     if let Some(size) = expected.size {
         if partial.len() > size {
             // Longer than the artifact: whatever it holds, it is not a prefix of it.
@@ -152,21 +148,8 @@ async fn attempt(
     let stall = settings.config.stall_timeout;
     let mut offset = partial.len();
     let (start, total, validator, mut body) = loop {
-        match open(
-            settings,
-            source,
-            origin,
-            offset,
-            partial.validator_for(origin),
-        )
-        .await?
-        {
-            Opened::Body {
-                start,
-                total,
-                validator,
-                body,
-            } => break (start, total, validator, body),
+        match open(settings, source, origin, offset, partial.validator_for(origin)).await? {
+            Opened::Body { start, total, validator, body } => break (start, total, validator, body),
             Opened::Unsatisfiable { total } if offset > 0 && total == Some(offset) => return Ok(()),
             Opened::Unsatisfiable { .. } if offset > 0 => {
                 tracing::info!(%origin, offset, "the source has no bytes past the partial; starting over");
@@ -213,10 +196,7 @@ async fn attempt(
             Ok(next) => next,
             Err(_) => {
                 partial.flush().await?;
-                return Err(FetchError::Stalled {
-                    origin: origin.to_owned(),
-                    after: stall,
-                });
+                return Err(FetchError::Stalled { origin: origin.to_owned(), after: stall });
             }
         };
         let chunk = match next {
@@ -250,65 +230,29 @@ async fn attempt(
     }
 }
 
-async fn open(
-    settings: &Settings,
-    source: &Source,
-    origin: &str,
-    offset: u64,
-    validator: Option<&str>,
-) -> Result<Opened, FetchError> {
+async fn open(settings: &Settings, source: &Source, origin: &str, offset: u64, validator: Option<&str>) -> Result<Opened, FetchError> {
     let stall = settings.config.stall_timeout;
     match source {
-        Source::Http { url, auth } => {
-            http::open(
-                &settings.client,
-                url,
-                auth.as_ref(),
-                origin,
-                offset,
-                validator,
-                stall,
-            )
-            .await
-        }
+        Source::Http { url, auth } => http::open(&settings.client, url, auth.as_ref(), origin, offset, validator, stall).await,
         Source::Range(range) => {
             let body: ByteStream = tokio::time::timeout(stall, range.open(offset))
                 .await
-                .map_err(|_| FetchError::Stalled {
-                    origin: origin.to_owned(),
-                    after: stall,
-                })??;
-            Ok(Opened::Body {
-                start: offset,
-                total: None,
-                validator: None,
-                body,
-            })
+                .map_err(|_| FetchError::Stalled { origin: origin.to_owned(), after: stall })??;
+            Ok(Opened::Body { start: offset, total: None, validator: None, body })
         }
     }
 }
 
 /// Seals the partial and checks it; a mismatch empties it, so bad bytes are never resumed.
-async fn verify(
-    partial: &mut Partial,
-    expected: &Expected,
-    origin: &str,
-) -> Result<Verified, FetchError> {
+async fn verify(partial: &mut Partial, expected: &Expected, origin: &str) -> Result<Verified, FetchError> {
     let (sha256, size) = partial.seal().await?;
     let size_matches = expected.size.is_none_or(|expected| expected == size);
-    let digest_matches = expected
-        .sha256
-        .as_deref()
-        .is_none_or(|expected| expected == sha256);
+    let digest_matches = expected.sha256.as_deref().is_none_or(|expected| expected == sha256);
     if size_matches && digest_matches {
         return Ok(Verified { sha256, size });
     }
     partial.reset().await?;
-    Err(FetchError::Checksum {
-        origin: origin.to_owned(),
-        expected: describe(expected),
-        got: format!("sha256 {sha256}, {size} bytes"),
-    })
+    Err(FetchError::Checksum { origin: origin.to_owned(), expected: describe(expected), got: format!("sha256 {sha256}, {size} bytes") })
 }
 
 fn describe(expected: &Expected) -> String {
@@ -326,11 +270,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_within_jitter_and_stops_growing_at_the_max() {
-        let config = FetchConfig {
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(800),
-            ..FetchConfig::default()
-        };
+        let config =
+            FetchConfig { backoff_min: Duration::from_millis(100), backoff_max: Duration::from_millis(800), ..FetchConfig::default() };
         let delays: Vec<Duration> = backoff(&config).take(6).collect();
         let bases = [100, 200, 400, 800, 800, 800].map(Duration::from_millis);
         for (delay, base) in delays.iter().zip(bases) {

@@ -46,24 +46,13 @@ impl Cache {
     /// [`FetchError::Checksum`] when the body is longer or shorter than `upload.size`, or
     /// its sha256 differs; the body's own error when it fails; [`FetchError::Io`] for local
     /// failures. Whatever the error, and when the future is dropped, no file is left behind.
-    pub async fn receive(
-        &self,
-        upload: &Upload,
-        mut body: ByteStream,
-    ) -> Result<Lease, FetchError> {
+    pub async fn receive(&self, upload: &Upload, mut body: ByteStream) -> Result<Lease, FetchError> {
         let expected_sha256 = upload.sha256.as_deref().map(normalise_sha256).transpose()?;
         let dir = self.partial_dir();
         check_space(&dir, upload.size)?;
-        let key = format!(
-            "{UPLOAD_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT_UPLOAD.fetch_add(1, Ordering::Relaxed)
-        );
+        let key = format!("{UPLOAD_PREFIX}{}-{}", std::process::id(), NEXT_UPLOAD.fetch_add(1, Ordering::Relaxed));
         let mut guard = Discard(Some(Partial::open(&dir, &key).await?));
-        let partial = guard
-            .0
-            .as_mut()
-            .expect("the guard holds the partial until it lands");
+        let partial = guard.0.as_mut().expect("the guard holds the partial until it lands");
 
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
@@ -73,38 +62,27 @@ impl Cache {
             partial.push(chunk).await?;
         }
         let (sha256, size) = partial.seal().await?;
-        if size != upload.size
-            || expected_sha256
-                .as_ref()
-                .is_some_and(|expected| *expected != sha256)
-        {
+        if size != upload.size || expected_sha256.as_ref().is_some_and(|expected| *expected != sha256) {
             return Err(mismatch(upload, format!("sha256 {sha256}, {size} bytes")));
         }
 
-        let partial = guard
-            .0
-            .take()
-            .expect("the guard holds the partial until it lands");
+        let partial = guard.0.take().expect("the guard holds the partial until it lands");
         let cache = self.clone();
-        let lease =
-            tokio::task::spawn_blocking(move || match cache.land(partial.path(), &sha256) {
-                Ok(lease) => {
-                    partial.landed();
-                    if let Err(error) = cache.evict() {
-                        tracing::warn!(%error, "evicting from the artifact cache failed");
-                    }
-                    Ok(lease)
+        let lease = tokio::task::spawn_blocking(move || match cache.land(partial.path(), &sha256) {
+            Ok(lease) => {
+                partial.landed();
+                if let Err(error) = cache.evict() {
+                    tracing::warn!(%error, "evicting from the artifact cache failed");
                 }
-                Err(error) => {
-                    partial.discard();
-                    Err(error)
-                }
-            })
-            .await
-            .map_err(|join| FetchError::Io {
-                what: "landing an upload".into(),
-                error: std::io::Error::other(join.to_string()),
-            })??;
+                Ok(lease)
+            }
+            Err(error) => {
+                partial.discard();
+                Err(error)
+            }
+        })
+        .await
+        .map_err(|join| FetchError::Io { what: "landing an upload".into(), error: std::io::Error::other(join.to_string()) })??;
         tracing::info!(sha256 = %lease.sha256(), size = lease.size(), "upload landed");
         Ok(lease)
     }
@@ -119,16 +97,10 @@ impl Cache {
         let dir = self.partial_dir();
         let local = |what: String, error| FetchError::local(what, &dir, error);
         let mut n_removed = 0;
-        let listing = std::fs::read_dir(&dir)
-            .map_err(|error| local(format!("listing {}", dir.display()), error))?;
+        let listing = std::fs::read_dir(&dir).map_err(|error| local(format!("listing {}", dir.display()), error))?;
         for dir_entry in listing {
-            let dir_entry =
-                dir_entry.map_err(|error| local(format!("listing {}", dir.display()), error))?;
-            if !dir_entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(UPLOAD_PREFIX)
-            {
+            let dir_entry = dir_entry.map_err(|error| local(format!("listing {}", dir.display()), error))?;
+            if !dir_entry.file_name().to_string_lossy().starts_with(UPLOAD_PREFIX) {
                 continue;
             }
             let path = dir_entry.path();
@@ -147,11 +119,7 @@ fn mismatch(upload: &Upload, got: String) -> FetchError {
         Some(sha256) => format!("sha256 {sha256}, {} bytes", upload.size),
         None => format!("{} bytes", upload.size),
     };
-    FetchError::Checksum {
-        origin: ORIGIN.into(),
-        expected,
-        got,
-    }
+    FetchError::Checksum { origin: ORIGIN.into(), expected, got }
 }
 
 /// Removes the upload's partial unless it was taken out to land: on an error return, and when
@@ -180,23 +148,12 @@ mod tests {
     }
 
     fn chunks(content: &[u8]) -> Chunks {
-        content
-            .chunks(1000)
-            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
-            .collect()
+        content.chunks(1000).map(|piece| Ok(Bytes::copy_from_slice(piece))).collect()
     }
 
     fn files_under(dir: &std::path::Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     }
@@ -210,82 +167,30 @@ mod tests {
         let size = content.len() as u64;
 
         let failures: Vec<(Upload, Chunks, &str)> = vec![
-            (
-                Upload {
-                    sha256: Some("0".repeat(64)),
-                    size,
-                },
-                chunks(&content),
-                "served other content",
-            ),
-            (
-                Upload {
-                    sha256: None,
-                    size: size - 1,
-                },
-                chunks(&content),
-                "more than",
-            ),
-            (
-                Upload {
-                    sha256: None,
-                    size: size + 1,
-                },
-                chunks(&content),
-                "expected",
-            ),
-            (
-                Upload {
-                    sha256: Some("xyz".into()),
-                    size,
-                },
-                chunks(&content),
-                "not a sha256",
-            ),
+            (Upload { sha256: Some("0".repeat(64)), size }, chunks(&content), "served other content"),
+            (Upload { sha256: None, size: size - 1 }, chunks(&content), "more than"),
+            (Upload { sha256: None, size: size + 1 }, chunks(&content), "expected"),
+            (Upload { sha256: Some("xyz".into()), size }, chunks(&content), "not a sha256"),
             (
                 Upload { sha256: None, size },
-                vec![
-                    Ok(Bytes::from_static(b"abc")),
-                    Err(FetchError::Network {
-                        origin: "the client".into(),
-                        detail: "went away".into(),
-                    }),
-                ],
+                vec![Ok(Bytes::from_static(b"abc")), Err(FetchError::Network { origin: "the client".into(), detail: "went away".into() })],
                 "went away",
             ),
         ];
         for (upload, chunks, expected) in failures {
-            let error = cache
-                .receive(&upload, body(chunks))
-                .await
-                .expect_err("refused");
+            let error = cache.receive(&upload, body(chunks)).await.expect_err("refused");
             assert!(error.to_string().contains(expected), "{upload:?}: {error}");
-            assert_eq!(
-                files_under(&dir.path().join("sha256")),
-                Vec::<String>::new()
-            );
-            assert_eq!(
-                files_under(&dir.path().join("partial")),
-                Vec::<String>::new()
-            );
+            assert_eq!(files_under(&dir.path().join("sha256")), Vec::<String>::new());
+            assert_eq!(files_under(&dir.path().join("partial")), Vec::<String>::new());
         }
 
         for expected_sha256 in [None, Some(sha256.to_uppercase())] {
-            let upload = Upload {
-                sha256: expected_sha256,
-                size,
-            };
-            let lease = cache
-                .receive(&upload, body(chunks(&content)))
-                .await
-                .expect("landed");
+            let upload = Upload { sha256: expected_sha256, size };
+            let lease = cache.receive(&upload, body(chunks(&content))).await.expect("landed");
             assert_eq!((lease.sha256(), lease.size()), (sha256.as_str(), size));
             assert_eq!(std::fs::read(lease.path()).expect("read"), content);
         }
-        assert_eq!(
-            files_under(&dir.path().join("partial")),
-            Vec::<String>::new()
-        );
+        assert_eq!(files_under(&dir.path().join("partial")), Vec::<String>::new());
     }
 
     #[tokio::test]
@@ -301,40 +206,19 @@ mod tests {
                 std::future::pending::<Result<Bytes, FetchError>>().await
             }))
             .boxed();
-        let upload = Upload {
-            sha256: None,
-            size: 100,
-        };
+        let upload = Upload { sha256: None, size: 100 };
         let mut receiving = Box::pin(cache.receive(&upload, stalled));
         tokio::select! {
             result = &mut receiving => panic!("the upload cannot finish: {result:?}"),
             _ = reached_rx => {}
         }
-        assert_eq!(
-            files_under(&dir.path().join("partial")).len(),
-            1,
-            "the partial exists mid-upload"
-        );
+        assert_eq!(files_under(&dir.path().join("partial")).len(), 1, "the partial exists mid-upload");
         drop(receiving);
-        assert_eq!(
-            files_under(&dir.path().join("partial")),
-            Vec::<String>::new()
-        );
+        assert_eq!(files_under(&dir.path().join("partial")), Vec::<String>::new());
 
-        std::fs::write(
-            dir.path().join("partial/upload-1-0.part"),
-            b"left by a crash",
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("partial/import-abc.part"),
-            b"a resumable import",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("partial/upload-1-0.part"), b"left by a crash").expect("write");
+        std::fs::write(dir.path().join("partial/import-abc.part"), b"a resumable import").expect("write");
         assert_eq!(cache.remove_abandoned_uploads().expect("clear"), 1);
-        assert_eq!(
-            files_under(&dir.path().join("partial")),
-            vec!["import-abc.part".to_owned()]
-        );
+        assert_eq!(files_under(&dir.path().join("partial")), vec!["import-abc.part".to_owned()]);
     }
 }

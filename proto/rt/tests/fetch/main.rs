@@ -22,9 +22,7 @@ const LEN: usize = 4 << 20;
 
 /// Every test is bounded: a hang fails it instead of the run.
 async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("the test took over 60 s")
+    tokio::time::timeout(Duration::from_secs(60), test).await.expect("the test took over 60 s")
 }
 
 fn config() -> FetchConfig {
@@ -46,11 +44,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn want(body: &[u8], sources: Vec<Source>) -> Want {
-    Want {
-        sha256: sha256_hex(body),
-        size: body.len() as u64,
-        sources,
-    }
+    Want { sha256: sha256_hex(body), size: body.len() as u64, sources }
 }
 
 fn ignore(_: Progress) {}
@@ -59,26 +53,14 @@ fn ignore(_: Progress) {}
 fn files(root: &Path, dir: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
         .expect("list")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     names
 }
 
 fn ranged(request: &Request) -> Option<u64> {
-    request
-        .range
-        .as_deref()?
-        .strip_prefix("bytes=")?
-        .strip_suffix('-')?
-        .parse()
-        .ok()
+    request.range.as_deref()?.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
 }
 
 /// The one error of a single-source fetch.
@@ -108,18 +90,11 @@ async fn a_verified_download_lands_and_a_second_ensure_moves_nothing() {
         let want = want(&body, vec![Source::http(server.url("/a.ova"))]);
         let reports = Mutex::new(Vec::new());
 
-        let lease = fetcher
-            .ensure(&want, |p| reports.lock().expect("reports").push(p))
-            .await
-            .expect("fetched");
+        let lease = fetcher.ensure(&want, |p| reports.lock().expect("reports").push(p)).await.expect("fetched");
         assert_eq!(lease.path(), dir.path().join("sha256").join(&want.sha256));
         assert_eq!(std::fs::read(lease.path()).expect("read"), body);
         assert_eq!(files(dir.path(), "partial"), Vec::<String>::new());
-        let last = *reports
-            .lock()
-            .expect("reports")
-            .last()
-            .expect("a final report");
+        let last = *reports.lock().expect("reports").last().expect("a final report");
         assert_eq!((last.done, last.total), (LEN as u64, Some(LEN as u64)));
 
         let again = fetcher.ensure(&want, ignore).await.expect("cached");
@@ -139,8 +114,7 @@ async fn concurrent_ensures_of_one_artifact_download_it_once() {
         let fetcher = fetcher(dir.path());
         let want = want(&body, vec![Source::http(server.url("/a.iso"))]);
         let other = fetcher.clone();
-        let (first, second) =
-            tokio::join!(fetcher.ensure(&want, ignore), other.ensure(&want, ignore));
+        let (first, second) = tokio::join!(fetcher.ensure(&want, ignore), other.ensure(&want, ignore));
         let (first, second) = (first.expect("first"), second.expect("second"));
         assert_eq!(first.path(), second.path());
         assert_eq!(server.requests().len(), 1);
@@ -155,27 +129,14 @@ async fn eviction_keeps_the_cache_under_its_cap_and_spares_leased_artifacts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Cache::open(dir.path(), Some(250 * 1024)).expect("cache");
         let fetcher = Fetcher::new(cache, config()).expect("fetcher");
-        let bodies: Vec<Vec<u8>> = (0..4)
-            .map(|seed| server::generate(100 * 1024, 20 + seed))
-            .collect();
+        let bodies: Vec<Vec<u8>> = (0..4).map(|seed| server::generate(100 * 1024, 20 + seed)).collect();
         let fetch = |index: usize| {
-            let want = want(
-                &bodies[index],
-                vec![Source::Range(Arc::new(MemorySource::new(
-                    bodies[index].clone(),
-                )))],
-            );
+            let want = want(&bodies[index], vec![Source::Range(Arc::new(MemorySource::new(bodies[index].clone())))]);
             let fetcher = fetcher.clone();
             async move { fetcher.ensure(&want, ignore).await.expect("fetched") }
         };
         let cached = || {
-            let mut digests: Vec<String> = fetcher
-                .cache()
-                .entries()
-                .expect("entries")
-                .into_iter()
-                .map(|entry| entry.sha256)
-                .collect();
+            let mut digests: Vec<String> = fetcher.cache().entries().expect("entries").into_iter().map(|entry| entry.sha256).collect();
             digests.sort();
             digests
         };
@@ -192,10 +153,7 @@ async fn eviction_keeps_the_cache_under_its_cap_and_spares_leased_artifacts() {
         drop(held);
         let _fourth = fetch(3).await; // now 0 is unleased and the oldest of 0, 2 (leased), 3
         assert_eq!(cached(), sorted(vec![digest(2), digest(3)]));
-        assert!(matches!(
-            fetcher.cache().remove(&digest(3)),
-            Err(FetchError::InUse { .. })
-        ));
+        assert!(matches!(fetcher.cache().remove(&digest(3)), Err(FetchError::InUse { .. })));
     })
     .await;
 }
@@ -208,21 +166,11 @@ async fn a_range_source_resumes_from_where_it_failed_and_falls_back_in_order() {
         memory.fail_once_at(LEN as u64 / 3);
         let server = Server::start(body.clone(), None).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let sources = vec![
-            Source::http(server.url("/missing")),
-            Source::Range(memory.clone()),
-        ];
+        let sources = vec![Source::http(server.url("/missing")), Source::Range(memory.clone())];
 
-        let lease = fetcher(dir.path())
-            .ensure(&want(&body, sources), ignore)
-            .await
-            .expect("fetched");
+        let lease = fetcher(dir.path()).ensure(&want(&body, sources), ignore).await.expect("fetched");
         assert_eq!(std::fs::read(lease.path()).expect("read"), body);
-        assert_eq!(
-            server.requests().len(),
-            1,
-            "the 404 source is tried once, first"
-        );
+        assert_eq!(server.requests().len(), 1, "the 404 source is tried once, first");
         assert_eq!(memory.opens(), vec![0, LEN as u64 / 3]);
     })
     .await;
@@ -235,16 +183,9 @@ async fn an_import_hashes_what_it_streams_and_resumes_under_its_validator() {
         let server = Server::start(body.clone(), None).await;
         server.fault_once(Fault::CutAt(LEN as u64 / 2));
         let dir = tempfile::tempdir().expect("tempdir");
-        let import = Import {
-            source: Source::http(server.url("/vcsa.ova")),
-            sha256: None,
-            size: None,
-        };
+        let import = Import { source: Source::http(server.url("/vcsa.ova")), sha256: None, size: None };
 
-        let lease = fetcher(dir.path())
-            .import(&import, ignore)
-            .await
-            .expect("imported");
+        let lease = fetcher(dir.path()).import(&import, ignore).await.expect("imported");
         assert_eq!(lease.sha256(), sha256_hex(&body));
         assert_eq!(std::fs::read(lease.path()).expect("read"), body);
         let requests = server.requests();

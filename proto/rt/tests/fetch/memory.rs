@@ -15,11 +15,7 @@ pub struct MemorySource {
 
 impl MemorySource {
     pub fn new(body: Vec<u8>) -> MemorySource {
-        MemorySource {
-            body: Bytes::from(body),
-            fail_at: Mutex::new(None),
-            opens: Mutex::new(Vec::new()),
-        }
+        MemorySource { body: Bytes::from(body), fail_at: Mutex::new(None), opens: Mutex::new(Vec::new()) }
     }
 
     /// The next stream that passes `at` breaks there with a transient error.
@@ -58,10 +54,7 @@ impl RangeSource for MemorySource {
             at = next;
         }
         if fail_at.is_some() {
-            items.push(Err(FetchError::Network {
-                origin: self.describe(),
-                detail: "the stream was reset".into(),
-            }));
+            items.push(Err(FetchError::Network { origin: self.describe(), detail: "the stream was reset".into() }));
         }
         Ok(futures_util::stream::iter(items).boxed())
     }

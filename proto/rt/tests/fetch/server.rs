@@ -81,26 +81,16 @@ impl TestPki {
     pub fn new() -> TestPki {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "fetch test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fetch test CA");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().expect("server key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &issuer).expect("server cert");
-        TestPki {
-            ca_pem: ca_cert.pem(),
-            chain: vec![cert.der().clone(), ca_cert.der().clone()],
-            key_der: key.serialize_der(),
-        }
+        TestPki { ca_pem: ca_cert.pem(), chain: vec![cert.der().clone(), ca_cert.der().clone()], key_der: key.serialize_der() }
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -157,11 +147,7 @@ impl Server {
                 });
             }
         });
-        Server {
-            addr,
-            scheme,
-            state,
-        }
+        Server { addr, scheme, state }
     }
 
     /// The file's URL (any path serves it but `/missing`).
@@ -194,21 +180,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State) 
         return;
     };
     let mut lines = head.split("\r\n");
-    let path = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .unwrap_or("/")
-        .to_owned();
+    let path = lines.next().and_then(|line| line.split(' ').nth(1)).unwrap_or("/").to_owned();
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
-    };
+    let header = |name: &str| headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
     let authorization = header("authorization");
     state.requests.lock().expect("requests").push(Request {
         path: path.clone(),
@@ -216,12 +193,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State) 
         if_range: header("if-range"),
         authorization: authorization.is_some(),
     });
-    let fault = state
-        .faults
-        .lock()
-        .expect("faults")
-        .pop_front()
-        .or_else(|| state.standing.lock().expect("standing").clone());
+    let fault = state.faults.lock().expect("faults").pop_front().or_else(|| state.standing.lock().expect("standing").clone());
 
     if let Some(token) = &state.bearer {
         if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) {
@@ -236,31 +208,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State) 
     }
     let len = state.body.len() as u64;
     let range_start = header("range")
-        .and_then(|range| {
-            range
-                .strip_prefix("bytes=")?
-                .strip_suffix('-')?
-                .parse::<u64>()
-                .ok()
-        })
+        .and_then(|range| range.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok())
         .filter(|_| fault != Some(Fault::IgnoreRange))
         .filter(|_| header("if-range").is_none_or(|validator| validator == ETAG));
     let (status_line, start) = match range_start {
         Some(start) if start >= len => {
-            return respond_empty(
-                &mut stream,
-                416,
-                &format!("Content-Range: bytes */{len}\r\n"),
-            )
-            .await;
+            return respond_empty(&mut stream, 416, &format!("Content-Range: bytes */{len}\r\n")).await;
         }
-        Some(start) => (
-            format!(
-                "206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}",
-                len - 1
-            ),
-            start,
-        ),
+        Some(start) => (format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}", len - 1), start),
         None => ("200 OK".to_owned(), 0),
     };
     let head = format!(
@@ -294,9 +249,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State) 
 }
 
 async fn respond_empty<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, extra_headers: &str) {
-    let head = format!(
-        "HTTP/1.1 {status} Status\r\n{extra_headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let head = format!("HTTP/1.1 {status} Status\r\n{extra_headers}Content-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.shutdown().await;
 }

@@ -24,10 +24,7 @@ pub(crate) struct Fields<'n> {
 impl<'n> Fields<'n> {
     /// The key and value of `field`, unless it is absent or null.
     pub(crate) fn get(&self, field: &str) -> Option<(&'n Node, &'n Node)> {
-        self.entries
-            .iter()
-            .find(|(name, _, value)| *name == field && !value.is_null())
-            .map(|(_, key, value)| (*key, *value))
+        self.entries.iter().find(|(name, _, value)| *name == field && !value.is_null()).map(|(_, key, value)| (*key, *value))
     }
 
     /// Like [`Fields::get`], reporting a missing field.
@@ -250,10 +247,9 @@ impl Decoder<'_> {
             return None;
         };
         let problem = match self.scope.params.get(&name).and_then(|info| info.kind) {
-            Some(kind) if !matches!(kind, ParamType::Port | ParamType::Integer) => Some(format!(
-                "`${{{name}}}`: param `{name}` is a {}, but a port needs a port or integer param",
-                kind.name()
-            )),
+            Some(kind) if !matches!(kind, ParamType::Port | ParamType::Integer) => {
+                Some(format!("`${{{name}}}`: param `{name}` is a {}, but a port needs a port or integer param", kind.name()))
+            }
             _ => self.placeholder_problem(&name, false),
         };
         match problem {

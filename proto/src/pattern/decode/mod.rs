@@ -71,7 +71,11 @@ pub(crate) fn decode(root: &Node, files: &BTreeMap<String, Vec<u8>>, report: &mu
     let mut decoder = Decoder { report, files, scope: Scope::default(), edges: Vec::new(), runs_in: Vec::new() };
     let pattern = decoder.pattern(root);
     super::graph::check(&mut decoder);
-    if decoder.report.is_clean() { pattern } else { None }
+    if decoder.report.is_clean() {
+        pattern
+    } else {
+        None
+    }
 }
 
 impl Decoder<'_> {
@@ -255,7 +259,10 @@ impl Decoder<'_> {
         let secrets = self.scope.params.iter().filter(|(_, info)| info.kind == Some(ParamType::Secret));
         for (name, _) in secrets {
             if text[..query_at].contains(&format!("${{{name}}}")) {
-                self.report.error(node.mark, format!("secret param `{name}` may only be in a URL's query string (after `?`), which is never logged"));
+                self.report.error(
+                    node.mark,
+                    format!("secret param `{name}` may only be in a URL's query string (after `?`), which is never logged"),
+                );
                 return None;
             }
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::super::formats;
 use super::super::spec::{
-    Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, Probe, Protocol, Resources, Restart,
-    Retries, Service, Step, StepKind, Wait,
+    Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, Probe, Protocol, Resources, Restart, Retries, Service, Step,
+    StepKind, Wait,
 };
 use super::super::step::{DEFAULT_BACKOFF, DEFAULT_PROBE_INTERVAL, DNS_RECORD_TYPES};
 use super::super::yaml::Node;
@@ -267,7 +267,8 @@ impl Decoder<'_> {
         let command = fields.required(self, "command").and_then(|(_, node)| self.command(node));
         let interval = optional(self, &fields, "interval", Healthcheck::default_interval(), |decoder, node| decoder.duration(node, false));
         let timeout = optional(self, &fields, "timeout", Healthcheck::default_timeout(), |decoder, node| decoder.duration(node, false));
-        let retries = optional(self, &fields, "retries", i64::from(Healthcheck::default_retries()), |decoder, node| decoder.integer(node, 1, 1000));
+        let retries =
+            optional(self, &fields, "retries", i64::from(Healthcheck::default_retries()), |decoder, node| decoder.integer(node, 1, 1000));
         let start_period = optional(self, &fields, "start_period", Default::default(), |decoder, node| decoder.duration(node, true));
         Some(Healthcheck {
             command: command?,
