@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shellcheck tests/*.sh tests/images/*.sh .ci/run
+# Formatting and lints first: they take seconds and fail fast.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # Container images the tests use, built from Debian packages and cached by tag.
 tests/images/build.sh
 cargo build --workspace --bins --locked

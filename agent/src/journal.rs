@@ -371,10 +371,10 @@ impl Journal {
                 EventKind::StepStarted { step, .. } => run.steps.entry(step.clone()).or_default().state = "running".into(),
                 EventKind::Log { step, .. } => run.steps.entry(step.clone()).or_default().lines += 1,
                 EventKind::StepSucceeded { step, .. } | EventKind::StepUnchanged { step, .. } => {
-                    run.steps.entry(step.clone()).or_default().state = "done".into()
+                    run.steps.entry(step.clone()).or_default().state = "done".into();
                 }
                 EventKind::StepFailed { step, .. } | EventKind::StepSkipped { step, .. } => {
-                    run.steps.entry(step.clone()).or_default().state = "failed".into()
+                    run.steps.entry(step.clone()).or_default().state = "failed".into();
                 }
                 _ => {}
             }

@@ -89,9 +89,9 @@ async fn compile_for(
                 .map_err(|err| CliError::new(exit::FAILED, format!("{err:#}")))?,
         ))
     };
-    let artifacts: BTreeMap<String, std::path::PathBuf> = match &store {
+    let artifacts: BTreeMap<String, PathBuf> = match &store {
         Some(store) => parsed.artifacts.iter().map(|(name, artifact)| (name.clone(), store.path_of(&artifact.sha256))).collect(),
-        None => parsed.artifacts.keys().map(|name| (name.clone(), std::path::PathBuf::new())).collect(),
+        None => parsed.artifacts.keys().map(|name| (name.clone(), PathBuf::new())).collect(),
     };
     let inputs = Inputs {
         files: &files,

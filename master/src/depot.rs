@@ -226,10 +226,7 @@ impl Depot {
             .split_once("://")
             .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
         if !has_host {
-            return Err(ApiError::Invalid(format!(
-                "{:?} is not an http:// or https:// URL",
-                pmesh_rt::fetch::Source::http(url.clone()).describe()
-            )));
+            return Err(ApiError::Invalid(format!("{:?} is not an http:// or https:// URL", Source::http(url).describe())));
         }
         let wanted = Wanted::check(&request.name, &request.sha256, (request.size > 0).then_some(request.size))?;
         if let Some(sha256) = &wanted.sha256 {

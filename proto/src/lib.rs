@@ -14,7 +14,7 @@ pub mod pattern;
 pub mod tls;
 
 /// Protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod v1 {
     tonic::include_proto!("pmesh.v1");
 

@@ -49,7 +49,7 @@ fn bundles_are_delivered_once_and_verified_by_the_agent() -> anyhow::Result<()> 
     refused(tampered, "does not verify");
     // A bundle the agent does not hold yet, signed by another mesh's key, then unsigned.
     let other = Mesh::init()?;
-    let mut changed = signed.clone();
+    let mut changed = signed;
     changed.archive = pmesh_proto::bundle::pack(&std::collections::BTreeMap::from([(
         "pattern.yaml".to_string(),
         pmesh_proto::bundle::BundleFile { contents: b"other\n".to_vec(), executable: false },

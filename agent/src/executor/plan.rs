@@ -55,7 +55,7 @@ pub struct PlannedArtifact {
     /// download token), so they appear only redacted.
     pub urls: Vec<String>,
     /// A bearer token or `user:password`.
-    pub auth: Option<pmesh_proto::pattern::Secret>,
+    pub auth: Option<Secret>,
     /// Set (to the instance's scope) when a service step mounts it: the service keeps
     /// running after the run ends, so the artifact must stay in the cache after it too.
     pub retain_for: Option<String>,

@@ -229,7 +229,7 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
         Os::Other => problems
             .push(format!("the OS is {}; bootstrap supports Photon OS 4 and 5, Debian, Ubuntu and RHEL-like systems", facts.os_name())),
         Os::Photon if !(version.starts_with('4') || version.starts_with('5')) => {
-            problems.push(format!("the OS is Photon OS {version}; bootstrap supports Photon OS 4 and 5"))
+            problems.push(format!("the OS is Photon OS {version}; bootstrap supports Photon OS 4 and 5"));
         }
         _ => {}
     }

@@ -226,8 +226,8 @@ impl Session {
         let refused = || SshError::AuthRefused(format!("{} refused the password of user {user}", self.address));
         let result = self.handle.authenticate_password(user, password.expose()).await.map_err(session_error("logging in"))?;
         let remaining = match result {
-            russh::client::AuthResult::Success => return Ok(()),
-            russh::client::AuthResult::Failure { remaining_methods, .. } => remaining_methods,
+            client::AuthResult::Success => return Ok(()),
+            client::AuthResult::Failure { remaining_methods, .. } => remaining_methods,
         };
         if !remaining.contains(&MethodKind::KeyboardInteractive) {
             return Err(refused());

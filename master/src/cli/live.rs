@@ -192,7 +192,7 @@ pub fn print_line(envelope: &v1::AgentRunEvent, format: Format) {
                     "done_bytes": event.done_bytes, "total_bytes": event.total_bytes, "rate_bytes_per_second": event.rate_bytes_per_second })
         ),
         Format::Text => {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at_unix_ms.max(0) as u64);
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(event.at_unix_ms.max(0) as u64);
             let step = if event.step.is_empty() { "-" } else { event.step.as_str() };
             println!("{} {:<10} {:<14} {}", humantime::format_rfc3339_seconds(at), envelope.agent, step, describe(event));
         }

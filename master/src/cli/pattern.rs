@@ -142,7 +142,7 @@ fn show_text(pattern: &Pattern) -> String {
     out
 }
 
-fn type_text(param: &pmesh_proto::pattern::Param) -> String {
+fn type_text(param: &pattern::Param) -> String {
     let validation = &param.validation;
     let mut text = param.kind.name().to_owned();
     if let Some(items) = validation.items {

@@ -38,7 +38,7 @@ pub async fn push(connection: &Connection, path: &Path, format: Format) -> Resul
         .into_inner();
     match format {
         Format::Json => {
-            println!("{}", json!({ "name": pushed.name, "version": pushed.version, "digest": pushed.digest, "created": pushed.created }))
+            println!("{}", json!({ "name": pushed.name, "version": pushed.version, "digest": pushed.digest, "created": pushed.created }));
         }
         Format::Text => {
             let verb = if pushed.created { "registered" } else { "already registered:" };

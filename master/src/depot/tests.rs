@@ -268,7 +268,7 @@ fn import_failures_are_named_by_whose_they_are() {
     ];
     for (error, code) in cases {
         let described = error.to_string();
-        let status = tonic::Status::from(super::import_error(error));
+        let status = Status::from(import_error(error));
         assert_eq!(status.code(), code, "{described}");
         assert_eq!(status.message(), described);
     }

@@ -223,7 +223,7 @@ fn secrets_never_show() {
     assert!(!shown.contains("VMware1!") && !shown.contains("t0ken"), "{shown}");
     assert!(shown.contains("<redacted>"));
     assert_eq!(substitute("${esxi_password}", &params).expect("env value"), "VMware1!");
-    let mut with_pattern = pattern.clone();
+    let mut with_pattern = pattern;
     with_pattern.params.get_mut("esxi_password").expect("param").validation.pattern = Some("[a-z]+".to_owned());
     let problems = validate_values(&with_pattern, &supplied).expect_err("does not match");
     assert_eq!(problems[0].to_string(), "param esxi_password: the value does not match the pattern `[a-z]+`");

@@ -332,10 +332,10 @@ mod tests {
         File::options().write(true).open(cache.path_of(&a)).and_then(|f| f.set_modified(epoch)).expect("mtime");
 
         let evicted: Vec<String> = cache.evict().expect("evict").into_iter().map(|entry| entry.sha256).collect();
-        assert_eq!(evicted, vec![b.clone(), c.clone()]);
+        assert_eq!(evicted, vec![b, c]);
         let mut left: Vec<String> = cache.entries().expect("entries").into_iter().map(|entry| entry.sha256).collect();
         left.sort();
-        assert_eq!(left, vec![a.clone(), d.clone()]);
+        assert_eq!(left, vec![a.clone(), d]);
 
         assert!(matches!(cache.remove(&a), Err(FetchError::InUse { .. })));
         drop(lease);

@@ -192,12 +192,9 @@ async fn attempt(
     meter.advance(partial.len());
 
     loop {
-        let next = match tokio::time::timeout(stall, body.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                partial.flush().await?;
-                return Err(FetchError::Stalled { origin: origin.to_owned(), after: stall });
-            }
+        let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
+            partial.flush().await?;
+            return Err(FetchError::Stalled { origin: origin.to_owned(), after: stall });
         };
         let chunk = match next {
             None => break,
