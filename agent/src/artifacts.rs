@@ -95,7 +95,7 @@ impl Artifacts for AgentArtifacts {
     async fn ensure(&self, artifact: &PlannedArtifact, progress: Box<dyn Fn(Transfer) + Send + Sync>) -> anyhow::Result<ArtifactGuard> {
         let want = Want { sha256: artifact.sha256.clone(), size: artifact.size, sources: self.sources(artifact) };
         let report = move |at: pmesh_rt::fetch::Progress| {
-            progress(Transfer { done: at.done, total: at.total.unwrap_or(0), rate: at.rate, eta: at.eta });
+            progress(at);
         };
         let lease = self.fetcher()?.ensure(&want, report).await?;
         anyhow::ensure!(

@@ -21,8 +21,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::executor::contract::ImageAction;
 use crate::executor::contract::{Driver, Found, Health, OutputStream, OwnerLabels};
-use crate::executor::events::ImageAction;
 use crate::executor::plan::{ContainerSpec, ImageSource, MountSource, RestartPolicy};
 
 /// What the agent reports about Docker.

@@ -6,77 +6,34 @@
 //! acknowledges what it has persisted, and the journal drops those events, so it cannot grow
 //! without bound while the master is reachable.
 //!
-//! Records are this module's own versioned types (`"v": 1`), not the wire types. They are kept
-//! in segments, one per appended batch: the tree `segments` maps the last sequence number of a
-//! batch to its records (a JSON array). One sled write per batch rather than per event is what
-//! lets a chatty step's output through at tens of thousands of lines a second; an
-//! acknowledgement drops whole segments, and readers skip what they have already seen.
+//! Events are the mesh's event record ([`RunEvent`]), kept in segments, one per appended
+//! batch: the tree `segments` maps the last sequence number of a batch to its events (a JSON
+//! array). One sled write per batch rather than per event is what lets a chatty step's output
+//! through at tens of thousands of lines a second; an acknowledgement drops whole segments, and
+//! readers skip what they have already seen. The tree `meta` holds the schema version
+//! ([`SCHEMA_VERSION`]; a newer journal is refused) and where trimming reached.
+//!
+//! A run's record (tree `runs`) keeps how far each step got, and it moves in the same sled
+//! transaction as the segment that carries the events: after a crash the line count a resumed
+//! step skips is exactly what the journal holds, so a re-adopted step repeats no line. For the
+//! same reason a resumed run does not announce again what it already announced (its start, an
+//! image, a step's attempt).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
+use pmesh_proto::event::RunEvent;
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::watch;
 
-use crate::executor::events::{Event, EventKind, ImageAction, Outcome};
+use crate::executor::events::{Event, EventKind, Outcome};
 
-/// One journalled event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JournalRecord {
-    pub v: u32,
-    pub seq: u64,
-    pub run_id: String,
-    pub at_unix_ms: i64,
-    pub kind: RecordKind,
-    #[serde(default)]
-    pub step: String,
-    #[serde(default)]
-    pub text: String,
-    #[serde(default)]
-    pub percent: f64,
-    #[serde(default)]
-    pub exit_code: Option<i64>,
-    #[serde(default)]
-    pub tail: Vec<String>,
-    #[serde(default)]
-    pub attempt: u32,
-    #[serde(default)]
-    pub instance: String,
-    #[serde(default)]
-    pub pattern: String,
-    /// A transfer's bytes so far, its total and its rate (bytes per second).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<TransferRecord>,
-}
-
-/// The numbers of an artifact transfer, as journalled.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TransferRecord {
-    pub done: u64,
-    pub total: u64,
-    pub rate: f64,
-    #[serde(default)]
-    pub eta_seconds: Option<u64>,
-}
-
-/// The kinds of journalled events, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordKind {
-    RunStarted,
-    ImageReady,
-    StepStarted,
-    StepUnchanged,
-    Log,
-    Progress,
-    StepRetrying,
-    StepSucceeded,
-    StepFailed,
-    StepSkipped,
-    RunFinished,
-}
+/// The layout this build writes: 1 kept a `"v"` in every record, 2 keeps it here, in `meta`.
+/// Both read the same events; a journal with a newer version is refused.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What the agent remembers of a run, so a retried start starts nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,132 +43,101 @@ pub struct RunRecord {
     pub instance: String,
     pub bundle_digest: String,
     pub started_at_unix_ms: i64,
-    /// `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: RunState,
     /// The supplied values, kept so a run interrupted by an agent restart can be resumed.
     /// The data directory is private to the agent (0700 under systemd).
     #[serde(default)]
     pub values_json: String,
     /// Each step's progress, as journalled.
     #[serde(default)]
-    pub steps: std::collections::BTreeMap<String, StepProgress>,
+    pub steps: BTreeMap<String, StepProgress>,
+    /// Whether the run's start is journalled.
+    #[serde(default)]
+    pub announced: bool,
+    /// The images whose readiness is journalled.
+    #[serde(default)]
+    pub images: BTreeSet<String>,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<Outcome> for RunState {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded => RunState::Succeeded,
+            Outcome::Failed => RunState::Failed,
+            Outcome::Cancelled => RunState::Cancelled,
+        }
+    }
 }
 
 /// How far a step got, from the journalled events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepProgress {
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: StepState,
     /// Output lines journalled so far.
     pub lines: u64,
+    /// The attempt whose start is journalled.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
-fn record(seq: u64, event: &Event) -> JournalRecord {
-    let at_unix_ms = event.at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0);
-    let mut out = JournalRecord {
-        v: 1,
-        seq,
-        run_id: event.run_id.clone(),
-        at_unix_ms,
-        kind: RecordKind::Log,
-        step: String::new(),
-        text: String::new(),
-        percent: 0.0,
-        exit_code: None,
-        tail: Vec::new(),
-        attempt: 0,
-        instance: String::new(),
-        pattern: String::new(),
-        transfer: None,
-    };
-    match &event.kind {
-        EventKind::RunStarted { instance, pattern, n_steps } => {
-            out.kind = RecordKind::RunStarted;
-            out.instance = instance.clone();
-            out.pattern = pattern.clone();
-            out.text = format!("{n_steps} steps");
-        }
-        EventKind::ImageReady { reference, action } => {
-            out.kind = RecordKind::ImageReady;
-            let how = match action {
-                ImageAction::Present => "present",
-                ImageAction::Pulled => "pulled",
-                ImageAction::Loaded => "loaded",
-                ImageAction::Built => "built",
-            };
-            out.text = format!("{reference} {how}");
-        }
-        EventKind::StepStarted { step, attempt } => {
-            out.kind = RecordKind::StepStarted;
-            out.step = step.clone();
-            out.attempt = *attempt;
-        }
-        EventKind::StepUnchanged { step, .. } => {
-            out.kind = RecordKind::StepUnchanged;
-            out.step = step.clone();
-        }
-        EventKind::Log { step, line } => {
-            out.kind = RecordKind::Log;
-            out.step = step.clone();
-            out.text = line.clone();
-        }
-        EventKind::Progress { step, percent } => {
-            out.kind = RecordKind::Progress;
-            out.step = step.clone();
-            out.percent = f64::from(*percent);
-        }
-        EventKind::Transfer { step, transfer } => {
-            out.kind = RecordKind::Progress;
-            out.step = step.clone();
-            if transfer.total > 0 {
-                out.percent = transfer.done as f64 * 100.0 / transfer.total as f64;
+/// Where a step is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Seen, but its start is not journalled (stored as `""`, as schema 1 did).
+    #[default]
+    #[serde(rename = "")]
+    Unstarted,
+    Running,
+    Done,
+    Failed,
+}
+
+impl RunRecord {
+    /// Whether `event` only repeats what this run already journalled: a resumed run announces
+    /// its start, its images and its running steps' attempts again.
+    fn repeats(&self, event: &EventKind) -> bool {
+        match event {
+            EventKind::RunStarted { .. } => self.announced,
+            EventKind::ImageReady { reference, .. } => self.images.contains(reference),
+            EventKind::StepStarted { step, attempt } => {
+                self.steps.get(step).is_some_and(|progress| progress.state == StepState::Running && progress.attempt == *attempt)
             }
-            let progress =
-                pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
-            out.text = progress.to_string();
-            out.transfer = Some(TransferRecord {
-                done: transfer.done,
-                total: transfer.total,
-                rate: transfer.rate,
-                eta_seconds: transfer.eta.map(|eta| eta.as_secs()),
-            });
-        }
-        EventKind::StepRetrying { step, attempt, reason } => {
-            out.kind = RecordKind::StepRetrying;
-            out.step = step.clone();
-            out.attempt = *attempt;
-            out.text = reason.clone();
-        }
-        EventKind::StepSucceeded { step, .. } => {
-            out.kind = RecordKind::StepSucceeded;
-            out.step = step.clone();
-        }
-        EventKind::StepFailed { step, reason, exit_code, tail } => {
-            out.kind = RecordKind::StepFailed;
-            out.step = step.clone();
-            out.text = reason.clone();
-            out.exit_code = *exit_code;
-            out.tail = tail.clone();
-        }
-        EventKind::StepSkipped { step, reason } => {
-            out.kind = RecordKind::StepSkipped;
-            out.step = step.clone();
-            out.text = reason.clone();
-        }
-        EventKind::RunFinished { outcome } => {
-            out.kind = RecordKind::RunFinished;
-            out.text = outcome_name(*outcome).to_owned();
+            _ => false,
         }
     }
-    out
-}
 
-/// `succeeded`, `failed` or `cancelled`.
-pub fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed => "failed",
-        Outcome::Cancelled => "cancelled",
+    /// Folds a journalled event into the run's progress.
+    fn fold(&mut self, event: &EventKind) {
+        match event {
+            EventKind::RunStarted { .. } => self.announced = true,
+            EventKind::ImageReady { reference, .. } => {
+                self.images.insert(reference.clone());
+            }
+            EventKind::StepStarted { step, attempt } => {
+                let progress = self.steps.entry(step.clone()).or_default();
+                progress.state = StepState::Running;
+                progress.attempt = *attempt;
+            }
+            EventKind::Log { step, .. } => self.steps.entry(step.clone()).or_default().lines += 1,
+            EventKind::StepSucceeded { step, .. } | EventKind::StepUnchanged { step, .. } => {
+                self.steps.entry(step.clone()).or_default().state = StepState::Done;
+            }
+            EventKind::StepFailed { step, .. } | EventKind::StepSkipped { step, .. } => {
+                self.steps.entry(step.clone()).or_default().state = StepState::Failed;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -231,7 +157,8 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`.
     ///
     /// # Errors
-    /// When sled cannot open it (another agent process holds it) or a record is damaged.
+    /// When sled cannot open it (another agent process holds it), a newer agent wrote it, or a
+    /// record is damaged.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
         // A small page cache: the journal is written once and read sequentially, and an idle
         // agent should stay small.
@@ -244,6 +171,7 @@ impl Journal {
         migrate_per_event_records(&db, &segments)?;
         let runs = db.open_tree("runs")?;
         let meta = db.open_tree("meta")?;
+        check_schema(&meta, dir)?;
         // The next number continues after the last event, or after the last trimmed one.
         let last_event = segments.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
         let trimmed = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
@@ -256,21 +184,33 @@ impl Journal {
         Ok(Journal { db, segments, runs, next_seq: Mutex::new(last + 1), last_seq, flusher })
     }
 
-    /// Appends `batch`, flushes it to disk, then tells watchers. Returns the last sequence
-    /// number written.
+    /// Appends `batch`, less what only repeats what its runs already journalled, with the
+    /// runs' progress in the same transaction; flushes it to disk, then tells watchers.
+    /// Returns the last sequence number written.
     ///
     /// # Errors
-    /// When the disk fails; nothing of the batch is announced then.
+    /// When the disk fails; nothing of the batch is written or announced then.
     pub async fn append(&self, batch: &[Event]) -> anyhow::Result<u64> {
         let last = {
             let mut next = self.next_seq.lock().expect("journal lock poisoned only if an append panicked");
-            if batch.is_empty() {
+            let (events, runs) = self.fold(batch)?;
+            if events.is_empty() {
                 return Ok(*next - 1);
             }
-            let records: Vec<JournalRecord> =
-                batch.iter().enumerate().map(|(offset, event)| record(*next + offset as u64, event)).collect();
-            let last = *next + batch.len() as u64 - 1;
-            self.segments.insert(last.to_be_bytes(), serde_json::to_vec(&records)?)?;
+            let records: Vec<RunEvent> = events.iter().enumerate().map(|(offset, event)| event.record(*next + offset as u64)).collect();
+            let last = *next + records.len() as u64 - 1;
+            let segment = serde_json::to_vec(&records)?;
+            let runs: Vec<(String, Vec<u8>)> =
+                runs.into_iter().map(|(run_id, run)| Ok((run_id, serde_json::to_vec(&run)?))).collect::<anyhow::Result<_>>()?;
+            (&self.segments, &self.runs)
+                .transaction(|(segments, run_tree)| {
+                    segments.insert(&last.to_be_bytes(), segment.as_slice())?;
+                    for (run_id, run) in &runs {
+                        run_tree.insert(run_id.as_bytes(), run.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|err: TransactionError<()>| anyhow::anyhow!("writing a journal segment: {err:?}"))?;
             *next = last + 1;
             last
         };
@@ -286,17 +226,38 @@ impl Journal {
         Ok(last)
     }
 
+    /// The events of `batch` worth journalling, and the records of the runs they move.
+    fn fold<'a>(&self, batch: &'a [Event]) -> anyhow::Result<(Vec<&'a Event>, BTreeMap<String, RunRecord>)> {
+        let mut runs: BTreeMap<String, RunRecord> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for event in batch {
+            if !runs.contains_key(&event.run_id) {
+                if let Some(run) = self.run(&event.run_id)? {
+                    runs.insert(event.run_id.clone(), run);
+                }
+            }
+            match runs.get_mut(&event.run_id) {
+                Some(run) if run.repeats(&event.kind) => continue,
+                Some(run) => run.fold(&event.kind),
+                // Events of a run without a record (a local apply's journal, tests) are kept.
+                None => {}
+            }
+            kept.push(event);
+        }
+        Ok((kept, runs))
+    }
+
     /// Journalled events with `seq >= from`, oldest first: whole segments until at least
     /// `limit` events are gathered.
     ///
     /// # Errors
     /// When a record is damaged.
-    pub fn read_from(&self, from: u64, limit: usize) -> anyhow::Result<Vec<JournalRecord>> {
+    pub fn read_from(&self, from: u64, limit: usize) -> anyhow::Result<Vec<RunEvent>> {
         let mut records = Vec::new();
         // A segment's key is its last number: the first key at or after `from` holds `from`.
         for entry in self.segments.range(from.to_be_bytes()..) {
             let (_, value) = entry?;
-            let segment: Vec<JournalRecord> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
+            let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
             records.extend(segment.into_iter().filter(|record| record.seq >= from));
             if records.len() >= limit {
                 break;
@@ -327,7 +288,7 @@ impl Journal {
         })?;
         match self.segments.first()? {
             Some((_, value)) => {
-                let segment: Vec<JournalRecord> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
+                let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
                 Ok(segment.first().map(|record| record.seq).unwrap_or(up_to + 1))
             }
             None => Ok(up_to + 1),
@@ -353,38 +314,6 @@ impl Journal {
         Ok(inserted)
     }
 
-    /// Folds a batch of events into their runs' step progress.
-    ///
-    /// # Errors
-    /// When the disk fails.
-    pub fn record_progress(&self, batch: &[Event]) -> anyhow::Result<()> {
-        let mut touched: std::collections::BTreeMap<String, RunRecord> = std::collections::BTreeMap::new();
-        for event in batch {
-            let run = match touched.get_mut(&event.run_id) {
-                Some(run) => run,
-                None => {
-                    let Some(run) = self.run(&event.run_id)? else { continue };
-                    touched.entry(event.run_id.clone()).or_insert(run)
-                }
-            };
-            match &event.kind {
-                EventKind::StepStarted { step, .. } => run.steps.entry(step.clone()).or_default().state = "running".into(),
-                EventKind::Log { step, .. } => run.steps.entry(step.clone()).or_default().lines += 1,
-                EventKind::StepSucceeded { step, .. } | EventKind::StepUnchanged { step, .. } => {
-                    run.steps.entry(step.clone()).or_default().state = "done".into();
-                }
-                EventKind::StepFailed { step, .. } | EventKind::StepSkipped { step, .. } => {
-                    run.steps.entry(step.clone()).or_default().state = "failed".into();
-                }
-                _ => {}
-            }
-        }
-        for (run_id, run) in touched {
-            self.runs.insert(run_id, serde_json::to_vec(&run)?)?;
-        }
-        Ok(())
-    }
-
     /// Runs that were running when the agent stopped.
     ///
     /// # Errors
@@ -393,7 +322,7 @@ impl Journal {
         let mut interrupted = Vec::new();
         for value in self.runs.iter().values() {
             let run: RunRecord = serde_json::from_slice(&value?).context("a run record does not decode")?;
-            if run.state == "running" {
+            if run.state == RunState::Running {
                 interrupted.push(run);
             }
         }
@@ -404,9 +333,9 @@ impl Journal {
     ///
     /// # Errors
     /// When the disk fails.
-    pub fn set_run_state(&self, run_id: &str, state: &str) -> anyhow::Result<()> {
+    pub fn set_run_state(&self, run_id: &str, state: RunState) -> anyhow::Result<()> {
         if let Some(mut run) = self.run(run_id)? {
-            run.state = state.to_owned();
+            run.state = state;
             self.runs.insert(run_id, serde_json::to_vec(&run)?)?;
             self.db.flush()?;
         }
@@ -421,7 +350,7 @@ fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Re
     if legacy.is_empty() {
         return Ok(());
     }
-    let records: Vec<JournalRecord> = legacy
+    let records: Vec<RunEvent> = legacy
         .iter()
         .values()
         .map(|value| serde_json::from_slice(&value?).context("a journal record does not decode"))
@@ -435,6 +364,22 @@ fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Re
     Ok(())
 }
 
+/// Refuses a journal a newer agent wrote, and records this build's version otherwise (schema
+/// 1 journals read as they are: their records' `"v"` is ignored).
+fn check_schema(meta: &sled::Tree, dir: &Path) -> anyhow::Result<()> {
+    let found = meta.get("schema")?.map(|value| seq_of(&value)).unwrap_or(1);
+    if found > SCHEMA_VERSION {
+        anyhow::bail!(
+            "the journal in {} has schema version {found}, newer than this agent's {SCHEMA_VERSION}: run the newer agent, or move the directory aside",
+            dir.display()
+        );
+    }
+    if found < SCHEMA_VERSION {
+        meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())?;
+    }
+    Ok(())
+}
+
 fn seq_of(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -442,6 +387,7 @@ fn seq_of(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pmesh_proto::event::Kind;
     use std::time::SystemTime;
 
     /// Opens the journal in `dir` once sled has let go of it: a dropped database's flusher
@@ -481,20 +427,11 @@ mod tests {
     fn a_run_id_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let run = RunRecord {
-            v: 1,
-            run_id: "r1".into(),
-            instance: "i".into(),
-            bundle_digest: "d".into(),
-            started_at_unix_ms: 0,
-            state: "running".into(),
-            values_json: "{}".into(),
-            steps: Default::default(),
-        };
+        let run = run_record("r1");
         assert!(journal.insert_run(&run).unwrap());
         assert!(!journal.insert_run(&run).unwrap());
-        journal.set_run_state("r1", "succeeded").unwrap();
-        assert_eq!(journal.run("r1").unwrap().unwrap().state, "succeeded");
+        journal.set_run_state("r1", RunState::Succeeded).unwrap();
+        assert_eq!(journal.run("r1").unwrap().unwrap().state, RunState::Succeeded);
     }
 
     #[tokio::test]
@@ -538,8 +475,97 @@ mod tests {
         let v1 = r#"{"v":1,"seq":7,"run_id":"r1","at_unix_ms":1,"kind":"step_failed","step":"named",
             "text":"exited with code 1","percent":0.0,"exit_code":1,"tail":["x"],"attempt":1,
             "instance":"","pattern":""}"#;
-        let record: JournalRecord = serde_json::from_str(v1).unwrap();
-        assert_eq!(record.kind, RecordKind::StepFailed);
+        let record: RunEvent = serde_json::from_str(v1).unwrap();
+        assert_eq!(record.kind, Kind::StepFailed);
         assert_eq!(record.exit_code, Some(1));
+    }
+
+    fn run_record(run_id: &str) -> RunRecord {
+        RunRecord {
+            v: 1,
+            run_id: run_id.into(),
+            instance: "i".into(),
+            bundle_digest: "d".into(),
+            started_at_unix_ms: 0,
+            state: RunState::Running,
+            values_json: "{}".into(),
+            steps: Default::default(),
+            announced: false,
+            images: Default::default(),
+        }
+    }
+
+    fn at(run_id: &str, kind: EventKind) -> Event {
+        Event { at: SystemTime::now(), run_id: run_id.into(), kind }
+    }
+
+    /// The step progress a resume relies on moves with the events: what the record says was
+    /// journalled is exactly what was.
+    #[tokio::test]
+    async fn step_progress_is_written_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert_run(&run_record("r1")).unwrap();
+        let log = |line: &str| at("r1", EventKind::Log { step: "s".into(), line: line.into() });
+        journal.append(&[at("r1", EventKind::StepStarted { step: "s".into(), attempt: 1 }), log("a"), log("b")]).await.unwrap();
+        journal.append(&[log("c")]).await.unwrap();
+        let step = journal.run("r1").unwrap().unwrap().steps["s"].clone();
+        assert_eq!(step, StepProgress { state: StepState::Running, lines: 3, attempt: 1 });
+        assert_eq!(journal.read_from(0, 100).unwrap().len(), 4);
+    }
+
+    /// A resumed run's second "run started", "image ready" and "step started" (same attempt)
+    /// are not journalled again; a new attempt is.
+    #[tokio::test]
+    async fn a_resumed_run_does_not_announce_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert_run(&run_record("r1")).unwrap();
+        let announcements = || {
+            [
+                at("r1", EventKind::RunStarted { instance: "i".into(), pattern: "p@1".into(), n_steps: 1 }),
+                at("r1", EventKind::ImageReady { reference: "img".into(), action: crate::executor::events::ImageAction::Present }),
+                at("r1", EventKind::StepStarted { step: "s".into(), attempt: 1 }),
+            ]
+        };
+        assert_eq!(journal.append(&announcements()).await.unwrap(), 3);
+        assert_eq!(journal.append(&announcements()).await.unwrap(), 3, "nothing new to journal");
+        let retry = at("r1", EventKind::StepStarted { step: "s".into(), attempt: 2 });
+        assert_eq!(journal.append(&[retry]).await.unwrap(), 4);
+        let kinds: Vec<Kind> = journal.read_from(0, 100).unwrap().iter().map(|record| record.kind).collect();
+        assert_eq!(kinds, [Kind::RunStarted, Kind::ImageReady, Kind::StepStarted, Kind::StepStarted]);
+    }
+
+    /// Run records written before the states were typed keep decoding, an unstarted step
+    /// (`""`) included.
+    #[test]
+    fn reads_schema_1_run_records() {
+        let v1 = r#"{"v":1,"run_id":"r1","instance":"i","bundle_digest":"d","started_at_unix_ms":0,"state":"running",
+            "values_json":"{}","steps":{"a":{"state":"running","lines":4},"b":{"state":"","lines":0},"c":{"state":"done","lines":1}}}"#;
+        let run: RunRecord = serde_json::from_str(v1).unwrap();
+        assert_eq!(run.state, RunState::Running);
+        let states: Vec<StepState> = run.steps.values().map(|step| step.state).collect();
+        assert_eq!(states, [StepState::Running, StepState::Unstarted, StepState::Done]);
+        assert!(!run.announced);
+    }
+
+    #[test]
+    fn a_newer_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert("schema", &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            match Journal::open(dir.path()) {
+                Err(err) if format!("{err:#}").contains("schema version") => break err,
+                Ok(_) => panic!("a newer journal opened"),
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(err) => panic!("{err:#}"),
+            }
+        };
+        assert!(format!("{err:#}").contains("newer than this agent's"), "{err:#}");
     }
 }

@@ -16,7 +16,7 @@ use crate::artifacts::AgentArtifacts;
 use crate::compile::{self, Inputs};
 use crate::config::AgentConfig;
 use crate::docker::DockerDriver;
-use crate::executor::events::{Event, EventKind, ImageAction, Outcome};
+use crate::executor::events::{Event, EventKind, Outcome};
 use crate::executor::runner::Runner;
 use crate::exit::{self, CliError};
 
@@ -178,26 +178,14 @@ pub fn describe(event: &Event) -> String {
         EventKind::RunStarted { instance, pattern, n_steps } => {
             (String::from("run"), format!("{} applying {pattern} to instance {instance} ({n_steps} steps)", event.run_id))
         }
-        EventKind::ImageReady { reference, action } => {
-            let how = match action {
-                ImageAction::Present => "present",
-                ImageAction::Pulled => "pulled",
-                ImageAction::Loaded => "loaded",
-                ImageAction::Built => "built",
-            };
-            (String::from("image"), format!("{reference} {how}"))
-        }
+        EventKind::ImageReady { reference, action } => (String::from("image"), format!("{reference} {}", action.name())),
         EventKind::StepStarted { step, attempt } => {
             (step.clone(), if *attempt > 1 { format!("started (attempt {attempt})") } else { "started".into() })
         }
         EventKind::StepUnchanged { step, .. } => (step.clone(), "unchanged".into()),
         EventKind::Log { step, line } => (step.clone(), format!("| {line}")),
         EventKind::Progress { step, percent } => (step.clone(), format!("{percent:.0}%")),
-        EventKind::Transfer { step, transfer } => {
-            let progress =
-                pmesh_rt::fetch::Progress { done: transfer.done, total: Some(transfer.total), rate: transfer.rate, eta: transfer.eta };
-            (step.clone(), progress.to_string())
-        }
+        EventKind::Transfer { step, transfer } => (step.clone(), transfer.to_string()),
         EventKind::StepRetrying { step, attempt, reason } => (step.clone(), format!("failed ({reason}); retrying, attempt {attempt}")),
         EventKind::StepSucceeded { step, .. } => (step.clone(), "succeeded".into()),
         EventKind::StepFailed { step, reason, tail, .. } => {

@@ -21,7 +21,7 @@ use crate::docker::DockerDriver;
 use crate::executor::events::{Event, EventKind, Outcome};
 use crate::executor::preview::{preview, Planned};
 use crate::executor::runner::Runner;
-use crate::journal::{outcome_name, Journal, RunRecord};
+use crate::journal::{Journal, RunRecord, RunState, StepState};
 use crate::state::{self, Paths};
 
 /// Why a start was refused.
@@ -88,9 +88,11 @@ impl Runs {
             instance: instance.to_owned(),
             bundle_digest: digest.to_owned(),
             started_at_unix_ms,
-            state: "running".into(),
+            state: RunState::Running,
             values_json: values_json.to_owned(),
             steps: BTreeMap::new(),
+            announced: false,
+            images: Default::default(),
         };
         if !self.journal.insert_run(&record)? {
             return Ok(false);
@@ -194,9 +196,6 @@ impl Runs {
                     // The journal is the run's record: without it, events would be lost.
                     tracing::error!(error = format!("{err:#}"), "journalling events failed");
                 }
-                if let Err(err) = journal.record_progress(&batch) {
-                    tracing::error!(error = format!("{err:#}"), "recording step progress failed");
-                }
             }
         });
         let run_id = compiled.plan.run_id.clone();
@@ -241,7 +240,7 @@ impl Runs {
                     compiled.plan.resume = run
                         .steps
                         .iter()
-                        .filter(|(_, progress)| progress.state == "running")
+                        .filter(|(_, progress)| progress.state == StepState::Running)
                         .map(|(step, progress)| (step.clone(), progress.lines))
                         .collect();
                     tracing::info!(run = %run.run_id, resumed_steps = compiled.plan.resume.len(), "resuming a run after a restart");
@@ -249,7 +248,7 @@ impl Runs {
                 }
                 Err(err) => {
                     tracing::error!(run = %run.run_id, error = %err, "cannot resume a run; marking it failed");
-                    self.journal.set_run_state(&run.run_id, "failed")?;
+                    self.journal.set_run_state(&run.run_id, RunState::Failed)?;
                 }
             }
         }
@@ -269,10 +268,10 @@ impl Runs {
             let outcome = runs.drive(compiled, cancel).await;
             drop(permit);
             runs.active.lock().expect("runs lock").remove(&run_id);
-            if let Err(err) = runs.journal.set_run_state(&run_id, outcome_name(outcome)) {
+            if let Err(err) = runs.journal.set_run_state(&run_id, RunState::from(outcome)) {
                 tracing::error!(run = %run_id, error = %err, "recording the run's end failed");
             }
-            tracing::info!(run = %run_id, outcome = outcome_name(outcome), "run finished");
+            tracing::info!(run = %run_id, outcome = outcome.name(), "run finished");
         });
     }
 

@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 
 use crate::bundles::{BundleStore, StoreError};
 use crate::facts;
-use crate::journal::{JournalRecord, RecordKind};
 use crate::runs::{Runs, StartError};
 use crate::state::{self, Paths};
 use std::sync::Arc;
@@ -37,41 +36,6 @@ pub struct AgentService {
     pub paths: Paths,
     pub docker_timeout: Duration,
     pub runs: Arc<Runs>,
-}
-
-/// The wire form of a journalled event.
-fn wire(record: JournalRecord) -> v1::RunEvent {
-    let kind = match record.kind {
-        RecordKind::RunStarted => v1::RunEventKind::RunStarted,
-        RecordKind::ImageReady => v1::RunEventKind::ImageReady,
-        RecordKind::StepStarted => v1::RunEventKind::StepStarted,
-        RecordKind::StepUnchanged => v1::RunEventKind::StepUnchanged,
-        RecordKind::Log => v1::RunEventKind::Log,
-        RecordKind::Progress => v1::RunEventKind::Progress,
-        RecordKind::StepRetrying => v1::RunEventKind::StepRetrying,
-        RecordKind::StepSucceeded => v1::RunEventKind::StepSucceeded,
-        RecordKind::StepFailed => v1::RunEventKind::StepFailed,
-        RecordKind::StepSkipped => v1::RunEventKind::StepSkipped,
-        RecordKind::RunFinished => v1::RunEventKind::RunFinished,
-    };
-    v1::RunEvent {
-        seq: record.seq,
-        run_id: record.run_id,
-        at_unix_ms: record.at_unix_ms,
-        kind: kind as i32,
-        step: record.step,
-        text: record.text,
-        percent: record.percent,
-        exit_code: record.exit_code.unwrap_or(0),
-        has_exit_code: record.exit_code.is_some(),
-        tail: record.tail,
-        attempt: record.attempt,
-        instance: record.instance,
-        pattern: record.pattern,
-        done_bytes: record.transfer.map(|transfer| transfer.done).unwrap_or(0),
-        total_bytes: record.transfer.map(|transfer| transfer.total).unwrap_or(0),
-        rate_bytes_per_second: record.transfer.map(|transfer| transfer.rate).unwrap_or(0.0),
-    }
 }
 
 impl AgentService {
@@ -207,7 +171,7 @@ impl Agent for AgentService {
                 }
                 for record in batch {
                     next = record.seq + 1;
-                    if tx.send(Ok(wire(record))).await.is_err() {
+                    if tx.send(Ok(v1::RunEvent::from(record))).await.is_err() {
                         return;
                     }
                 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use pmesh_proto::event::Kind;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{self, agent_client::AgentClient};
 use pmesh_rt::net::{dial, Dialled};
@@ -385,7 +386,12 @@ impl Dispatcher {
             let mut interrupted = None;
             for message in batch {
                 match message {
-                    Ok(event) => events.push(stored(name, event)),
+                    Ok(event) => match StoredEvent::from_wire(name, event) {
+                        Ok(event) => events.push(event),
+                        // Skipped, not stored as something else; the cursor moves past it with
+                        // the next event this master can read.
+                        Err(err) => tracing::warn!(agent = %name, error = %err, "an event this master cannot read is skipped"),
+                    },
                     Err(status) => {
                         interrupted = Some(status);
                         break;
@@ -395,9 +401,9 @@ impl Dispatcher {
             let kept = self.runs.persist(name, &events)?;
             unacked += kept.len();
             for (index, event) in kept {
-                match v1::RunEventKind::try_from(event.kind) {
-                    Ok(v1::RunEventKind::RunStarted) => self.runs.set_agent_state(&event.run_id, name, "running", "")?,
-                    Ok(v1::RunEventKind::RunFinished) => self.runs.set_agent_state(&event.run_id, name, &event.text, "")?,
+                match event.event.kind {
+                    Kind::RunStarted => self.runs.set_agent_state(&event.event.run_id, name, "running", "")?,
+                    Kind::RunFinished => self.runs.set_agent_state(&event.event.run_id, name, &event.event.text, "")?,
                     _ => {}
                 }
                 let _ = self.live.send((index, event));
@@ -455,14 +461,14 @@ impl Dispatcher {
         loop {
             for (index, event) in catch_up(next)? {
                 next = index + 1;
-                if tx.send(Ok(envelope(index, event))).await.is_err() {
+                if tx.send(Ok(event.into_wire(index))).await.is_err() {
                     return Ok(());
                 }
             }
             if !follow || finished() {
                 // Events persisted after the last read are picked up by one more pass.
                 for (index, event) in catch_up(next)? {
-                    if tx.send(Ok(envelope(index, event))).await.is_err() {
+                    if tx.send(Ok(event.into_wire(index))).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -476,16 +482,16 @@ impl Dispatcher {
                     _ = recheck.tick() => break,
                 };
                 match received {
-                    Ok((index, event)) if event.run_id == run_id => {
+                    Ok((index, event)) if event.event.run_id == run_id => {
                         if index < next {
                             continue;
                         }
                         if index > next {
                             break;
                         }
-                        let ends = event.kind == v1::RunEventKind::RunFinished as i32;
+                        let ends = event.event.ends_run();
                         next = index + 1;
-                        if tx.send(Ok(envelope(index, event))).await.is_err() {
+                        if tx.send(Ok(event.into_wire(index))).await.is_err() {
                             return Ok(());
                         }
                         if ends && finished() {
@@ -498,51 +504,6 @@ impl Dispatcher {
                 }
             }
         }
-    }
-}
-
-fn stored(agent: &str, event: v1::RunEvent) -> StoredEvent {
-    StoredEvent {
-        v: 1,
-        agent: agent.to_owned(),
-        seq: event.seq,
-        run_id: event.run_id,
-        at_unix_ms: event.at_unix_ms,
-        kind: event.kind,
-        step: event.step,
-        text: event.text,
-        percent: event.percent,
-        exit_code: event.has_exit_code.then_some(event.exit_code),
-        tail: event.tail,
-        attempt: event.attempt,
-        transfer: (event.total_bytes > 0).then_some((event.done_bytes, event.total_bytes, event.rate_bytes_per_second)),
-        instance: event.instance,
-        pattern: event.pattern,
-    }
-}
-
-fn envelope(index: u64, event: StoredEvent) -> v1::AgentRunEvent {
-    v1::AgentRunEvent {
-        agent: event.agent,
-        index,
-        event: Some(v1::RunEvent {
-            seq: event.seq,
-            run_id: event.run_id,
-            at_unix_ms: event.at_unix_ms,
-            kind: event.kind,
-            step: event.step,
-            text: event.text,
-            percent: event.percent,
-            exit_code: event.exit_code.unwrap_or(0),
-            has_exit_code: event.exit_code.is_some(),
-            tail: event.tail,
-            attempt: event.attempt,
-            done_bytes: event.transfer.map(|(done, _, _)| done).unwrap_or(0),
-            total_bytes: event.transfer.map(|(_, total, _)| total).unwrap_or(0),
-            rate_bytes_per_second: event.transfer.map(|(_, _, rate)| rate).unwrap_or(0.0),
-            instance: event.instance,
-            pattern: event.pattern,
-        }),
     }
 }
 

@@ -17,6 +17,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use pmesh_proto::event::{AgentEvent, EventError, RunEvent};
+use pmesh_proto::v1;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -72,28 +74,30 @@ impl RunRecord {
     }
 }
 
-/// An event as the master keeps it.
+/// An event as the master keeps it: the mesh's event record and the agent that journalled
+/// it. (Records written before the kind was typed hold its protocol number, and a transfer as
+/// a triple; [`RunEvent`] reads both.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub v: u32,
     pub agent: String,
-    pub seq: u64,
-    pub run_id: String,
-    pub at_unix_ms: i64,
-    pub kind: i32,
-    pub step: String,
-    pub text: String,
-    pub percent: f64,
-    pub exit_code: Option<i64>,
-    pub tail: Vec<String>,
-    pub attempt: u32,
-    #[serde(default)]
-    pub instance: String,
-    #[serde(default)]
-    pub pattern: String,
-    /// An artifact transfer's bytes so far, total and rate; absent for other events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<(u64, u64, f64)>,
+    #[serde(flatten)]
+    pub event: RunEvent,
+}
+
+impl StoredEvent {
+    /// An agent's event as it arrived on the wire.
+    ///
+    /// # Errors
+    /// When this build cannot represent it (a kind from a newer agent).
+    pub fn from_wire(agent: &str, event: v1::RunEvent) -> Result<StoredEvent, EventError> {
+        Ok(StoredEvent { v: 1, agent: agent.to_owned(), event: event.try_into()? })
+    }
+
+    /// The event for a watcher, at `index` among its run's events.
+    pub fn into_wire(self, index: u64) -> v1::AgentRunEvent {
+        AgentEvent { agent: self.agent, index, event: self.event }.into()
+    }
 }
 
 /// Consecutive events of one run, as persisted together.
@@ -242,28 +246,25 @@ impl RunStore {
             let mut segments: BTreeMap<&str, Segment> = BTreeMap::new();
             let mut kept = Vec::new();
             for event in batch {
-                if event.seq <= cursor {
+                if event.event.seq <= cursor {
                     continue;
                 }
-                let index = match next_index.get_mut(event.run_id.as_str()) {
+                let run_id = event.event.run_id.as_str();
+                let index = match next_index.get_mut(run_id) {
                     Some(index) => index,
                     None => {
                         let stored = counters
-                            .get(event.run_id.as_bytes())?
+                            .get(run_id.as_bytes())?
                             .and_then(|value| value.as_ref().try_into().ok())
                             .map(u64::from_be_bytes)
                             .unwrap_or(0);
-                        next_index.entry(event.run_id.as_str()).or_insert(stored)
+                        next_index.entry(run_id).or_insert(stored)
                     }
                 };
-                segments
-                    .entry(event.run_id.as_str())
-                    .or_insert_with(|| Segment { v: 1, first: *index, events: Vec::new() })
-                    .events
-                    .push(event.clone());
+                segments.entry(run_id).or_insert_with(|| Segment { v: 1, first: *index, events: Vec::new() }).events.push(event.clone());
                 kept.push((*index, event.clone()));
                 *index += 1;
-                cursor = event.seq;
+                cursor = event.event.seq;
             }
             for (run_id, segment) in &segments {
                 let last = segment.first + segment.events.len() as u64 - 1;
@@ -341,26 +342,13 @@ fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Re
 
 #[cfg(test)]
 mod tests {
+    use pmesh_proto::event::Kind;
+
     use super::*;
 
     fn event(agent: &str, seq: u64) -> StoredEvent {
-        StoredEvent {
-            v: 1,
-            agent: agent.into(),
-            seq,
-            run_id: "r1".into(),
-            at_unix_ms: 0,
-            kind: 5,
-            step: "s".into(),
-            text: format!("{agent}-{seq}"),
-            percent: 0.0,
-            exit_code: None,
-            tail: vec![],
-            attempt: 0,
-            instance: String::new(),
-            pattern: String::new(),
-            transfer: None,
-        }
+        let event = RunEvent { step: "s".into(), text: format!("{agent}-{seq}"), ..RunEvent::new(seq, "r1", 0, Kind::Log) };
+        StoredEvent { v: 1, agent: agent.into(), event }
     }
 
     #[test]
@@ -368,7 +356,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let store = RunStore::open(&db).unwrap();
-        let indexes = |kept: Vec<(u64, StoredEvent)>| kept.into_iter().map(|(index, event)| (index, event.text)).collect::<Vec<_>>();
+        let indexes = |kept: Vec<(u64, StoredEvent)>| kept.into_iter().map(|(index, event)| (index, event.event.text)).collect::<Vec<_>>();
         assert_eq!(indexes(store.persist("a", &[event("a", 1)]).unwrap()), [(0, "a-1".to_owned())]);
         assert_eq!(indexes(store.persist("b", &[event("b", 1)]).unwrap()), [(1, "b-1".to_owned())]);
         assert_eq!(
@@ -377,7 +365,7 @@ mod tests {
             "a replayed event is not stored twice"
         );
         assert_eq!(store.cursor("a").unwrap(), 3);
-        let texts: Vec<String> = store.run_events("r1", 1).unwrap().into_iter().map(|(_, event)| event.text).collect();
+        let texts: Vec<String> = store.run_events("r1", 1).unwrap().into_iter().map(|(_, event)| event.event.text).collect();
         assert_eq!(texts, ["b-1", "a-2", "a-3"]);
         let indexes: Vec<u64> = store.run_events("r1", 3).unwrap().into_iter().map(|(index, _)| index).collect();
         assert_eq!(indexes, [3], "a read from inside a segment starts at its index");
@@ -399,7 +387,8 @@ mod tests {
             db.open_tree("cursors").unwrap().insert("a", &2u64.to_be_bytes()).unwrap();
         }
         let store = RunStore::open(&db).unwrap();
-        let texts: Vec<(u64, String)> = store.run_events("r1", 0).unwrap().into_iter().map(|(index, event)| (index, event.text)).collect();
+        let texts: Vec<(u64, String)> =
+            store.run_events("r1", 0).unwrap().into_iter().map(|(index, event)| (index, event.event.text)).collect();
         assert_eq!(texts, [(0, "a-1".to_owned()), (1, "a-2".to_owned())]);
         assert_eq!(store.persist("a", &[event("a", 3)]).unwrap()[0].0, 2);
         assert!(db.open_tree("run_events").unwrap().is_empty());

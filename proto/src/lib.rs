@@ -2,6 +2,8 @@
 //!
 //! - [`v1`]: the generated gRPC protocol (`pmesh.v1`), and the descriptor set for reflection.
 //! - [`identity`]: who a certificate speaks for (role and name), fingerprints.
+//! - [`event`]: a run's events, one shape from the runner to the screen; [`progress`]: how far
+//!   a transfer is.
 //! - [`tls`]: the mesh's TLS policy (TLS 1.3 only, mesh CA only) as rustls configurations,
 //!   and the translation of TLS failures into sentences an operator can act on.
 //!
@@ -9,8 +11,10 @@
 
 pub mod authz;
 pub mod bundle;
+pub mod event;
 pub mod identity;
 pub mod pattern;
+pub mod progress;
 pub mod tls;
 
 /// Protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.

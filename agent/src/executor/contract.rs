@@ -82,14 +82,35 @@ pub enum Health {
 }
 
 /// Output from a container or an exec, in pieces as the engine delivers them (a piece may end
-/// mid-line; [`super::events::LineBuffer`] makes lines of them).
+/// mid-line; the runner's `LineBuffer` makes lines of them).
 pub type OutputStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = anyhow::Result<bytes::Bytes>> + Send>>;
+
+/// How an image was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageAction {
+    Present,
+    Pulled,
+    Loaded,
+    Built,
+}
+
+impl ImageAction {
+    /// `present`, `pulled`, `loaded` or `built`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageAction::Present => "present",
+            ImageAction::Pulled => "pulled",
+            ImageAction::Loaded => "loaded",
+            ImageAction::Built => "built",
+        }
+    }
+}
 
 /// What the runner needs from a container engine.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
     /// Makes the image available; returns what was done.
-    async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<super::events::ImageAction>;
+    async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<ImageAction>;
     /// Whether an image with this reference is on the host (nothing is pulled).
     async fn has_image(&self, reference: &str) -> anyhow::Result<bool>;
     /// Creates (without starting) a container named `name` on the instance network.
@@ -118,15 +139,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn remove_networks_and_volumes(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<String>>;
 }
 
-/// A transfer's progress, as an artifact store reports it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Transfer {
-    pub done: u64,
-    pub total: u64,
-    /// Bytes per second, smoothed.
-    pub rate: f64,
-    pub eta: Option<Duration>,
-}
+/// A transfer's progress, as an artifact store reports it: the contract's one progress type.
+pub use pmesh_proto::progress::Progress as Transfer;
 
 /// Keeps a fetched artifact from eviction while held.
 pub type ArtifactGuard = Box<dyn std::any::Any + Send + Sync>;

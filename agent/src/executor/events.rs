@@ -1,7 +1,13 @@
-//! What a run reports while it happens. Events never carry environment values, and log lines
-//! pass through [`Redactor`] so a tool that echoes a secret does not leak it.
+//! What a run reports while it happens, in the runner's own terms, and its one conversion into
+//! the mesh's event record ([`pmesh_proto::event::RunEvent`]), which the journal keeps and the
+//! wire carries. Events never carry environment values, and log lines pass through
+//! [`Redactor`] so a tool that echoes a secret does not leak it.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pmesh_proto::event::{Kind, RunEvent};
+
+pub use super::contract::ImageAction;
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,21 +75,94 @@ pub enum EventKind {
     },
 }
 
-/// How an image was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageAction {
-    Present,
-    Pulled,
-    Loaded,
-    Built,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
     Failed,
     Cancelled,
+}
+
+impl Outcome {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Event {
+    /// The event as the journal records it, numbered `seq`.
+    pub fn record(&self, seq: u64) -> RunEvent {
+        let at_unix_ms = self.at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0);
+        let kind = match &self.kind {
+            EventKind::RunStarted { .. } => Kind::RunStarted,
+            EventKind::ImageReady { .. } => Kind::ImageReady,
+            EventKind::StepStarted { .. } => Kind::StepStarted,
+            EventKind::StepUnchanged { .. } => Kind::StepUnchanged,
+            EventKind::Log { .. } => Kind::Log,
+            EventKind::Progress { .. } | EventKind::Transfer { .. } => Kind::Progress,
+            EventKind::StepRetrying { .. } => Kind::StepRetrying,
+            EventKind::StepSucceeded { .. } => Kind::StepSucceeded,
+            EventKind::StepFailed { .. } => Kind::StepFailed,
+            EventKind::StepSkipped { .. } => Kind::StepSkipped,
+            EventKind::RunFinished { .. } => Kind::RunFinished,
+        };
+        let mut out = RunEvent::new(seq, self.run_id.clone(), at_unix_ms, kind);
+        if let Some(step) = self.kind.step() {
+            out.step = step.to_owned();
+        }
+        match &self.kind {
+            EventKind::RunStarted { instance, pattern, n_steps } => {
+                out.instance = instance.clone();
+                out.pattern = pattern.clone();
+                out.text = format!("{n_steps} steps");
+            }
+            EventKind::ImageReady { reference, action } => out.text = format!("{reference} {}", action.name()),
+            EventKind::StepStarted { attempt, .. } => out.attempt = *attempt,
+            EventKind::Log { line, .. } => out.text = line.clone(),
+            EventKind::Progress { percent, .. } => out.percent = f64::from(*percent),
+            EventKind::Transfer { transfer, .. } => {
+                out.percent = transfer.percent().unwrap_or(0.0);
+                out.text = transfer.to_string();
+                out.transfer = Some(*transfer);
+            }
+            EventKind::StepRetrying { attempt, reason, .. } => {
+                out.attempt = *attempt;
+                out.text = reason.clone();
+            }
+            EventKind::StepFailed { reason, exit_code, tail, .. } => {
+                out.text = reason.clone();
+                out.exit_code = *exit_code;
+                out.tail = tail.clone();
+            }
+            EventKind::StepSkipped { reason, .. } => out.text = reason.clone(),
+            EventKind::RunFinished { outcome } => out.text = outcome.name().to_owned(),
+            EventKind::StepUnchanged { .. } | EventKind::StepSucceeded { .. } => {}
+        }
+        out
+    }
+}
+
+impl EventKind {
+    /// The step the event belongs to; `None` for run-level events.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            EventKind::RunStarted { .. } | EventKind::ImageReady { .. } | EventKind::RunFinished { .. } => None,
+            EventKind::StepStarted { step, .. }
+            | EventKind::StepUnchanged { step, .. }
+            | EventKind::Log { step, .. }
+            | EventKind::Progress { step, .. }
+            | EventKind::Transfer { step, .. }
+            | EventKind::StepRetrying { step, .. }
+            | EventKind::StepSucceeded { step, .. }
+            | EventKind::StepFailed { step, .. }
+            | EventKind::StepSkipped { step, .. } => Some(step),
+        }
+    }
 }
 
 /// Replaces every secret value in a text with `<redacted>`.

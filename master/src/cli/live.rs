@@ -10,7 +10,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pmesh_proto::v1::{self, RunEventKind};
+use pmesh_proto::event::{AgentEvent, Kind, RunEvent};
+use pmesh_proto::v1;
 use serde_json::json;
 
 use super::output::Format;
@@ -33,7 +34,7 @@ impl Live {
     }
 
     /// Shows one event.
-    pub fn event(&mut self, envelope: &v1::AgentRunEvent) {
+    pub fn event(&mut self, envelope: &AgentEvent) {
         match self {
             Live::Lines(format) => print_line(envelope, *format),
             Live::Bars(bars) => bars.event(envelope),
@@ -52,6 +53,18 @@ impl Live {
     pub fn finish(self) {
         if let Live::Bars(bars) = self {
             bars.finish();
+        }
+    }
+}
+
+/// A watched event in the CLI's terms: decoded here once, shown by everything after. An event
+/// this build cannot represent (a newer master's kind) is skipped with a word on stderr.
+pub fn decode(message: v1::AgentRunEvent) -> Option<AgentEvent> {
+    match AgentEvent::try_from(message) {
+        Ok(event) => Some(event),
+        Err(err) => {
+            eprintln!("skipping an event: {err}");
+            None
         }
     }
 }
@@ -102,23 +115,23 @@ impl Bars {
         }
     }
 
-    fn event(&mut self, envelope: &v1::AgentRunEvent) {
-        let Some(event) = &envelope.event else { return };
+    fn event(&mut self, envelope: &AgentEvent) {
+        let event = &envelope.event;
         let agent = envelope.agent.as_str();
-        let kind = RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified);
+        let kind = event.kind;
         if event.step.is_empty() {
             self.println(&format!("{agent}: {}", describe(event)));
             return;
         }
         let step = event.step.as_str();
         match kind {
-            RunEventKind::StepStarted => {
+            Kind::StepStarted => {
                 let bar = self.bar(agent, step);
                 bar.reset_elapsed();
                 bar.set_message(describe(event));
             }
-            RunEventKind::Log => self.bar(agent, step).set_message(format!("| {}", event.text)),
-            RunEventKind::Progress => {
+            Kind::Log => self.bar(agent, step).set_message(format!("| {}", event.text)),
+            Kind::Progress => {
                 let bar = self.bar(agent, step);
                 bar.set_style(bar_style());
                 bar.set_position(event.percent.clamp(0.0, 100.0) as u64);
@@ -126,15 +139,15 @@ impl Bars {
                     bar.set_message(event.text.clone());
                 }
             }
-            RunEventKind::StepRetrying => self.bar(agent, step).set_message(describe(event)),
-            RunEventKind::StepSucceeded | RunEventKind::StepUnchanged | RunEventKind::StepSkipped => {
+            Kind::StepRetrying => self.bar(agent, step).set_message(describe(event)),
+            Kind::StepSucceeded | Kind::StepUnchanged | Kind::StepSkipped => {
                 let bar = self.bar(agent, step);
-                if kind == RunEventKind::StepSucceeded && bar.position() > 0 {
+                if kind == Kind::StepSucceeded && bar.position() > 0 {
                     bar.set_position(100);
                 }
                 bar.finish_with_message(describe(event));
             }
-            RunEventKind::StepFailed => {
+            Kind::StepFailed => {
                 self.bar(agent, step).abandon_with_message(format!("FAILED: {}", event.text));
                 for line in &event.tail {
                     self.println(&format!("  {agent} {step} | {line}"));
@@ -154,42 +167,42 @@ impl Bars {
 }
 
 /// An event in words, as both views show it.
-pub fn describe(event: &v1::RunEvent) -> String {
-    match RunEventKind::try_from(event.kind).unwrap_or(RunEventKind::Unspecified) {
-        RunEventKind::RunStarted => format!("run started: {} on instance {} ({})", event.pattern, event.instance, event.text),
-        RunEventKind::ImageReady => format!("image {}", event.text),
-        RunEventKind::StepStarted if event.attempt > 1 => format!("started (attempt {})", event.attempt),
-        RunEventKind::StepStarted => "started".into(),
-        RunEventKind::StepUnchanged => "unchanged".into(),
-        RunEventKind::Log => format!("| {}", event.text),
-        RunEventKind::Progress if event.text.is_empty() => format!("{:.0}%", event.percent),
-        RunEventKind::Progress => format!("{:.0}% {}", event.percent, event.text),
-        RunEventKind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
-        RunEventKind::StepSucceeded => "succeeded".into(),
-        RunEventKind::StepFailed => {
+pub fn describe(event: &RunEvent) -> String {
+    match event.kind {
+        Kind::RunStarted => format!("run started: {} on instance {} ({})", event.pattern, event.instance, event.text),
+        Kind::ImageReady => format!("image {}", event.text),
+        Kind::StepStarted if event.attempt > 1 => format!("started (attempt {})", event.attempt),
+        Kind::StepStarted => "started".into(),
+        Kind::StepUnchanged => "unchanged".into(),
+        Kind::Log => format!("| {}", event.text),
+        Kind::Progress if event.text.is_empty() => format!("{:.0}%", event.percent),
+        Kind::Progress => format!("{:.0}% {}", event.percent, event.text),
+        Kind::StepRetrying => format!("failed ({}); retrying, attempt {}", event.text, event.attempt),
+        Kind::StepSucceeded => "succeeded".into(),
+        Kind::StepFailed => {
             let mut text = format!("FAILED: {}", event.text);
             for line in &event.tail {
                 text.push_str(&format!("\n      {line}"));
             }
             text
         }
-        RunEventKind::StepSkipped => format!("skipped: {}", event.text),
-        RunEventKind::RunFinished => format!("run {}", event.text),
-        RunEventKind::Unspecified => event.text.clone(),
+        Kind::StepSkipped => format!("skipped: {}", event.text),
+        Kind::RunFinished => format!("run {}", event.text),
     }
 }
 
 /// One event as a timestamped line, or as a JSON object per line.
-pub fn print_line(envelope: &v1::AgentRunEvent, format: Format) {
-    let Some(event) = &envelope.event else { return };
+pub fn print_line(envelope: &AgentEvent, format: Format) {
+    let event = &envelope.event;
+    let transfer = event.transfer.unwrap_or(pmesh_proto::progress::Progress { done: 0, total: None, rate: 0.0, eta: None });
     match format {
         Format::Json => println!(
             "{}",
             json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
-                    "kind": RunEventKind::try_from(event.kind).map(|kind| kind.as_str_name()).unwrap_or("UNSPECIFIED"),
+                    "kind": v1::RunEventKind::from(event.kind).as_str_name(),
                     "step": event.step, "text": event.text, "percent": event.percent,
-                    "exit_code": event.has_exit_code.then_some(event.exit_code), "tail": event.tail,
-                    "done_bytes": event.done_bytes, "total_bytes": event.total_bytes, "rate_bytes_per_second": event.rate_bytes_per_second })
+                    "exit_code": event.exit_code, "tail": event.tail,
+                    "done_bytes": transfer.done, "total_bytes": transfer.total.unwrap_or(0), "rate_bytes_per_second": transfer.rate })
         ),
         Format::Text => {
             let at = std::time::UNIX_EPOCH + Duration::from_millis(event.at_unix_ms.max(0) as u64);

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use pmesh_proto::v1::{self, RunEventKind};
+use pmesh_proto::event::Kind;
+use pmesh_proto::v1;
 use serde_json::json;
 
 use super::client::{exit, CliError, Connection};
@@ -220,7 +221,11 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
             }
         };
         match next {
-            Ok(Some(envelope)) => live.event(&envelope),
+            Ok(Some(message)) => {
+                if let Some(envelope) = super::live::decode(message) {
+                    live.event(&envelope);
+                }
+            }
             Ok(None) => break,
             Err(status) => {
                 live.finish();
@@ -325,9 +330,10 @@ pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Resu
 pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, follow: bool, format: Format) -> Result<(), CliError> {
     let request = v1::WatchRunRequest { run_id: run_id.to_owned(), from_index: 0, no_follow: !follow };
     let mut stream = connection.client.clone().watch_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
-    while let Some(envelope) = stream.message().await.map_err(|status| connection.failed(status))? {
-        let Some(event) = &envelope.event else { continue };
-        let is_log = event.kind == RunEventKind::Log as i32;
+    while let Some(message) = stream.message().await.map_err(|status| connection.failed(status))? {
+        let Some(envelope) = super::live::decode(message) else { continue };
+        let event = &envelope.event;
+        let is_log = event.kind == Kind::Log;
         if !is_log || step.is_some_and(|wanted| wanted != event.step) {
             continue;
         }

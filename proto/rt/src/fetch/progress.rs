@@ -1,60 +1,13 @@
 //! Download progress for a caller's callback: at most one report per interval, and one at the
 //! end, with a smoothed rate so a bursty connection does not make the ETA jump about.
+//!
+//! The report itself, [`Progress`], is the contract's one transfer type
+//! (`pmesh_proto::progress`): the same value travels from here into run events, the journal,
+//! the master's store and the CLI.
 
 use std::time::{Duration, Instant};
 
-/// How far a download is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    /// Bytes of the artifact held so far, a resumed prefix included.
-    pub done: u64,
-    /// The artifact's size, when known.
-    pub total: Option<u64>,
-    /// Bytes per second, smoothed; 0 until measured.
-    pub rate: f64,
-    /// Time left at `rate`, when both the size and a rate are known.
-    pub eta: Option<Duration>,
-}
-
-impl std::fmt::Display for Progress {
-    /// `412.0 MiB of 1.0 GiB, 98.2 MiB/s, ETA 6s`, leaving out what is unknown.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", human_bytes(self.done))?;
-        if let Some(total) = self.total {
-            write!(f, " of {}", human_bytes(total))?;
-        }
-        if self.rate > 0.0 {
-            write!(f, ", {}/s", human_bytes(self.rate as u64))?;
-        }
-        if let Some(eta) = self.eta {
-            write!(f, ", ETA {}", humanise_seconds(eta.as_secs()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `11.0 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-fn humanise_seconds(seconds: u64) -> String {
-    match seconds {
-        0..=59 => format!("{seconds}s"),
-        60..=3599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
-}
+pub use pmesh_proto::progress::{human_bytes, Progress};
 
 /// The shortest time between two reports.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_millis(250);
