@@ -251,6 +251,69 @@ pub fn explain_tls(err: &rustls::Error) -> Explanation {
     Explanation { message: explain_rustls(err), trust: true }
 }
 
+/// When the certificate this side presented is valid, by this host's clock (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnValidity {
+    pub not_before: i64,
+    pub not_after: i64,
+    pub now: i64,
+}
+
+/// [`explain_with`], knowing the certificate this side presented. A peer refuses a certificate
+/// that is not valid yet with the same alert as an expired one (`certificate_expired`); this
+/// side's own validity window tells which it is, or that the clocks disagree.
+pub fn explain_with_own(
+    err: &(dyn std::error::Error + 'static),
+    recorded: Option<&rustls::Error>,
+    own: Option<OwnValidity>,
+) -> Option<Explanation> {
+    let explained = explain_with(err, recorded)?;
+    let expired_alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired);
+    let refused_as_expired = tls_error_in(err).as_ref().or(recorded) == Some(&expired_alert);
+    match own {
+        Some(own) if refused_as_expired => Some(Explanation { message: explain_expired_alert(own), trust: true }),
+        _ => Some(explained),
+    }
+}
+
+fn explain_expired_alert(own: OwnValidity) -> String {
+    let window = format!("valid from {} until {}", rfc3339(own.not_before.max(0) as u64), rfc3339(own.not_after.max(0) as u64));
+    if own.now < own.not_before {
+        format!(
+            "the peer refused our certificate: it is not valid until {} (this host's clock says {}): check the clocks of both hosts",
+            rfc3339(own.not_before.max(0) as u64),
+            rfc3339(own.now.max(0) as u64)
+        )
+    } else if own.now >= own.not_after {
+        format!("the peer refused our certificate: it expired at {}; issue a new credential", rfc3339(own.not_after.max(0) as u64))
+    } else {
+        format!(
+            "the peer refused our certificate as expired or not yet valid, but by this host's clock it is {window}: the peer's clock is wrong"
+        )
+    }
+}
+
+fn rfc3339(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds)).to_string()
+}
+
+/// The TLS error anywhere in a failure's source chain, directly or inside an I/O error.
+fn tls_error_in(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        if let Some(tls) =
+            err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        current = err.source();
+    }
+    None
+}
+
 /// [`explain`], falling back to the TLS error recorded on the connection.
 pub fn explain_with(err: &(dyn std::error::Error + 'static), recorded: Option<&rustls::Error>) -> Option<Explanation> {
     explain(err).or_else(|| recorded.map(explain_tls))
@@ -270,10 +333,18 @@ fn explain_rustls(err: &rustls::Error) -> String {
         rustls::Error::AlertReceived(Alert::CertificateRevoked) => "the peer refused our certificate: it has been revoked".into(),
         rustls::Error::AlertReceived(Alert::ProtocolVersion) => "the peer refused the TLS version: pmesh speaks TLS 1.3 only".into(),
         rustls::Error::AlertReceived(alert) => format!("the peer refused the TLS handshake ({alert:?})"),
-        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => "the peer's certificate has expired".into(),
-        rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
-            "the peer's certificate is not valid yet: check both clocks".into()
-        }
+        rustls::Error::InvalidCertificate(Cert::ExpiredContext { time, not_after }) => format!(
+            "the peer's certificate expired at {} (this host's clock says {}): renew it, or check the clocks",
+            rfc3339(not_after.as_secs()),
+            rfc3339(time.as_secs())
+        ),
+        rustls::Error::InvalidCertificate(Cert::Expired) => "the peer's certificate has expired".into(),
+        rustls::Error::InvalidCertificate(Cert::NotValidYetContext { time, not_before }) => format!(
+            "the peer's certificate is not valid until {} (this host's clock says {}): check both hosts' clocks",
+            rfc3339(not_before.as_secs()),
+            rfc3339(time.as_secs())
+        ),
+        rustls::Error::InvalidCertificate(Cert::NotValidYet) => "the peer's certificate is not valid yet: check both hosts' clocks".into(),
         rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
             "the peer's certificate was not issued by this mesh's CA".into()
         }
@@ -287,5 +358,49 @@ fn explain_rustls(err: &rustls::Error) -> String {
         }
         rustls::Error::PeerIncompatible(_) => "the peer's TLS is incompatible: pmesh speaks TLS 1.3 only".into(),
         other => format!("TLS failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::UnixTime;
+    use rustls::{AlertDescription, CertificateError};
+
+    use super::*;
+
+    /// 2026-12-02T00:00:00Z.
+    const NOW: i64 = 1_796_169_600;
+
+    fn alert_expired() -> std::io::Error {
+        std::io::Error::other(rustls::Error::AlertReceived(AlertDescription::CertificateExpired))
+    }
+
+    fn refused(not_before: i64, not_after: i64) -> String {
+        explain_with_own(&alert_expired(), None, Some(OwnValidity { not_before, not_after, now: NOW })).unwrap().message
+    }
+
+    #[test]
+    fn a_certificate_refused_as_expired_is_told_apart_by_its_own_window() {
+        let early = refused(NOW + 3600, NOW + 7200);
+        assert!(early.contains("not valid until 2026-12-02T01:00:00Z") && early.contains("check the clocks"), "{early}");
+        let late = refused(NOW - 7200, NOW - 3600);
+        assert!(late.contains("expired at 2026-12-01T23:00:00Z") && late.contains("issue a new credential"), "{late}");
+        let valid = refused(NOW - 3600, NOW + 3600);
+        assert!(valid.contains("the peer's clock is wrong"), "{valid}");
+        // Without its own window the old sentence stands.
+        let unknown = explain_with_own(&alert_expired(), None, None).unwrap().message;
+        assert!(unknown.contains("it has expired"), "{unknown}");
+    }
+
+    #[test]
+    fn a_peer_certificate_out_of_its_window_says_when() {
+        let at = |unix: i64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix as u64));
+        let early = rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext { time: at(NOW), not_before: at(NOW + 60) });
+        assert_eq!(
+            explain_tls(&early).message,
+            "the peer's certificate is not valid until 2026-12-02T00:01:00Z (this host's clock says 2026-12-02T00:00:00Z): check both hosts' clocks"
+        );
+        let late = rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { time: at(NOW), not_after: at(NOW - 60) });
+        assert!(explain_tls(&late).message.starts_with("the peer's certificate expired at 2026-12-01T23:59:00Z"));
     }
 }
