@@ -164,3 +164,46 @@ fn facts(info: &AgentInfo) -> FactsRecord {
         agent_version: info.agent_version.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn agent(name: &str, address: &str) -> AgentRecord {
+        AgentRecord {
+            v: 1,
+            name: name.into(),
+            address: address.into(),
+            labels: BTreeMap::new(),
+            enrolled_at: 0,
+            cert_serial: String::new(),
+            cert_not_after: 0,
+            health: Health::Unknown,
+            last_seen: None,
+            last_error: None,
+            facts: None,
+        }
+    }
+
+    fn dialled_address(connections: &Connections, name: &str) -> Option<String> {
+        connections.channels().get(name).map(|(address, _)| address.clone())
+    }
+
+    /// One entry per agent, whoever asks; a changed address is dialled anew; removed agents go.
+    #[tokio::test]
+    async fn one_channel_per_agent_and_address() {
+        let (ca, _key) = crate::identity::Ca::generate().expect("a CA");
+        let tls = pmesh_proto::tls::client_config(ca.cert_der(), None).expect("a client config");
+        let connections = Connections::new(Arc::new(tls), Duration::from_secs(1));
+        connections.get(&agent("pc-1", "127.0.0.1:1")).expect("dialled");
+        connections.get(&agent("pc-1", "127.0.0.1:1")).expect("cached");
+        connections.get(&agent("pc-2", "127.0.0.1:2")).expect("dialled");
+        assert_eq!(connections.channels().len(), 2);
+        connections.get(&agent("pc-1", "127.0.0.1:3")).expect("dialled again");
+        assert_eq!(dialled_address(&connections, "pc-1").as_deref(), Some("127.0.0.1:3"));
+        connections.retain(|name| name == "pc-2");
+        assert_eq!((dialled_address(&connections, "pc-1"), connections.channels().len()), (None, 1));
+    }
+}

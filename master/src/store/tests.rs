@@ -366,3 +366,42 @@ fn per_event_records_are_migrated_into_segments() {
     let db = sled::open(dir.path()).unwrap();
     assert!(db.open_tree("run_events").unwrap().is_empty());
 }
+
+/// A database written by the master before the store had a backend (raw sled trees, keys and
+/// JSON as they were) reads the same through the store: the layout did not change.
+#[test]
+fn a_database_in_the_previous_layout_opens_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = r#"{"v":1,"sha256":"ab","size":3,"names":["tool"],"added_at":5}"#;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        tree("meta").insert("schema_version", "1").unwrap();
+        tree("agents").insert("pc-1", serde_json::to_vec(&agent("pc-1")).unwrap()).unwrap();
+        tree("tokens").insert("hash", serde_json::to_vec(&token(100)).unwrap()).unwrap();
+        tree("certs").insert("0a", r#"{"v":1,"identity":"pmesh://agent/pc-1","not_after":2000,"revoked_at":null}"#).unwrap();
+        tree("patterns").insert("dns@1.0.0", serde_json::to_vec(&pattern("1.0.0", "d1")).unwrap()).unwrap();
+        tree("bundle_archives").insert("d1", "archive").unwrap();
+        tree("bundle_signatures").insert("d1", "signature").unwrap();
+        let run = r#"{"v":1,"run_id":"r1","pattern":"dns@1.0.0","digest":"d1","instance":"dns","created_at":1,
+            "agents":{"pc-1":{"state":"running","error":""}}}"#;
+        tree("runs").insert("r1", run).unwrap();
+        let segment = Segment { v: 1, first: 0, events: vec![event("pc-1", 1), event("pc-1", 2)] };
+        tree("run_event_segments").insert(event_key("r1", 1), serde_json::to_vec(&segment).unwrap()).unwrap();
+        tree("run_counters").insert("r1", &2u64.to_be_bytes()).unwrap();
+        tree("cursors").insert("pc-1", &2u64.to_be_bytes()).unwrap();
+        tree("artifacts").insert("ab", artifact).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.agent("pc-1").unwrap(), Some(agent("pc-1")));
+    assert_eq!(store.token("hash").unwrap(), Some(token(100)));
+    assert!(!store.is_revoked("0a").unwrap());
+    assert_eq!(store.find_pattern("dns").unwrap(), Some(pattern("1.0.0", "d1")));
+    assert_eq!(store.bundle("d1").unwrap(), Some((b"archive".to_vec(), b"signature".to_vec())));
+    assert_eq!(store.run("r1").unwrap().unwrap().agents["pc-1"].state, RunState::Running);
+    assert_eq!(texts(store.run_events("r1", 1).unwrap()), [(1, "pc-1-2".to_owned())]);
+    assert_eq!(store.cursor("pc-1").unwrap(), 2);
+    assert_eq!(store.artifacts().unwrap(), [decode::<ArtifactRecord>(artifact.as_bytes()).unwrap()]);
+    assert_eq!(texts(store.persist("pc-1", &[event("pc-1", 3)]).unwrap()), [(2, "pc-1-3".to_owned())], "numbering continues");
+}
