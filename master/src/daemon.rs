@@ -115,14 +115,9 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
     let server_tls = pmesh_proto::tls::server_config(ca.cert_der(), server_certs, ClientAuth::Optional)?;
     let client_tls = pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
 
-    let client_tls = Arc::new(client_tls);
-    let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), client_tls.clone())?);
-    let depot = crate::depot::Depot::open(
-        &crate::depot::dir(data_dir),
-        store.db(),
-        dispatcher.runs().clone(),
-        pmesh_rt::fetch::FetchConfig::default(),
-    )?;
+    let connections = Arc::new(crate::registry::Connections::new(Arc::new(client_tls), crate::dispatch::CALL_TIMEOUT));
+    let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), connections.clone()));
+    let depot = crate::depot::Depot::open(&crate::depot::dir(data_dir), store.clone(), pmesh_rt::fetch::FetchConfig::default())?;
     let state = Arc::new(MasterState {
         store: store.clone(),
         bundle_public_key: identity::bundle_public_key(&paths)?,
@@ -139,7 +134,7 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let monitor = tokio::spawn(crate::registry::monitor(store.clone(), client_tls, config.check_interval, shutdown.clone()));
+    let monitor = tokio::spawn(crate::registry::monitor(store.clone(), connections, config.check_interval, shutdown.clone()));
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
     pmesh_rt::process::notify_ready();
     let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());

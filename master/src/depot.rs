@@ -5,8 +5,9 @@
 //!   `sha256/<hex>`, read-only, arriving only by an atomic rename of verified bytes. Uploads
 //!   go through [`Cache::receive`] (hashed as they stream, nothing kept on failure), URL
 //!   imports through [`Fetcher::import`] (resumable; a partial survives a failure).
-//! - Facts live in the sled tree `artifacts`: sha256 → [`ArtifactRecord`] (`"v": 1`). Names
-//!   are labels on the content: each name belongs to one sha256 and resolves to it.
+//! - Facts live in the store's artifact index ([`Store::artifact`] and its siblings): sha256 →
+//!   [`ArtifactRecord`] (`"v": 1`). Names are labels on the content: each name belongs to one
+//!   sha256 and resolves to it.
 //! - "Needed by" is computed, never stored: the registered patterns whose bundles declare the
 //!   sha256 among their `artifacts`. Bundles are immutable, so each one's parse is cached by
 //!   its digest.
@@ -28,14 +29,14 @@ use pmesh_proto::pattern::formats::{is_dns_label, is_sha256};
 use pmesh_proto::v1;
 use pmesh_rt::fetch::{Cache, FetchConfig, FetchError, Fetcher, Import, Lease, Progress, Source, Upload};
 use prost::bytes::Bytes;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::error::{now_unix, ApiError};
-use crate::runstore::RunStore;
+pub use crate::store::ArtifactRecord;
+use crate::store::Store;
 
 /// The version of [`ArtifactRecord`] this build writes.
 pub const RECORD_VERSION: u32 = 1;
@@ -57,28 +58,12 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("depot")
 }
 
-/// What the depot remembers of an artifact, by sha256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactRecord {
-    /// The record's layout version, [`RECORD_VERSION`].
-    pub v: u32,
-    /// Lowercase hex; also the key.
-    pub sha256: String,
-    /// In bytes.
-    pub size: u64,
-    /// The labels it was added under.
-    pub names: BTreeSet<String>,
-    /// Unix seconds of the first add.
-    pub added_at: i64,
-}
-
 /// The depot. Shared by the service's handlers; the streaming ones hold it in an `Arc`.
 pub struct Depot {
     cache: Cache,
     fetcher: Fetcher,
-    db: sled::Db,
-    records: sled::Tree,
-    runs: RunStore,
+    /// The artifact index, and the registered patterns whose needs are computed.
+    store: Store,
     /// Bundle digest → the sha256s its pattern declares.
     declared: Mutex<HashMap<String, Arc<BTreeSet<String>>>>,
     /// Held while records change or files are removed; never across an await.
@@ -95,23 +80,20 @@ struct Wanted {
 }
 
 impl Depot {
-    /// Opens the depot at `root` over the master's database, fetching URL imports with
+    /// Opens the depot at `root` over the master's store, fetching URL imports with
     /// `config`. Reconciles the files with the records: a file without a record (a crash
     /// between landing and recording) is adopted without a name, a record without a file is
     /// dropped, and partials of uploads a killed master left are removed.
     ///
     /// # Errors
-    /// When the directory cannot be created or is locked by another process, or sled fails.
-    pub fn open(root: &Path, db: &sled::Db, runs: RunStore, config: FetchConfig) -> anyhow::Result<Depot> {
+    /// When the directory cannot be created or is locked by another process, or the store fails.
+    pub fn open(root: &Path, store: Store, config: FetchConfig) -> anyhow::Result<Depot> {
         let cache = Cache::open(root, None).with_context(|| format!("opening the artifact depot at {}", root.display()))?;
         let fetcher = Fetcher::new(cache.clone(), config).context("setting up the depot's fetcher")?;
-        let records = db.open_tree("artifacts")?;
         let depot = Depot {
             cache,
             fetcher,
-            db: db.clone(),
-            records,
-            runs,
+            store,
             declared: Mutex::new(HashMap::new()),
             changes: Mutex::new(()),
             reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
@@ -128,23 +110,26 @@ impl Depot {
         }
         let files = self.cache.entries()?;
         for entry in &files {
-            if self.records.get(&entry.sha256)?.is_none() {
+            if self.store.artifact(&entry.sha256)?.is_none() {
                 tracing::warn!(sha256 = %entry.sha256, "the depot holds a file without a record; adopting it without a name");
                 let added_at = entry.last_used.duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0);
-                put(
-                    &self.records,
-                    &ArtifactRecord { v: RECORD_VERSION, sha256: entry.sha256.clone(), size: entry.size, names: BTreeSet::new(), added_at },
-                )?;
+                self.store.put_artifact(&ArtifactRecord {
+                    v: RECORD_VERSION,
+                    sha256: entry.sha256.clone(),
+                    size: entry.size,
+                    names: BTreeSet::new(),
+                    added_at,
+                })?;
             }
         }
         let present: BTreeSet<&str> = files.iter().map(|entry| entry.sha256.as_str()).collect();
-        for record in self.records()? {
+        for record in self.store.artifacts()? {
             if !present.contains(record.sha256.as_str()) {
                 tracing::warn!(sha256 = %record.sha256, names = ?record.names, "the depot's file of a record is gone; dropping the record");
-                self.records.remove(&record.sha256)?;
+                self.store.remove_artifact(&record.sha256)?;
             }
         }
-        self.db.flush()?;
+        self.store.flush()?;
         Ok(())
     }
 
@@ -275,7 +260,7 @@ impl Depot {
     /// # Errors
     /// When sled fails or a registered bundle no longer parses.
     pub fn list(&self) -> Result<Vec<v1::ArtifactSummary>, ApiError> {
-        let mut records = self.records()?;
+        let mut records = self.store.artifacts()?;
         records.sort_by(|left, right| (left.added_at, &left.sha256).cmp(&(right.added_at, &right.sha256)));
         let mut needs = self.needs()?;
         Ok(records
@@ -316,8 +301,8 @@ impl Depot {
             }
             Err(error) => return Err(ApiError::Internal(anyhow::Error::new(error).context("removing a depot file"))),
         };
-        self.records.remove(&record.sha256).map_err(anyhow::Error::from)?;
-        self.db.flush().map_err(anyhow::Error::from)?;
+        self.store.remove_artifact(&record.sha256)?;
+        self.store.flush()?;
         tracing::info!(sha256 = %record.sha256, names = ?record.names, force, needed_by = ?needed_by, "artifact removed from the depot");
         Ok(v1::RemoveArtifactResponse { sha256: record.sha256, removed })
     }
@@ -364,7 +349,7 @@ impl Depot {
         let sha256 = lease.sha256().to_owned();
         let record = {
             let _changes = self.changes();
-            let existing: Option<ArtifactRecord> = get(&self.records, &sha256)?;
+            let existing = self.store.artifact(&sha256)?;
             if let Some(owner) = self.owner_of(name)?.filter(|owner| owner.sha256 != sha256) {
                 if existing.is_none() {
                     drop(lease);
@@ -387,8 +372,8 @@ impl Depot {
             if !name.is_empty() {
                 record.names.insert(name.to_owned());
             }
-            put(&self.records, &record)?;
-            self.db.flush().map_err(anyhow::Error::from)?;
+            self.store.put_artifact(&record)?;
+            self.store.flush()?;
             tracing::info!(%sha256, size = record.size, %name, created, "artifact in the depot");
             record
         };
@@ -420,7 +405,7 @@ impl Depot {
         if name.is_empty() {
             return Ok(None);
         }
-        Ok(self.records()?.into_iter().find(|record| record.names.contains(name)))
+        Ok(self.store.artifacts()?.into_iter().find(|record| record.names.contains(name)))
     }
 
     fn resolve(&self, artifact: &str) -> Result<ArtifactRecord, ApiError> {
@@ -429,8 +414,11 @@ impl Depot {
         }
         let prefix = artifact.to_ascii_lowercase();
         let is_hex = prefix.len() >= MIN_PREFIX && prefix.bytes().all(|byte| byte.is_ascii_hexdigit());
-        let matches: Vec<ArtifactRecord> =
-            if is_hex { self.records()?.into_iter().filter(|record| record.sha256.starts_with(&prefix)).collect() } else { Vec::new() };
+        let matches: Vec<ArtifactRecord> = if is_hex {
+            self.store.artifacts()?.into_iter().filter(|record| record.sha256.starts_with(&prefix)).collect()
+        } else {
+            Vec::new()
+        };
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one match")),
             0 => Err(ApiError::NotFound(format!(
@@ -443,7 +431,7 @@ impl Depot {
     /// sha256 → the registered patterns (`NAME@VERSION`, sorted) that declare it.
     fn needs(&self) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
         let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for pattern in self.runs.patterns()? {
+        for pattern in self.store.patterns()? {
             let declared = self.declared_by(&pattern.digest)?;
             for sha256 in declared.iter() {
                 needs.entry(sha256.clone()).or_default().push(format!("{}@{}", pattern.name, pattern.version));
@@ -461,7 +449,7 @@ impl Depot {
             return Ok(declared.clone());
         }
         let (archive, _signature) =
-            self.runs.bundle(digest)?.ok_or_else(|| anyhow::anyhow!("the bundle {digest} of a registered pattern is missing"))?;
+            self.store.bundle(digest)?.ok_or_else(|| anyhow::anyhow!("the bundle {digest} of a registered pattern is missing"))?;
         let files = pmesh_proto::bundle::open(&archive).with_context(|| format!("opening the registered bundle {digest}"))?;
         let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
         let pattern = pmesh_proto::pattern::parse(&contents).map_err(|diagnostics| {
@@ -472,10 +460,6 @@ impl Depot {
             Arc::new(pattern.artifacts.values().map(|artifact| artifact.sha256.to_ascii_lowercase()).collect());
         self.declared().insert(digest.to_owned(), declared.clone());
         Ok(declared)
-    }
-
-    fn records(&self) -> anyhow::Result<Vec<ArtifactRecord>> {
-        self.records.iter().values().map(|value| decode(&value?)).collect()
     }
 
     fn changes(&self) -> MutexGuard<'_, ()> {
@@ -604,19 +588,6 @@ fn import_error(error: FetchError) -> ApiError {
         error @ FetchError::Invalid(_) => ApiError::Invalid(error.to_string()),
         error => ApiError::Failed(error.to_string()),
     }
-}
-
-fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> anyhow::Result<Option<T>> {
-    tree.get(key)?.map(|value| decode(&value)).transpose()
-}
-
-fn put(tree: &sled::Tree, record: &ArtifactRecord) -> anyhow::Result<()> {
-    tree.insert(&record.sha256, serde_json::to_vec(record)?)?;
-    Ok(())
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(bytes).context("a depot record does not decode; the database may be damaged")
 }
 
 #[cfg(test)]

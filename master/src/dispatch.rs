@@ -1,34 +1,39 @@
 //! Dispatch: patterns registered with the master, runs started on agents, and every agent's
 //! event journal consumed, stored and fanned out to watchers.
 //!
-//! - A run is validated against its pattern on the master before anything is sent; the
-//!   bundle goes to each target only if the agent lacks its digest; starts fan out
-//!   concurrently, bounded by a semaphore.
+//! - A run is validated against its pattern on the master before anything is sent (the
+//!   pattern parsed once per bundle digest, in [`patterns`]); the bundle goes to each target
+//!   only if the agent lacks its digest; starts fan out concurrently, bounded by a semaphore.
+//!   Agents are reached through the registry's shared [`Connections`].
 //! - One consumer per agent follows the agent's journal from the last sequence number the
 //!   master persisted, so a restarted master or a healed partition resumes exactly where it
 //!   stopped. Events are persisted (with the cursor, atomically) before they are broadcast;
 //!   the agent is told what it may drop only after a flush.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+pub mod patterns;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use pmesh_proto::event::Kind;
-use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::v1::{self, agent_client::AgentClient};
-use pmesh_rt::net::{dial, Dialled};
+use pmesh_rt::net::Dialled;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundles::{deliver, SignedBundle};
 use crate::error::{now_unix, ApiError};
 use crate::identity::PkiPaths;
-use crate::runstore::{AgentState, PatternRecord, RunRecord, RunStore, StoredEvent};
-use crate::store::{AgentRecord, Store};
+use crate::registry::Connections;
+use crate::store::{AgentRecord, AgentState, PatternRecord, RunRecord, RunState, Store, StoredEvent};
+use patterns::PatternCache;
 
 const MAX_CONCURRENT_STARTS: usize = 32;
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an agent call may take, and the bound the master's connections are dialled
+/// with.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events persisted between flushes and acknowledgements.
 const ACK_EVERY: usize = 4096;
 /// At most this many events of one agent go into one transaction.
@@ -37,38 +42,21 @@ const MAX_BATCH: usize = 1024;
 /// The dispatcher, shared by the service and the background consumers.
 pub struct Dispatcher {
     store: Store,
-    runs: RunStore,
     pki: PkiPaths,
-    tls: Arc<rustls::ClientConfig>,
+    connections: Arc<Connections>,
+    patterns: PatternCache,
     live: broadcast::Sender<(u64, StoredEvent)>,
-    channels: Mutex<HashMap<String, (String, Dialled)>>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over the master's database, dialling agents with `tls`.
-    ///
-    /// # Errors
-    /// When the run trees cannot be opened.
-    pub fn new(store: Store, pki: PkiPaths, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Dispatcher> {
-        let runs = RunStore::open(store.db())?;
+    /// A dispatcher over the master's store, reaching agents through `connections`.
+    pub fn new(store: Store, pki: PkiPaths, connections: Arc<Connections>) -> Dispatcher {
         let (live, _) = broadcast::channel(4096);
-        Ok(Dispatcher { store, runs, pki, tls, live, channels: Mutex::new(HashMap::new()) })
-    }
-
-    pub fn runs(&self) -> &RunStore {
-        &self.runs
+        Dispatcher { store, pki, connections, patterns: PatternCache::new(patterns::CAPACITY), live }
     }
 
     fn channel(&self, agent: &AgentRecord) -> anyhow::Result<Dialled> {
-        let mut channels = self.channels.lock().expect("channel cache lock");
-        if let Some((address, dialled)) = channels.get(&agent.name) {
-            if *address == agent.address {
-                return Ok(dialled.clone());
-            }
-        }
-        let dialled = dial(&agent.address, &Identity::new(Role::Agent, &agent.name)?, self.tls.clone(), CALL_TIMEOUT)?;
-        channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
-        Ok(dialled)
+        self.connections.get(agent)
     }
 
     fn explain(dialled: &Dialled, status: &tonic::Status) -> String {
@@ -80,10 +68,7 @@ impl Dispatcher {
     /// # Errors
     /// [`ApiError::Invalid`] listing every problem of the pattern.
     pub fn push_pattern(&self, archive: Vec<u8>) -> Result<v1::PushPatternResponse, ApiError> {
-        let files = pmesh_proto::bundle::open(&archive).map_err(|err| ApiError::Invalid(err.to_string()))?;
-        let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
-        let pattern = pmesh_proto::pattern::parse(&contents)
-            .map_err(|diagnostics| ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        let pattern = patterns::parse(&archive)?;
         let key = std::fs::read(self.pki.bundle_key()).map_err(|err| anyhow::anyhow!("reading the bundle key: {err}"))?;
         let signature = pmesh_proto::bundle::sign(&archive, &key).map_err(|err| anyhow::anyhow!("{err}"))?;
         let digest = pmesh_proto::bundle::digest(&archive);
@@ -99,7 +84,9 @@ impl Dispatcher {
                 .unwrap_or_default(),
             pushed_at: now_unix(),
         };
-        let created = self.runs.put_pattern(&record, &archive, &signature).map_err(|err| ApiError::AlreadyExists(format!("{err:#}")))?;
+        let created = self.store.put_pattern(&record, &archive, &signature).map_err(|err| ApiError::AlreadyExists(format!("{err:#}")))?;
+        // Parsed already: a run start of this digest need not parse it again.
+        self.patterns.insert(&digest, Arc::new(pattern));
         tracing::info!(pattern = %record.name, version = %record.version, %digest, created, "pattern registered");
         Ok(v1::PushPatternResponse { name: record.name, version: record.version, digest, created })
     }
@@ -127,6 +114,21 @@ impl Dispatcher {
         Ok(chosen)
     }
 
+    /// The registered pattern `reference` names, its signed bundle, and its parse (cached).
+    fn registered(&self, reference: &str) -> Result<(PatternRecord, SignedBundle, Arc<pmesh_proto::pattern::Pattern>), ApiError> {
+        let pattern = self
+            .store
+            .find_pattern(reference)?
+            .ok_or_else(|| ApiError::Invalid(format!("no pattern {reference:?} is registered; push it with `pmesh pattern push`")))?;
+        let (archive, signature) =
+            self.store.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
+        let parsed = self.patterns.get_or_parse(&pattern.digest, &archive).map_err(|err| {
+            ApiError::Internal(anyhow::anyhow!("the registered pattern {}@{} no longer parses: {err}", pattern.name, pattern.version))
+        })?;
+        let signed = SignedBundle { digest: pattern.digest.clone(), archive, signature };
+        Ok((pattern, signed, parsed))
+    }
+
     /// Validates and starts a run on its targets.
     ///
     /// # Errors
@@ -134,29 +136,17 @@ impl Dispatcher {
     /// values) before anything is sent.
     pub async fn start(self: &Arc<Self>, request: v1::MasterStartRunRequest) -> Result<v1::MasterStartRunResponse, ApiError> {
         if !request.run_id.is_empty() {
-            if let Some(existing) = self.runs.run(&request.run_id)? {
+            if let Some(existing) = self.store.run(&request.run_id)? {
                 let targets = existing.agents.keys().map(|agent| v1::TargetResult { agent: agent.clone(), ..Default::default() }).collect();
                 return Ok(v1::MasterStartRunResponse { run_id: existing.run_id, targets });
             }
         }
-        let pattern = self.runs.find_pattern(&request.pattern)?.ok_or_else(|| {
-            ApiError::Invalid(format!("no pattern {:?} is registered; push it with `pmesh pattern push`", request.pattern))
-        })?;
-        let (archive, signature) =
-            self.runs.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
-        let files = pmesh_proto::bundle::open(&archive).map_err(|err| anyhow::anyhow!("{err}"))?;
-        let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
-        let parsed = pmesh_proto::pattern::parse(&contents).map_err(|_| anyhow::anyhow!("a registered pattern no longer parses"))?;
+        let (pattern, signed, parsed) = self.registered(&request.pattern)?;
         let values_text = if request.values_json.trim().is_empty() { "{}" } else { request.values_json.as_str() };
-        let supplied = pmesh_proto::pattern::values_from_yaml("values", values_text)
-            .map_err(|diagnostics| ApiError::Invalid(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
-        pmesh_proto::pattern::validate_values(&parsed, &supplied)
-            .map_err(|problems| ApiError::Invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        patterns::values(&parsed, values_text)?;
         let targets = self.targets(&request)?;
         let instance = if request.instance.is_empty() { pattern.name.clone() } else { request.instance.clone() };
         pmesh_proto::identity::validate_name(&instance).map_err(|err| ApiError::Invalid(format!("instance: {err}")))?;
-
-        let signed = SignedBundle { digest: pattern.digest.clone(), archive, signature };
         if request.plan_only {
             return Ok(self.plan(targets, signed, instance, values_text.to_owned()).await);
         }
@@ -172,10 +162,10 @@ impl Dispatcher {
             created_at: now_unix(),
             agents: targets
                 .iter()
-                .map(|agent| (agent.name.clone(), AgentState { state: "pending".into(), error: String::new() }))
+                .map(|agent| (agent.name.clone(), AgentState { state: RunState::Pending, error: String::new() }))
                 .collect(),
         };
-        self.runs.put_run(&run)?;
+        self.store.put_run(&run)?;
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS));
         let mut starts = tokio::task::JoinSet::new();
         for agent in targets {
@@ -194,14 +184,16 @@ impl Dispatcher {
         while let Some(joined) = starts.join_next().await {
             let Ok((agent, result)) = joined else { continue };
             let (state, error) = match &result {
-                Ok(()) => ("running", String::new()),
+                Ok(()) => (RunState::Running, String::new()),
                 Err((state, error)) => (*state, error.clone()),
             };
-            // An event consumed meanwhile may have moved the state on already.
-            if self.runs.run(&run_id)?.and_then(|run| run.agents.get(&agent).map(|known| known.state.clone())).as_deref() == Some("pending")
-            {
-                self.runs.set_agent_state(&run_id, &agent, state, &error)?;
-            }
+            // An event consumed meanwhile may have moved the state on already: only a state
+            // still pending is set, in the same compare-and-swap that reads it.
+            self.store.update_run(&run_id, |run| {
+                if let Some(known) = run.agents.get_mut(&agent).filter(|known| known.state == RunState::Pending) {
+                    *known = AgentState { state, error: error.clone() };
+                }
+            })?;
             results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![] });
         }
         results.sort_by(|left, right| left.agent.cmp(&right.agent));
@@ -262,13 +254,13 @@ impl Dispatcher {
         instance: &str,
         values: &str,
         timeout_seconds: u64,
-    ) -> Result<(), (&'static str, String)> {
-        let dialled = self.channel(agent).map_err(|err| ("unreachable", format!("{err:#}")))?;
+    ) -> Result<(), (RunState, String)> {
+        let dialled = self.channel(agent).map_err(|err| (RunState::Unreachable, format!("{err:#}")))?;
         let unreachable = |status: tonic::Status| {
             let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) {
-                "failed"
+                RunState::Failed
             } else {
-                "unreachable"
+                RunState::Unreachable
             };
             (state, Self::explain(&dialled, &status))
         };
@@ -291,10 +283,10 @@ impl Dispatcher {
     /// # Errors
     /// [`ApiError::NotFound`] for an unknown run.
     pub async fn cancel(&self, run_id: &str) -> Result<Vec<String>, ApiError> {
-        let run = self.runs.run(run_id)?.ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
+        let run = self.store.run(run_id)?.ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
         let mut cancelled = Vec::new();
         for (name, state) in &run.agents {
-            if !matches!(state.state.as_str(), "pending" | "running") {
+            if !state.state.is_active() {
                 continue;
             }
             let Some(agent) = self.store.agent(name)? else { continue };
@@ -362,7 +354,7 @@ impl Dispatcher {
     async fn follow(&self, name: &str) -> anyhow::Result<()> {
         let agent = self.store.agent(name)?.ok_or_else(|| anyhow::anyhow!("agent {name} is gone"))?;
         let dialled = self.channel(&agent)?;
-        let from_seq = self.runs.cursor(name)? + 1;
+        let from_seq = self.store.cursor(name)? + 1;
         // A long-lived stream: no per-call timeout.
         let mut request = tonic::Request::new(v1::WatchEventsRequest { from_seq });
         request.set_timeout(Duration::from_secs(365 * 24 * 3600));
@@ -398,12 +390,15 @@ impl Dispatcher {
                     }
                 }
             }
-            let kept = self.runs.persist(name, &events)?;
+            let kept = self.store.persist(name, &events)?;
             unacked += kept.len();
             for (index, event) in kept {
                 match event.event.kind {
-                    Kind::RunStarted => self.runs.set_agent_state(&event.event.run_id, name, "running", "")?,
-                    Kind::RunFinished => self.runs.set_agent_state(&event.event.run_id, name, &event.event.text, "")?,
+                    Kind::RunStarted => self.store.set_agent_state(&event.event.run_id, name, RunState::Running, "")?,
+                    Kind::RunFinished => {
+                        let (state, error) = outcome(name, &event.event.text);
+                        self.store.set_agent_state(&event.event.run_id, name, state, &error)?;
+                    }
                     _ => {}
                 }
                 let _ = self.live.send((index, event));
@@ -419,8 +414,8 @@ impl Dispatcher {
     }
 
     async fn acknowledge(&self, dialled: &Dialled, name: &str) -> anyhow::Result<()> {
-        self.runs.flush().await?;
-        let up_to_seq = self.runs.cursor(name)?;
+        self.store.flush_events().await?;
+        let up_to_seq = self.store.cursor(name)?;
         AgentClient::new(dialled.channel.clone()).ack_events(v1::AckEventsRequest { up_to_seq }).await?;
         Ok(())
     }
@@ -453,8 +448,8 @@ impl Dispatcher {
     ) -> Result<(), tonic::Status> {
         let internal = |err: anyhow::Error| tonic::Status::internal(format!("{err:#}"));
         let mut next = from;
-        let catch_up = |from: u64| self.runs.run_events(run_id, from).map_err(internal);
-        let finished = || self.runs.run(run_id).ok().flatten().is_none_or(|run| run.overall() != "running");
+        let catch_up = |from: u64| self.store.run_events(run_id, from).map_err(internal);
+        let finished = || self.store.run(run_id).ok().flatten().is_none_or(|run| run.overall() != RunState::Running);
         // A run can end without an event reaching this master (an agent deleted, a start that
         // failed): its record is looked at now and then, whatever else the broadcast carries.
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
@@ -507,6 +502,19 @@ impl Dispatcher {
     }
 }
 
+/// The state a `RunFinished` event's text names (`succeeded`, `failed`, `cancelled`). Any
+/// other text, which no agent sends today, counts as a failure that names it, rather than
+/// as the success an unknown string used to fall through to.
+fn outcome(agent: &str, text: &str) -> (RunState, String) {
+    match text.parse::<RunState>() {
+        Ok(state) if !state.is_active() => (state, String::new()),
+        _ => {
+            tracing::warn!(%agent, outcome = %text, "an agent reported a run outcome this master does not know");
+            (RunState::Failed, format!("the agent reported the outcome {text:?}"))
+        }
+    }
+}
+
 /// The wire summary of a run.
 pub fn summary(run: &RunRecord) -> v1::RunSummary {
     v1::RunSummary {
@@ -517,8 +525,8 @@ pub fn summary(run: &RunRecord) -> v1::RunSummary {
         agents: run
             .agents
             .iter()
-            .map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.clone(), error: state.error.clone() })
+            .map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.to_string(), error: state.error.clone() })
             .collect(),
-        state: run.overall().to_owned(),
+        state: run.overall().to_string(),
     }
 }

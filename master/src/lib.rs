@@ -1,9 +1,10 @@
 //! `pmesh`: the master daemon and the operator's CLI.
 //!
-//! - [`identity`]: the mesh CA; [`store`]: sled state; [`service`] and [`policy`]: the gRPC
-//!   service and who may call it; [`registry`]: the agents' heartbeat; [`depot`]: the
-//!   artifact depot;
-//!   [`daemon`]: `ca init` and `serve`; [`cli`]: the command line.
+//! - [`identity`]: the mesh CA; [`store`]: all persisted state, behind one backend interface;
+//!   [`service`] and [`policy`]: the gRPC service and who may call it; [`registry`]: the
+//!   agents' heartbeat and their connections; [`dispatch`]: patterns, runs and events;
+//!   [`depot`]: the artifact depot; [`daemon`]: `ca init` and `serve`; [`cli`]: the command
+//!   line.
 
 pub mod bootstrap;
 pub mod bundles;
@@ -17,6 +18,5 @@ pub mod error;
 pub mod identity;
 pub mod policy;
 pub mod registry;
-pub mod runstore;
 pub mod service;
 pub mod store;

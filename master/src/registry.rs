@@ -1,11 +1,14 @@
-//! The agent registry's heartbeat: the master dials every agent on an interval, asks for its
-//! facts, and records it up (with the facts and last-seen time) or down (with the reason).
+//! The agent registry's heartbeat, and the connections to agents.
 //!
-//! Checks run concurrently, bounded by a semaphore, each within a timeout shorter than the
-//! interval, so one dead agent never delays the others' status.
+//! - [`monitor`]: the master dials every agent on an interval, asks for its facts, and records
+//!   it up (with the facts and last-seen time) or down (with the reason). Checks run
+//!   concurrently, bounded by a semaphore, each within a timeout shorter than the interval, so
+//!   one dead agent never delays the others' status.
+//! - [`Connections`]: one lazily dialled channel per agent, shared by the heartbeat and
+//!   dispatch, re-dialled when the agent's address changes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pmesh_proto::identity::{Identity, Role};
@@ -15,13 +18,56 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::now_unix;
-use crate::store::{FactsRecord, Health, Store};
+use crate::store::{AgentRecord, FactsRecord, Health, Store};
 
 const MAX_CONCURRENT_CHECKS: usize = 64;
 
+/// The master's channels to its agents, by name: the heartbeat and dispatch share one
+/// connection per agent rather than each dialling its own.
+pub struct Connections {
+    tls: Arc<rustls::ClientConfig>,
+    /// The connect timeout and the longest any call may take; callers may bound theirs lower.
+    call_timeout: Duration,
+    /// Agent name → the address dialled and its channel.
+    channels: Mutex<HashMap<String, (String, Dialled)>>,
+}
+
+impl Connections {
+    /// Connections that dial with `tls`, each call bounded by `call_timeout`.
+    pub fn new(tls: Arc<rustls::ClientConfig>, call_timeout: Duration) -> Connections {
+        Connections { tls, call_timeout, channels: Mutex::new(HashMap::new()) }
+    }
+
+    /// The channel to `agent`, dialled (lazily: nothing connects until a call) if there is
+    /// none yet for its current address.
+    ///
+    /// # Errors
+    /// When the agent's name or address cannot be dialled at all.
+    pub fn get(&self, agent: &AgentRecord) -> anyhow::Result<Dialled> {
+        let mut channels = self.channels();
+        if let Some((address, dialled)) = channels.get(&agent.name) {
+            if *address == agent.address {
+                return Ok(dialled.clone());
+            }
+        }
+        let dialled = dial(&agent.address, &Identity::new(Role::Agent, &agent.name)?, self.tls.clone(), self.call_timeout)?;
+        channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
+        Ok(dialled)
+    }
+
+    /// Drops the channels of agents for which `registered` is false (removed agents).
+    pub fn retain(&self, registered: impl Fn(&str) -> bool) {
+        self.channels().retain(|name, _| registered(name));
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, (String, Dialled)>> {
+        // Entries are inserted whole: a panic cannot leave a half-made one.
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Runs checks every `interval` until `shutdown`.
-pub async fn monitor(store: Store, tls: Arc<rustls::ClientConfig>, interval: Duration, shutdown: CancellationToken) {
-    let mut channels: HashMap<String, (String, Dialled)> = HashMap::new();
+pub async fn monitor(store: Store, connections: Arc<Connections>, interval: Duration, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
     let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(interval);
@@ -38,38 +84,36 @@ pub async fn monitor(store: Store, tls: Arc<rustls::ClientConfig>, interval: Dur
                 continue;
             }
         };
-        channels.retain(|name, _| agents.iter().any(|agent| &agent.name == name));
+        connections.retain(|name| agents.iter().any(|agent| agent.name == name));
         let mut checks = tokio::task::JoinSet::new();
         for agent in agents {
-            let channel = match channels.get(&agent.name) {
-                Some((address, channel)) if *address == agent.address => channel.clone(),
-                _ => {
-                    let Ok(identity) = Identity::new(Role::Agent, &agent.name) else { continue };
-                    match dial(&agent.address, &identity, tls.clone(), timeout) {
-                        Ok(dialled) => {
-                            channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
-                            dialled
-                        }
-                        Err(err) => {
-                            record(&store, &agent.name, Err(format!("{err:#}")));
-                            continue;
-                        }
-                    }
+            let channel = match connections.get(&agent) {
+                Ok(dialled) => dialled,
+                Err(err) => {
+                    record(&store, &agent.name, Err(format!("{err:#}")));
+                    continue;
                 }
             };
             let store = store.clone();
             let limit = limit.clone();
             checks.spawn(async move {
                 let Ok(_permit) = limit.acquire().await else { return };
-                let outcome = AgentClient::new(channel.channel.clone())
-                    .info(InfoRequest {})
-                    .await
-                    .map(|response| response.into_inner())
-                    .map_err(|status| describe(&channel, &status));
+                let outcome = check(&channel, timeout).await;
                 record(&store, &agent.name, outcome);
             });
         }
         while checks.join_next().await.is_some() {}
+    }
+}
+
+/// Asks an agent for its facts, within `timeout` (the shared channel's own bound is longer).
+async fn check(channel: &Dialled, timeout: Duration) -> Result<AgentInfo, String> {
+    let mut request = tonic::Request::new(InfoRequest {});
+    request.set_timeout(timeout);
+    let mut client = AgentClient::new(channel.channel.clone());
+    match tokio::time::timeout(timeout, client.info(request)).await {
+        Ok(answer) => answer.map(|response| response.into_inner()).map_err(|status| describe(channel, &status)),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
@@ -118,5 +162,48 @@ fn facts(info: &AgentInfo) -> FactsRecord {
         docker_version: docker.version,
         docker_error: docker.error,
         agent_version: info.agent_version.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn agent(name: &str, address: &str) -> AgentRecord {
+        AgentRecord {
+            v: 1,
+            name: name.into(),
+            address: address.into(),
+            labels: BTreeMap::new(),
+            enrolled_at: 0,
+            cert_serial: String::new(),
+            cert_not_after: 0,
+            health: Health::Unknown,
+            last_seen: None,
+            last_error: None,
+            facts: None,
+        }
+    }
+
+    fn dialled_address(connections: &Connections, name: &str) -> Option<String> {
+        connections.channels().get(name).map(|(address, _)| address.clone())
+    }
+
+    /// One entry per agent, whoever asks; a changed address is dialled anew; removed agents go.
+    #[tokio::test]
+    async fn one_channel_per_agent_and_address() {
+        let (ca, _key) = crate::identity::Ca::generate().expect("a CA");
+        let tls = pmesh_proto::tls::client_config(ca.cert_der(), None).expect("a client config");
+        let connections = Connections::new(Arc::new(tls), Duration::from_secs(1));
+        connections.get(&agent("pc-1", "127.0.0.1:1")).expect("dialled");
+        connections.get(&agent("pc-1", "127.0.0.1:1")).expect("cached");
+        connections.get(&agent("pc-2", "127.0.0.1:2")).expect("dialled");
+        assert_eq!(connections.channels().len(), 2);
+        connections.get(&agent("pc-1", "127.0.0.1:3")).expect("dialled again");
+        assert_eq!(dialled_address(&connections, "pc-1").as_deref(), Some("127.0.0.1:3"));
+        connections.retain(|name| name == "pc-2");
+        assert_eq!((dialled_address(&connections, "pc-1"), connections.channels().len()), (None, 1));
     }
 }

@@ -335,7 +335,7 @@ impl Master for MasterService {
     }
 
     async fn list_patterns(&self, _request: Request<v1::ListPatternsRequest>) -> RpcResult<v1::ListPatternsResponse> {
-        let patterns = self.state.dispatcher.runs().patterns().map_err(ApiError::Internal)?;
+        let patterns = self.state.store.patterns().map_err(ApiError::Internal)?;
         Ok(Response::new(v1::ListPatternsResponse {
             patterns: patterns
                 .into_iter()
@@ -357,20 +357,15 @@ impl Master for MasterService {
     }
 
     async fn list_runs(&self, _request: Request<v1::ListRunsRequest>) -> RpcResult<v1::ListRunsResponse> {
-        let mut runs = self.state.dispatcher.runs().runs().map_err(ApiError::Internal)?;
+        let mut runs = self.state.store.runs().map_err(ApiError::Internal)?;
         runs.sort_by_key(|run| run.created_at);
         Ok(Response::new(v1::ListRunsResponse { runs: runs.iter().map(crate::dispatch::summary).collect() }))
     }
 
     async fn get_run(&self, request: Request<v1::GetRunRequest>) -> RpcResult<v1::RunSummary> {
         let run_id = &request.get_ref().run_id;
-        let run = self
-            .state
-            .dispatcher
-            .runs()
-            .run(run_id)
-            .map_err(ApiError::Internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
+        let run =
+            self.state.store.run(run_id).map_err(ApiError::Internal)?.ok_or_else(|| ApiError::NotFound(format!("no run {run_id:?}")))?;
         Ok(Response::new(crate::dispatch::summary(&run)))
     }
 
@@ -414,7 +409,7 @@ impl Master for MasterService {
 
     async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> RpcResult<Self::WatchRunStream> {
         let watch = request.into_inner();
-        if self.state.dispatcher.runs().run(&watch.run_id).map_err(ApiError::Internal)?.is_none() {
+        if self.state.store.run(&watch.run_id).map_err(ApiError::Internal)?.is_none() {
             return Err(ApiError::NotFound(format!("no run {:?}", watch.run_id)).into());
         }
         let rx = self.state.dispatcher.watch(watch.run_id, watch.from_index, !watch.no_follow);

@@ -1,5 +1,6 @@
 //! The depot against a real sled database and directory: uploads and their refusals, names,
-//! removal and what patterns need, reads from an offset, reconciliation, and the v1 record.
+//! removal and what patterns need, reads from an offset, reconciliation. (The v1 record's
+//! frozen layout is read in `store::tests`, with the store's other records.)
 
 use std::collections::BTreeMap;
 
@@ -8,24 +9,23 @@ use pmesh_proto::bundle::BundleFile;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::runstore::PatternRecord;
+use crate::store::PatternRecord;
 
 struct Fixture {
     dir: tempfile::TempDir,
-    db: sled::Db,
+    store: Store,
     depot: Arc<Depot>,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = sled::open(dir.path().join("db")).expect("sled");
-    let depot = Arc::new(open_depot(&dir, &db));
-    Fixture { dir, db, depot }
+    let store = Store::open(&dir.path().join("db")).expect("store");
+    let depot = Arc::new(open_depot(&dir, &store));
+    Fixture { dir, store, depot }
 }
 
-fn open_depot(dir: &tempfile::TempDir, db: &sled::Db) -> Depot {
-    let runs = RunStore::open(db).expect("runstore");
-    Depot::open(&dir.path().join("depot"), db, runs, FetchConfig::default()).expect("depot")
+fn open_depot(dir: &tempfile::TempDir, store: &Store) -> Depot {
+    Depot::open(&dir.path().join("depot"), store.clone(), FetchConfig::default()).expect("depot")
 }
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
@@ -161,7 +161,7 @@ fn register(fixture: &Fixture, name: &str, declares: &[(&str, usize)]) {
         category: "basic-tool".into(),
         pushed_at: 0,
     };
-    RunStore::open(&fixture.db).expect("runstore").put_pattern(&record, &archive, b"signature").expect("register");
+    fixture.store.put_pattern(&record, &archive, b"signature").expect("register");
 }
 
 #[tokio::test]
@@ -224,7 +224,7 @@ async fn opening_reconciles_files_and_records() {
     let fixture = fixture();
     let bytes = content(4000, 7);
     let kept = add(&fixture.depot, upload("kept", "", &bytes)).await.expect("add");
-    let Fixture { dir, db, depot } = fixture;
+    let Fixture { dir, store, depot } = fixture;
     drop(depot);
     let orphan = content(3000, 8);
     let orphan_sha = sha256_of(&orphan);
@@ -232,24 +232,13 @@ async fn opening_reconciles_files_and_records() {
     std::fs::remove_file(dir.path().join("depot/sha256").join(&kept.sha256)).expect("lose a file");
     std::fs::write(dir.path().join("depot/partial/upload-1-0.part"), b"abandoned").expect("partial");
 
-    let depot = open_depot(&dir, &db);
+    let depot = open_depot(&dir, &store);
     let listed = depot.list().expect("list");
     assert_eq!(
         listed.iter().map(|artifact| (artifact.sha256.as_str(), artifact.size, artifact.names.len())).collect::<Vec<_>>(),
         [(orphan_sha.as_str(), 3000, 0)]
     );
     assert_eq!(std::fs::read_dir(dir.path().join("depot/partial")).expect("list").count(), 0);
-}
-
-/// Records written by the v1 layout must keep decoding; this is that layout, frozen.
-#[test]
-fn reads_record_v1() {
-    let v1 = r#"{"v":1,"sha256":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "size":11811160064,"names":["vcsa-ova","vcsa-8-0-3"],"added_at":1700000000}"#;
-    let record: ArtifactRecord = decode(v1.as_bytes()).expect("decodes");
-    assert_eq!(record.size, 11_811_160_064);
-    assert_eq!(record.names.iter().map(String::as_str).collect::<Vec<_>>(), ["vcsa-8-0-3", "vcsa-ova"]);
-    assert_eq!(record.added_at, 1_700_000_000);
 }
 
 /// A URL's failure is neither the caller's mistake (exit 2) nor a refusal by the master
