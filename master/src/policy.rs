@@ -14,7 +14,7 @@ use pmesh_proto::authz::{is_introspection, Policy};
 use pmesh_proto::identity::{CertFacts, Role};
 use tonic::Status;
 
-use crate::store::Store;
+use crate::store::{CertStatus, Store};
 
 pub const JOIN: &str = "/pmesh.v1.Master/Join";
 pub const RENEW: &str = "/pmesh.v1.Master/Renew";
@@ -34,15 +34,27 @@ impl Policy for MasterPolicy {
         }
         let facts = caller
             .ok_or_else(|| Status::unauthenticated("this call needs a client certificate from the mesh CA, and none was presented"))?;
-        let revoked = self.store.is_revoked(&facts.serial).map_err(|err| {
+        let status = self.store.certificate(&facts.serial).map_err(|err| {
             tracing::error!(error = %err, "revocation check failed");
             Status::unavailable("the master cannot check revocation right now")
         })?;
-        if revoked {
-            return Err(Status::unauthenticated(format!(
-                "the certificate of {} (serial {}) has been revoked",
-                facts.identity, facts.serial
-            )));
+        match status {
+            CertStatus::Valid => {}
+            CertStatus::Revoked { at } => {
+                return Err(Status::unauthenticated(format!(
+                    "the certificate of {} (serial {}) has been revoked (at {})",
+                    facts.identity,
+                    facts.serial,
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64))
+                )))
+            }
+            CertStatus::Unknown => {
+                return Err(Status::unauthenticated(format!(
+                    "the certificate of {} (serial {}) is unknown to this master: it has no record of issuing it \
+                     (was it issued by another master, or before its database was restored?); issue a new credential",
+                    facts.identity, facts.serial
+                )))
+            }
         }
         if is_introspection(path) {
             return Ok(());
@@ -104,5 +116,25 @@ mod tests {
         }
         assert_eq!(check("/grpc.health.v1.Health/Check", Some(&agent)), Ok(()));
         assert_eq!(check("/pmesh.v1.Agent/Info", Some(&admin)), Err(tonic::Code::Unimplemented));
+    }
+
+    /// A revoked certificate and one this master never issued are both refused, each named
+    /// for what it is.
+    #[test]
+    fn revoked_and_unknown_certificates_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let identity = Identity::new(Role::Admin, "ann").unwrap();
+        store.record_issued("0a", &identity.uri(), i64::MAX).unwrap();
+        store.revoke_serial("0a", 1_796_169_600).unwrap();
+        let policy = MasterPolicy { store };
+        let message = |serial: &str| {
+            let facts = CertFacts { identity: identity.clone(), serial: serial.into(), not_before: 0, not_after: i64::MAX };
+            policy.authorize("/pmesh.v1.Master/ListAgents", Some(&facts)).unwrap_err().message().to_owned()
+        };
+        let revoked = message("0a");
+        assert!(revoked.contains("has been revoked (at 2026-12-02T00:00:00Z)"), "{revoked}");
+        let unknown = message("0b");
+        assert!(unknown.contains("is unknown to this master") && !unknown.contains("revoked"), "{unknown}");
     }
 }

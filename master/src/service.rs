@@ -91,6 +91,11 @@ impl MasterState {
     fn join(&self, request: v1::JoinRequest) -> Result<v1::JoinResponse, ApiError> {
         let hash = token_hash(&request.token);
         let token = self.store.token(&hash)?.ok_or_else(|| ApiError::Denied(TokenError::Unknown.to_string()))?;
+        // A used token says so first: "already enrolled, use a --force token" would advise
+        // revoking the certificate of the agent that used it.
+        if let Some(by) = &token.used_by {
+            return Err(ApiError::Denied(TokenError::Used { by: by.clone() }.to_string()));
+        }
         let name = match (&token.name, request.name.as_str()) {
             (Some(pinned), "") => pinned.clone(),
             (Some(pinned), asked) if pinned != asked => {

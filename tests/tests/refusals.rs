@@ -207,6 +207,22 @@ fn tokens_are_single_use_and_expire() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A token pinned to a name, used, then presented again for that name: the answer is that the
+/// token was used, and by whom, not advice to make a --force token (which would revoke the
+/// working agent's certificate).
+#[test]
+fn a_reused_pinned_token_says_it_was_used_and_by_whom() -> anyhow::Result<()> {
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let (token, fingerprint) = mesh.token(&["--name", "pc-1"])?;
+    assert_eq!(mesh.join("pc-1", pmesh_tests::free_port(), &token, &fingerprint).code, 0);
+    std::fs::remove_dir_all(mesh.agent_dir("pc-1"))?;
+    let reused = mesh.join("pc-1", pmesh_tests::free_port(), &token, &fingerprint);
+    assert_refused(&reused, "the join token was already used (by pc-1)");
+    assert!(!reused.stderr.contains("--force"), "{}", reused.stderr);
+    Ok(())
+}
+
 #[test]
 fn re_enrolling_a_name_needs_a_forced_token() -> anyhow::Result<()> {
     let mesh = Mesh::init()?;

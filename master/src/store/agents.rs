@@ -155,7 +155,19 @@ impl Store {
     /// # Errors
     /// When the database fails or the record does not decode.
     pub fn is_revoked(&self, serial: &str) -> anyhow::Result<bool> {
-        Ok(self.get::<IssuedRecord>(serial)?.is_none_or(|record| record.revoked_at.is_some()))
+        Ok(self.certificate(serial)? != CertStatus::Valid)
+    }
+
+    /// What this master's records say of the certificate with `serial`.
+    ///
+    /// # Errors
+    /// When the database fails or the record does not decode.
+    pub fn certificate(&self, serial: &str) -> anyhow::Result<CertStatus> {
+        Ok(match self.get::<IssuedRecord>(serial)? {
+            None => CertStatus::Unknown,
+            Some(IssuedRecord { revoked_at: Some(at), .. }) => CertStatus::Revoked { at },
+            Some(_) => CertStatus::Valid,
+        })
     }
 
     /// Issued records whose identity is `identity`, with their serials.
@@ -165,4 +177,16 @@ impl Store {
     pub fn issued_to(&self, identity: &str) -> anyhow::Result<Vec<(String, IssuedRecord)>> {
         Ok(self.all::<IssuedRecord>()?.into_iter().filter(|(_, record)| record.identity == identity).collect())
     }
+}
+
+/// What the master's records say of a presented certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Issued by this master and not revoked.
+    Valid,
+    /// Issued by this master and revoked at this time (unix seconds).
+    Revoked { at: i64 },
+    /// Not issued by this master: the CA key signs nothing this master does not record, so
+    /// the record was lost or another master with the same CA issued it.
+    Unknown,
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use agents::TokenError;
+pub use agents::{CertStatus, TokenError};
 pub use backend::{Backend, Namespace, Txn};
 pub use records::{
     AgentRecord, AgentState, ArtifactRecord, FactsRecord, Health, IssuedRecord, PatternRecord, Record, RunRecord, RunState, Segment,
