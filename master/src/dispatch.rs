@@ -256,11 +256,13 @@ impl Dispatcher {
         timeout_seconds: u64,
     ) -> Result<(), (RunState, String)> {
         let dialled = self.channel(agent).map_err(|err| (RunState::Unreachable, format!("{err:#}")))?;
+        // Only a call that did not get through makes the agent unreachable; an agent that
+        // answered with an error (a refused bundle, a disk that failed) failed the run.
         let unreachable = |status: tonic::Status| {
-            let state = if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied) {
-                RunState::Failed
-            } else {
+            let state = if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
                 RunState::Unreachable
+            } else {
+                RunState::Failed
             };
             (state, Self::explain(&dialled, &status))
         };
