@@ -7,7 +7,6 @@
 //!
 //! This crate does no I/O: no sockets, no files, no runtime. Callers read and write the bytes.
 
-pub mod authz;
 pub mod bundle;
 pub mod identity;
 pub mod pattern;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use crate::identity::{inspect, CertFacts};
+use pmesh_proto::identity::{inspect, CertFacts};
 
 /// The authenticated caller of a request, when it presented a mesh certificate.
 #[derive(Debug, Clone)]
