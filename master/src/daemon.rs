@@ -1,7 +1,7 @@
 //! `pmesh ca init` and `pmesh serve`: creating a mesh, and running the master.
 //!
 //! [`serve`] takes a bound listener and a shutdown token, so tests run it on port 0 and stop
-//! it at will; the binary adds signals, sd_notify and logging around it.
+//! it at will; `pmesh serve` (`cli::serve`) adds signals and logging around it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Per-call authorisation: the tower layer both daemons put in front of their services.
+//! Per-call authorisation: the tower layer [`crate::serve()`] puts in front of both daemons'
+//! services.
 //!
 //! The layer reads the peer's certificate that the TLS acceptor recorded on the connection,
 //! turns it into [`CertFacts`], asks the daemon's [`Policy`] whether this identity may call this

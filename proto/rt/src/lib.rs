@@ -1,7 +1,10 @@
 //! The host-facing code both daemons share, kept out of `pmesh-proto` so the contract stays
-//! free of I/O, and out of `master` and `agent` so neither depends on the other.
+//! free of I/O, and out of `master` and `agent` so neither depends on the other. Every
+//! transport edge is here: proto's generated code is built without tonic's transport, and
+//! `tests/tests/deps.rs` checks that its dependency tree has no HTTP stack and no runtime.
 //!
-//! - [`serve`]: the one gRPC server both daemons run, behind [`authz`], the per-call policy;
+//! - [`mod@serve`]: the one gRPC server both daemons run, behind [`authz`], the per-call
+//!   policy;
 //! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
 //!   TLS failure a call died of kept for the error message;
 //! - [`cli`]: both binaries' `main`, exit codes (one mapping from a failed call's status) and
