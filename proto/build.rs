@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("pmesh_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // No transport: the generated clients take any channel, and the daemons dial through
+    // pmesh-rt, so proto needs none of tonic's sockets.
+    tonic_prost_build::configure().build_transport(false).compile_fds(descriptors)?;
     Ok(())
 }

@@ -4,10 +4,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use pmesh_proto::authz::AuthzLayer;
 use pmesh_proto::tls::{ClientAuth, ReloadableCert};
 use pmesh_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
@@ -15,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 
-/// The largest message the agent accepts: a pattern bundle (artifacts travel separately).
-const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 use crate::service::{AgentPolicy, AgentService};
 use crate::state::{self, Paths};
+
+/// The largest message the agent accepts: a pattern bundle (artifacts travel separately).
+const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The address to bind: the configured one, else all interfaces on the advertised port.
 ///
@@ -48,17 +47,7 @@ pub async fn run(listener: TcpListener, data_dir: &Path, config: AgentConfig, sh
     let server_certs = Arc::new(ReloadableCert::new(credential.chain(), credential.key.clone_key())?);
     let server_tls = pmesh_proto::tls::server_config(&credential.ca, server_certs.clone(), ClientAuth::Required)?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AgentServer<AgentService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pmesh_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     let renewal = tokio::spawn(crate::renew::keep_renewed(paths.clone(), server_certs, config.renew_check_interval, shutdown.clone()));
-
-    tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
-    pmesh_rt::process::notify_ready();
-    let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let journal = Arc::new(crate::journal::Journal::open(&data_dir.join("journal"))?);
     let artifacts = Arc::new(crate::artifacts::AgentArtifacts::open(data_dir, &config.artifacts, Some(paths.clone()))?);
     let runs = Arc::new(crate::runs::Runs::new(journal, paths.clone(), config.clone(), artifacts));
@@ -66,23 +55,10 @@ pub async fn run(listener: TcpListener, data_dir: &Path, config: AgentConfig, sh
     if resumed > 0 {
         tracing::info!(runs = resumed, "resumed runs interrupted by the last stop");
     }
-    let service = AgentService { paths, docker_timeout: config.docker_timeout, runs };
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(AuthzLayer::new(Arc::new(AgentPolicy)))
-        .add_service(AgentServer::new(service).max_decoding_message_size(MAX_BUNDLE_BYTES))
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let grace = config.shutdown_grace;
-    let result = tokio::select! {
-        result = server => result.context("the gRPC server failed"),
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight calls outlived the shutdown grace period");
-            Ok(())
-        }
-    };
-    pmesh_rt::process::notify_stopping();
+    let service =
+        AgentServer::new(AgentService { paths, docker_timeout: config.docker_timeout, runs }).max_decoding_message_size(MAX_BUNDLE_BYTES);
+    tracing::info!(agent = %enrolment.name, listen = %listener.local_addr()?, master = %enrolment.master, "agent serving");
+    let result = pmesh_rt::serve(listener, Arc::new(server_tls), Arc::new(AgentPolicy), service, shutdown, config.shutdown_grace).await;
     renewal.abort();
     tracing::info!("agent stopped");
     result

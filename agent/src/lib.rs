@@ -1,7 +1,9 @@
 //! `pmesh-agent`: the pattern controller.
 //!
 //! - [`join`]: enrolment by token and CSR; [`renew`]: certificate rotation;
+//! - [`cli`]: the command line, one file per verb, behind the thin `main.rs`;
 //! - [`daemon`] and [`service`]: the mTLS server and its policy (only the master may call);
+//!   [`error`]: the service's errors and their one translation into a gRPC status;
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
 //! - [`state`]: the identity on disk; [`config`]: settings;
 //! - [`runs`], [`compile`], [`executor`], [`journal`]: runs the master starts, and their events;
@@ -9,10 +11,12 @@
 
 pub mod artifacts;
 pub mod bundles;
+pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod daemon;
 pub mod docker;
+pub mod error;
 pub mod executor;
 pub mod exit;
 pub mod facts;

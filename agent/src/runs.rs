@@ -30,6 +30,9 @@ pub enum StartError {
     /// The request cannot run as given; the message lists every problem, one per line.
     #[error("{0}")]
     Invalid(String),
+    /// A bundle sent with the request does not verify (signature, digest, archive).
+    #[error("bundle refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -127,8 +130,8 @@ impl Runs {
     /// written or created.
     ///
     /// # Errors
-    /// [`StartError::Invalid`] for a bundle that does not verify or a run that does not
-    /// compile; [`StartError::Internal`] when Docker cannot be asked.
+    /// [`StartError::Refused`] for a bundle that does not verify; [`StartError::Invalid`] for a
+    /// run that does not compile; [`StartError::Internal`] when Docker cannot be asked.
     pub async fn plan(
         &self,
         digest: &str,
@@ -140,7 +143,10 @@ impl Runs {
         let (store, agent) = self.bundle_store()?;
         let files: BTreeMap<String, Vec<u8>> = store
             .verify(digest, archive, signature)
-            .map_err(|err| StartError::Invalid(err.to_string()))?
+            .map_err(|err| match err {
+                StoreError::Refused(reason) => StartError::Refused(reason),
+                other => StartError::Invalid(other.to_string()),
+            })?
             .into_iter()
             .map(|(path, file)| (path, file.contents))
             .collect();

@@ -7,27 +7,30 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pmesh_proto::authz::{is_introspection, Policy};
+use std::sync::Arc;
+
+use anyhow::Context;
 use pmesh_proto::identity::{CertFacts, Role};
 use pmesh_proto::v1::{self, agent_server::Agent};
+use pmesh_rt::authz::{is_introspection, Policy};
 use tonic::{Request, Response, Status};
 
 use crate::bundles::{BundleStore, StoreError};
+use crate::error::AgentError;
 use crate::facts;
-use crate::runs::{Runs, StartError};
+use crate::runs::Runs;
 use crate::state::{self, Paths};
-use std::sync::Arc;
 
 /// The agent's authorisation policy.
 pub struct AgentPolicy;
 
 impl Policy for AgentPolicy {
     fn authorize(&self, path: &str, caller: Option<&CertFacts>) -> Result<(), Status> {
-        let facts = caller.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let facts = caller.ok_or_else(|| AgentError::Unauthenticated("a client certificate is required".into()))?;
         if is_introspection(path) || facts.identity.role == Role::Master {
             return Ok(());
         }
-        Err(Status::permission_denied(format!("{} may not call {path}: agents answer only the master", facts.identity)))
+        Err(AgentError::Denied(format!("{} may not call {path}: agents answer only the master", facts.identity)).into())
     }
 }
 
@@ -39,8 +42,8 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    async fn info(&self) -> Result<v1::AgentInfo, Status> {
-        let enrolment = state::load_enrolment(&self.paths).map_err(|err| Status::internal(format!("{err:#}")))?;
+    async fn info(&self) -> Result<v1::AgentInfo, AgentError> {
+        let enrolment = state::load_enrolment(&self.paths)?;
         let cert_not_after_unix = state::load_credential(&self.paths)
             .ok()
             .and_then(|credential| pmesh_proto::identity::inspect(credential.cert.as_ref()).ok())
@@ -72,10 +75,10 @@ impl AgentService {
         })
     }
 
-    fn bundles(&self) -> Result<BundleStore, Status> {
-        let enrolment = state::load_enrolment(&self.paths).map_err(|err| Status::internal(format!("{err:#}")))?;
-        let key = hex::decode(&enrolment.bundle_signing_key)
-            .map_err(|_| Status::internal("the enrolment's bundle-signing key is damaged; re-enrol the agent"))?;
+    fn bundles(&self) -> Result<BundleStore, AgentError> {
+        let enrolment = state::load_enrolment(&self.paths)?;
+        let key =
+            hex::decode(&enrolment.bundle_signing_key).context("the enrolment's bundle-signing key is damaged; re-enrol the agent")?;
         Ok(BundleStore::new(&self.paths.data_dir, key))
     }
 }
@@ -100,11 +103,8 @@ impl Agent for AgentService {
                 tracing::info!(stored, bytes = push.bundle.len(), "bundle received");
                 Ok(Response::new(v1::PushBundleResponse { digest: push.digest, stored }))
             }
-            Err(StoreError::Refused(reason)) => {
-                tracing::warn!(%reason, "bundle refused");
-                Err(Status::permission_denied(format!("bundle {} refused: {reason}", push.digest)))
-            }
-            Err(err) => Err(Status::internal(err.to_string())),
+            Err(StoreError::Refused(reason)) => Err(AgentError::bundle_refused(&push.digest, &reason).into()),
+            Err(err) => Err(AgentError::Internal(anyhow::Error::from(err).context("storing a bundle")).into()),
         }
     }
 
@@ -114,11 +114,7 @@ impl Agent for AgentService {
         let timeout = (start.timeout_seconds > 0).then(|| Duration::from_secs(start.timeout_seconds));
         match self.runs.start(&start.run_id, &start.bundle_digest, &start.instance, &start.values_json, timeout).await {
             Ok(started) => Ok(Response::new(v1::StartRunResponse { started })),
-            Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),
-            Err(StartError::Internal(err)) => {
-                tracing::error!(error = format!("{err:#}"), "starting a run failed");
-                Err(Status::internal("the agent could not start the run; see its log"))
-            }
+            Err(err) => Err(AgentError::from_start(err, &start.bundle_digest).into()),
         }
     }
 
@@ -137,8 +133,7 @@ impl Agent for AgentService {
                     })
                     .collect(),
             })),
-            Err(StartError::Invalid(problems)) => Err(Status::invalid_argument(problems)),
-            Err(StartError::Internal(err)) => Err(Status::unavailable(format!("the agent could not plan the run: {err:#}"))),
+            Err(err) => Err(AgentError::from_start(err, &plan.digest).into()),
         }
     }
 
@@ -158,7 +153,7 @@ impl Agent for AgentService {
                 let batch = match journal.read_from(next, 512) {
                     Ok(batch) => batch,
                     Err(err) => {
-                        let _ = tx.send(Err(Status::internal(format!("{err:#}")))).await;
+                        let _ = tx.send(Err(AgentError::Internal(err.context("reading the journal")).into())).await;
                         return;
                     }
                 };
@@ -181,7 +176,7 @@ impl Agent for AgentService {
     }
 
     async fn ack_events(&self, request: Request<v1::AckEventsRequest>) -> Result<Response<v1::AckEventsResponse>, Status> {
-        let oldest_seq = self.runs.journal().trim(request.get_ref().up_to_seq).map_err(|err| Status::internal(format!("{err:#}")))?;
+        let oldest_seq = self.runs.journal().trim(request.get_ref().up_to_seq).map_err(AgentError::from)?;
         Ok(Response::new(v1::AckEventsResponse { oldest_seq }))
     }
 }

@@ -1,14 +1,12 @@
 //! `pmesh ca init` and `pmesh serve`: creating a mesh, and running the master.
 //!
 //! [`serve`] takes a bound listener and a shutdown token, so tests run it on port 0 and stop
-//! it at will; the binary adds signals, sd_notify and logging around it.
+//! it at will; `pmesh serve` (`cli::serve`) adds signals and logging around it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use pmesh_proto::authz::AuthzLayer;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::tls::{ClientAuth, ReloadableCert};
 use pmesh_proto::v1::master_server::MasterServer;
@@ -23,6 +21,9 @@ use crate::policy::MasterPolicy;
 use crate::service::{MasterService, MasterState};
 use crate::store::Store;
 use pmesh_rt::files;
+
+/// The largest message the master accepts: a pattern bundle pushed by an operator.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What `ca init` made.
 #[derive(Debug)]
@@ -127,34 +128,11 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
         depot: Arc::new(depot),
     });
     let consumers = tokio::spawn(dispatcher.supervise(config.check_interval, shutdown.clone()));
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<MasterServer<MasterService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pmesh_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
     let monitor = tokio::spawn(crate::registry::monitor(store.clone(), connections, config.check_interval, shutdown.clone()));
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
-    pmesh_rt::process::notify_ready();
-    let incoming = pmesh_rt::net::incoming(listener, Arc::new(server_tls), shutdown.clone());
     let policy = Arc::new(MasterPolicy { store: store.clone() });
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(AuthzLayer::new(policy))
-        .add_service(MasterServer::new(MasterService::new(state)).max_decoding_message_size(64 * 1024 * 1024))
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let grace = config.shutdown_grace;
-    let result = tokio::select! {
-        result = server => result.context("the gRPC server failed"),
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight calls outlived the shutdown grace period");
-            Ok(())
-        }
-    };
-    pmesh_rt::process::notify_stopping();
+    let service = MasterServer::new(MasterService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let result = pmesh_rt::serve(listener, Arc::new(server_tls), policy, service, shutdown, config.shutdown_grace).await;
     monitor.abort();
     consumers.abort();
     store.flush()?;

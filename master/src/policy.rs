@@ -10,8 +10,8 @@
 //!
 //! Every certificate is also checked against the revocation records on every call.
 
-use pmesh_proto::authz::{is_introspection, Policy};
 use pmesh_proto::identity::{CertFacts, Role};
+use pmesh_rt::authz::{is_introspection, Policy};
 use tonic::Status;
 
 use crate::store::{CertStatus, Store};

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pmesh_proto::authz::Caller;
 use pmesh_proto::identity::{validate_name, Identity, Role};
 use pmesh_proto::v1::{self, master_server::Master};
+use pmesh_rt::authz::Caller;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 

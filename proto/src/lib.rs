@@ -9,7 +9,6 @@
 //!
 //! This crate does no I/O: no sockets, no files, no runtime. Callers read and write the bytes.
 
-pub mod authz;
 pub mod bundle;
 pub mod event;
 pub mod identity;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use pmesh_proto::identity::Identity;
 use pmesh_proto::tls::Explanation;
 use pmesh_proto::v1::master_client::MasterClient;
-use tonic::Code;
 
 use crate::credentials::{self, Credentials};
 use crate::error::now_unix;
@@ -55,22 +54,21 @@ pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, C
     Ok(Connection { client: MasterClient::new(dialled.channel.clone()), master: credentials.master, dialled })
 }
 
-/// One sentence for a failed call to `peer`, with its exit code; `explained` is what the
-/// connection knows of a TLS or socket failure behind the status.
+/// One sentence for a failed call to `peer`, with the exit code `pmesh_rt::cli::exit_code`
+/// gives it; `explained` is what the connection knows of a TLS or socket failure behind the
+/// status.
 pub fn failure(peer: &str, status: tonic::Status, explained: Option<Explanation>) -> CliError {
+    let code = pmesh_rt::cli::exit_code(&status, explained.as_ref());
     if let Some(explained) = explained {
-        let code = if explained.trust { exit::REFUSED } else { exit::UNREACHABLE };
         let message =
             if explained.trust { format!("TLS with {peer} failed: {explained}") } else { format!("cannot reach {peer}: {explained}") };
         return CliError::new(code, message);
     }
     let message = status.message();
-    match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied => CliError::new(exit::REFUSED, format!("{peer} refused the call: {message}")),
-        Code::InvalidArgument => CliError::new(exit::USAGE, message.to_owned()),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
-            CliError::new(exit::UNREACHABLE, format!("cannot reach {peer}: {}", if message.is_empty() { "no answer" } else { message }))
-        }
-        _ => CliError::new(exit::FAILED, message.to_owned()),
-    }
+    let sentence = match code {
+        exit::REFUSED => format!("{peer} refused the call: {message}"),
+        exit::UNREACHABLE => format!("cannot reach {peer}: {}", if message.is_empty() { "no answer" } else { message }),
+        _ => message.to_owned(),
+    };
+    CliError::new(code, sentence)
 }

@@ -1,5 +1,12 @@
-//! What both command lines share: the documented exit codes and the one-sentence error they
-//! end with, so `pmesh` and `pmesh-agent` cannot drift apart.
+//! What both command lines share, so `pmesh` and `pmesh-agent` cannot drift apart: their
+//! `main` ([`main`], [`daemon`]), the documented exit codes, the one mapping from a failed
+//! call to an exit code ([`exit_code`]), and the one-sentence error they end with.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use pmesh_proto::tls::Explanation;
+use tonic::Code;
 
 /// Exit codes, as the README documents them.
 pub mod exit {
@@ -13,6 +20,29 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 4;
     /// Refused: a credential, token, fingerprint, host key or login.
     pub const REFUSED: u8 = 5;
+}
+
+/// The exit code of a call that failed with `status`; `explained` is what the connection
+/// knows of a TLS or socket failure behind it, which wins over the status.
+///
+/// | Failure | Code |
+/// | --- | --- |
+/// | TLS trust failure (certificate, CA, identity) | [`exit::REFUSED`] |
+/// | other TLS or socket failure | [`exit::UNREACHABLE`] |
+/// | `Unauthenticated`, `PermissionDenied` | [`exit::REFUSED`] |
+/// | `InvalidArgument` | [`exit::USAGE`] |
+/// | `Unavailable`, `DeadlineExceeded`, `Unknown` | [`exit::UNREACHABLE`] |
+/// | anything else (`NotFound`, `AlreadyExists`, `Internal`…) | [`exit::FAILED`] |
+pub fn exit_code(status: &tonic::Status, explained: Option<&Explanation>) -> u8 {
+    if let Some(explained) = explained {
+        return if explained.trust { exit::REFUSED } else { exit::UNREACHABLE };
+    }
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => exit::REFUSED,
+        Code::InvalidArgument => exit::USAGE,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => exit::UNREACHABLE,
+        _ => exit::FAILED,
+    }
 }
 
 /// A failure the CLI reports: one sentence and an exit code.
@@ -34,7 +64,90 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
+/// A binary's `main`: installs the TLS provider, parses the command line into `C`, runs
+/// `command` on a runtime with `worker_threads` (tokio's default when `None`), and turns its
+/// error into one line on stderr, `NAME: sentence`, and the error's exit code.
+///
+/// `--help` and `--version` exit 0; a command line clap refuses exits [`exit::USAGE`].
+pub fn main<C, F, Fut>(name: &str, worker_threads: Option<usize>, command: F) -> ExitCode
+where
+    C: clap::Parser,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    pmesh_proto::tls::install_default_provider();
+    let cli = match C::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(worker_threads) = worker_threads {
+        builder.worker_threads(worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{name}: cannot start the runtime: {err}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(command(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {}", err.message);
+            ExitCode::from(err.code)
+        }
+    }
+}
+
+/// Runs a daemon: installs the log subscriber, then `daemon` (which owns signals and its
+/// listener); a failure is logged, and exits [`exit::FAILED`].
+///
+/// # Errors
+/// The daemon's error, as [`exit::FAILED`].
+pub async fn daemon(name: &str, daemon: impl Future<Output = anyhow::Result<()>>) -> Result<(), CliError> {
+    crate::logging::init();
+    daemon.await.map_err(|err| {
+        tracing::error!(error = format!("{err:#}"), "{name} failed");
+        CliError::from(err)
+    })
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(code: Code, expected: u8) {
+        assert_eq!(exit_code(&tonic::Status::new(code, "why"), None), expected, "{code:?}");
+    }
+
+    #[test]
+    fn statuses_map_to_the_documented_exit_codes() {
+        check(Code::Unauthenticated, exit::REFUSED);
+        check(Code::PermissionDenied, exit::REFUSED);
+        check(Code::InvalidArgument, exit::USAGE);
+        check(Code::Unavailable, exit::UNREACHABLE);
+        check(Code::DeadlineExceeded, exit::UNREACHABLE);
+        check(Code::Unknown, exit::UNREACHABLE);
+        check(Code::NotFound, exit::FAILED);
+        check(Code::AlreadyExists, exit::FAILED);
+        check(Code::Internal, exit::FAILED);
+        check(Code::FailedPrecondition, exit::FAILED);
+    }
+
+    #[test]
+    fn what_the_connection_knows_wins_over_the_status() {
+        let status = tonic::Status::invalid_argument("why");
+        let explained = |trust| Explanation { message: "TLS said no".into(), trust };
+        assert_eq!(exit_code(&status, Some(&explained(true))), exit::REFUSED);
+        assert_eq!(exit_code(&status, Some(&explained(false))), exit::UNREACHABLE);
+    }
 }

@@ -1,9 +1,14 @@
 //! The host-facing code both daemons share, kept out of `pmesh-proto` so the contract stays
-//! free of I/O, and out of `master` and `agent` so neither depends on the other.
+//! free of I/O, and out of `master` and `agent` so neither depends on the other. Every
+//! transport edge is here: proto's generated code is built without tonic's transport, and
+//! `tests/tests/deps.rs` checks that its dependency tree has no HTTP stack and no runtime.
 //!
+//! - [`mod@serve`]: the one gRPC server both daemons run, behind [`authz`], the per-call
+//!   policy;
 //! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
 //!   TLS failure a call died of kept for the error message;
-//! - [`cli`]: exit codes and the CLI's one-sentence error, shared by both binaries;
+//! - [`cli`]: both binaries' `main`, exit codes (one mapping from a failed call's status) and
+//!   the CLI's one-sentence error;
 //! - [`files`]: atomic writes, private files created 0600;
 //! - [`durable`]: group commit, one flush shared by every task waiting for one;
 //! - [`fetch`]: artifacts by checksum: resumable, verified downloads into a cache with leases;
@@ -11,6 +16,7 @@
 //! - [`logging`]: the tracing subscriber, journald-aware;
 //! - [`process`]: signals and sd_notify readiness around a daemon's future.
 
+pub mod authz;
 pub mod cli;
 pub mod durable;
 pub mod fetch;
@@ -19,3 +25,6 @@ pub mod logging;
 pub mod net;
 pub mod pattern_dir;
 pub mod process;
+pub mod serve;
+
+pub use serve::serve;

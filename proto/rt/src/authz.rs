@@ -1,4 +1,5 @@
-//! Per-call authorisation: the tower layer both daemons put in front of their services.
+//! Per-call authorisation: the tower layer [`crate::serve()`] puts in front of both daemons'
+//! services.
 //!
 //! The layer reads the peer's certificate that the TLS acceptor recorded on the connection,
 //! turns it into [`CertFacts`], asks the daemon's [`Policy`] whether this identity may call this
@@ -11,7 +12,7 @@ use std::task::{Context, Poll};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use crate::identity::{inspect, CertFacts};
+use pmesh_proto::identity::{inspect, CertFacts};
 
 /// The authenticated caller of a request, when it presented a mesh certificate.
 #[derive(Debug, Clone)]

@@ -1,0 +1,26 @@
+//! `pmesh-agent run`: the daemon, with its configuration file and flags, signals and logging.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::args::RunArgs;
+use crate::config::AgentConfig;
+use crate::exit::{self, CliError};
+
+pub(super) async fn run(args: RunArgs, data_dir: &Path) -> Result<(), CliError> {
+    let path = args.config.unwrap_or_else(|| AgentConfig::default_path(data_dir));
+    let mut config = AgentConfig::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
+    config.listen = args.listen.or(config.listen);
+    config.renew_check_interval = args.renew_check_interval.unwrap_or(config.renew_check_interval);
+    pmesh_rt::cli::daemon("the agent", serve(data_dir, config)).await
+}
+
+async fn serve(data_dir: &Path, config: AgentConfig) -> anyhow::Result<()> {
+    let address = crate::daemon::listen_address(data_dir, &config)?;
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    let shutdown = CancellationToken::new();
+    pmesh_rt::process::cancel_on_signal(shutdown.clone());
+    crate::daemon::run(listener, data_dir, config, shutdown).await
+}

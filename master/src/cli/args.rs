@@ -1,0 +1,266 @@
+//! The `pmesh` command line, as clap parses it: the global flags and every verb's arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::bootstrap;
+use super::output::Format;
+
+/// pmesh: the pattern-controller mesh for VMware lab environments.
+#[derive(Debug, Parser)]
+#[command(name = "pmesh", version, about)]
+pub struct Cli {
+    /// The master's data directory (CA, database, local admin credential).
+    #[arg(long, global = true, env = "PMESH_HOME", default_value = "/var/lib/pmesh")]
+    pub data_dir: PathBuf,
+    /// An admin credential file; overrides the one in the data directory.
+    #[arg(long, global = true, env = "PMESH_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the master daemon.
+    Serve(ServeArgs),
+    /// Manage the mesh certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Create join tokens for agents.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List, inspect and remove agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Issue and revoke operator credentials.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Check, inspect, register and list patterns.
+    #[command(subcommand)]
+    Pattern(PatternCommand),
+    /// Run a registered pattern on agents and follow it live.
+    Run(RunArgs),
+    /// List, inspect, follow and cancel runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Turn a host reachable over SSH into an enrolled pattern controller.
+    Bootstrap(bootstrap::BootstrapArgs),
+    /// Add, list and remove binaries in the master's artifact depot.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Upload a file, or have the master import a URL (resumable); verified by sha256.
+    Add {
+        /// A file, or an http:// or https:// URL the master fetches.
+        source: String,
+        /// The sha256 the content must have (64 hex digits); a mismatch keeps nothing.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// The name to add it under [default: the file name, or the URL's last segment,
+        /// made a valid name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the artifacts, with the registered patterns that need each.
+    Ls,
+    /// Remove an artifact by name or sha256; refused while a registered pattern needs it.
+    Rm {
+        /// A name, a sha256, or a unique start of one (8 or more hex digits).
+        artifact: String,
+        /// Remove it even though registered patterns need it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PatternCommand {
+    /// List every problem as FILE:LINE:COLUMN: message; exit 2 if there is any.
+    Lint {
+        /// The pattern directory, or its pattern.yaml.
+        path: PathBuf,
+    },
+    /// Print the pattern's parameters as a table, and its steps.
+    Show {
+        /// The pattern directory, or its pattern.yaml.
+        path: PathBuf,
+    },
+    /// Lint, pack and register a pattern version with the master (which signs it).
+    Push {
+        /// The pattern directory.
+        path: PathBuf,
+    },
+    /// List the registered patterns.
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pattern, NAME or NAME@VERSION.
+    pub pattern: String,
+    /// Run on this agent; repeatable.
+    #[arg(long = "on")]
+    pub on: Vec<String>,
+    /// Run on the agents whose labels match, as k=v[,k=v].
+    #[arg(long, value_parser = parse_selector)]
+    pub selector: Option<Selector>,
+    /// Run on every agent.
+    #[arg(long)]
+    pub all: bool,
+    /// A parameter value, name=value; repeatable.
+    #[arg(short = 'p', long = "param")]
+    pub params: Vec<String>,
+    /// A YAML file of parameter values; -p wins over it.
+    #[arg(short = 'f', long = "values")]
+    pub values: Option<PathBuf>,
+    /// The instance name [default: the pattern's name].
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Start and return; follow later with `pmesh runs watch`.
+    #[arg(long)]
+    pub detach: bool,
+    /// Stop the run and fail it past this time on each agent, such as 30m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// A dry run: show, per agent, what would be pulled, created, replaced or left alone,
+    /// and change nothing.
+    #[arg(long, conflicts_with = "detach")]
+    pub plan: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs.
+    Ls,
+    /// Show a run and each agent's state.
+    Show { run_id: String },
+    /// Print a run's log lines.
+    Logs {
+        run_id: String,
+        /// Only this step's lines.
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep printing until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Follow a run live from its start; exits with the run's code.
+    Watch { run_id: String },
+    /// Cancel a run on every agent still running it.
+    Cancel { run_id: String },
+}
+
+/// Labels an agent must carry, from `--selector k=v[,k=v]`.
+#[derive(Debug, Clone)]
+pub struct Selector(pub Vec<(String, String)>);
+
+pub(crate) fn parse_selector(text: &str) -> Result<Selector, String> {
+    text.split(',').map(parse_label).collect::<Result<_, _>>().map(Selector)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file [default: DATA_DIR/master.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// How often to check each agent (overrides `check_interval`), such as 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub check_interval: Option<Duration>,
+    /// Agent certificate lifetime (overrides `agent_cert_lifetime`), such as 30d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub agent_cert_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the mesh CA, the master's identity and a local admin credential.
+    Init {
+        /// Address the master will listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// Address agents and operators use to reach the master [default: --listen].
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// Print the CA fingerprint agents pin at join.
+    Fingerprint,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time join token.
+    Create {
+        /// How long the token stays valid, such as 15m or 2h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// The agent name the token is for (the agent may choose when absent).
+        #[arg(long)]
+        name: Option<String>,
+        /// A label the agent gets, as k=v; repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Allow re-enrolling a name that is already registered.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents with their status.
+    Ls,
+    /// Show one agent.
+    Show { name: String },
+    /// Remove an agent and revoke its certificate.
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Write a credential (certificate, key, CA, master address) for an operator.
+    Issue {
+        name: String,
+        /// Where to write it (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke every credential of an operator.
+    Revoke { name: String },
+}
+
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not k=v")),
+    }
+}
+
+impl From<RunArgs> for super::runs::RunOptions {
+    fn from(args: RunArgs) -> Self {
+        super::runs::RunOptions {
+            pattern: args.pattern,
+            on: args.on,
+            selector: args.selector.map(|selector| selector.0).unwrap_or_default(),
+            all: args.all,
+            params: args.params,
+            values_file: args.values,
+            instance: args.instance,
+            detach: args.detach,
+            timeout: args.timeout,
+            plan: args.plan,
+        }
+    }
+}
