@@ -5,14 +5,18 @@
 //!
 //! Secrets go only where a secret may go: whole `env` values (as secret env vars) and
 //! templates. A secret anywhere else (a command line, an image reference) is refused.
+//!
+//! [`compile`] walks the pattern once with a `Compiler`, which holds what the parts share (the
+//! placeholders, the rendered files' digests, the image references, the networks): files
+//! first, then images, then steps, then artifacts, since each refers to the ones before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pmesh_proto::pattern::spec::{
-    Action as SpecAction, Container, Image, MountSource as SpecMount, PortValue, Probe as SpecProbe, Protocol as SpecProtocol, Restart,
-    Step,
+    Action as SpecAction, Artifact, Build, Container, Image, Mount, MountSource as SpecMount, PortValue, Probe as SpecProbe,
+    Protocol as SpecProtocol, Restart, Service, Step,
 };
 use pmesh_proto::pattern::{self, ParamValue, Params, Pattern};
 use sha2::{Digest, Sha256};
@@ -72,34 +76,12 @@ pub struct Compiled {
     pub secrets: Vec<String>,
 }
 
-fn secret_names(params: &Params) -> BTreeSet<String> {
-    params.iter().filter(|(_, value)| matches!(value, ParamValue::Secret(_))).map(|(name, _)| name.clone()).collect()
-}
-
-/// Substitutes `${param}` in text where no secret may go.
-fn text(value: &str, params: &Params, secrets: &BTreeSet<String>, place: &str) -> Result<String, CompileError> {
-    if let Some(secret) = secrets.iter().find(|name| value.contains(&format!("${{{name}}}"))) {
-        return Err(CompileError(format!("{place}: secret param {secret} may only be used in env values and templates")));
-    }
-    pattern::substitute(value, params).map_err(|err| CompileError(format!("{place}: {err}")))
-}
-
-fn texts(values: &[String], params: &Params, secrets: &BTreeSet<String>, place: &str) -> Result<Vec<String>, CompileError> {
-    values.iter().map(|value| text(value, params, secrets, place)).collect()
-}
-
-fn port(value: &PortValue, params: &Params, place: &str) -> Result<u16, CompileError> {
-    match value {
-        PortValue::Number(number) => Ok(*number),
-        // The model keeps the param's name (`"${listen_port}"` in YAML).
-        PortValue::Param(name) => {
-            let resolved = params
-                .get(name)
-                .and_then(ParamValue::as_text)
-                .ok_or_else(|| CompileError(format!("{place}: param {name} has no value")))?;
-            resolved.parse().map_err(|_| CompileError(format!("{place}: param {name} = {resolved:?} is not a port")))
-        }
-    }
+/// Compiles `pattern` for `inputs`.
+///
+/// # Errors
+/// [`CompileError`] naming the step and field whose value cannot be resolved.
+pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, CompileError> {
+    Compiler::new(pattern, inputs).compile()
 }
 
 /// Rewrites an image reference through the mirror map: the longest matching prefix wins.
@@ -120,137 +102,257 @@ fn registry_of(reference: &str) -> &str {
     }
 }
 
-/// Compiles `pattern` for `inputs`.
-///
-/// # Errors
-/// [`CompileError`] naming the step and field whose value cannot be resolved.
-pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, CompileError> {
-    let params = inputs.params;
-    let secrets = secret_names(params);
-    let mut materials = Materials::default();
-    let files_dir = inputs.work_dir.join("files");
+/// `${param}` substitution, knowing which params are secret and so where each may go.
+struct Placeholders<'a> {
+    params: &'a Params,
+    /// The names of the secret params.
+    secrets: BTreeSet<String>,
+}
 
-    // Files: rendered or copied, by destination name.
-    let mut file_digests = BTreeMap::new();
-    for file in &pattern.files {
-        let source = inputs.files.get(&file.path).ok_or_else(|| CompileError(format!("files: {} is not in the pattern", file.path)))?;
-        let contents = if file.template {
-            let template = std::str::from_utf8(source).map_err(|_| CompileError(format!("files: {} is not UTF-8", file.path)))?;
-            pattern::render(template, params).map_err(|err| CompileError(format!("files: {}: {err}", file.path)))?.into_bytes()
-        } else {
-            source.clone()
-        };
-        file_digests.insert(file.dest().to_owned(), hex::encode(Sha256::digest(&contents)));
-        materials.files.insert(files_dir.join(file.dest()), contents);
+impl<'a> Placeholders<'a> {
+    fn new(params: &'a Params) -> Self {
+        let secrets = params.iter().filter(|(_, value)| matches!(value, ParamValue::Secret(_))).map(|(name, _)| name.clone()).collect();
+        Placeholders { params, secrets }
     }
 
-    // Images, by the name steps use.
-    let mut images = Vec::new();
-    let mut image_refs = BTreeMap::new();
-    for (name, image) in &pattern.images {
-        let place = format!("images.{name}");
-        let source = match image {
-            Image::Ref(reference) => {
-                let reference = rewrite_image(&text(reference, params, &secrets, &place)?, &inputs.images.rewrite);
-                let auth = inputs
-                    .images
-                    .registries
-                    .get(registry_of(&reference))
-                    .map(|login| RegistryAuth { username: login.username.clone(), password: login.password.clone() });
-                ImageSource::Pull { reference, auth }
-            }
-            Image::Load(artifact) => {
-                let tarball = inputs
-                    .artifacts
-                    .get(artifact)
-                    .ok_or_else(|| CompileError(format!("{place}: artifact {artifact} is not in the cache")))?;
-                ImageSource::Load {
-                    tarball: tarball.clone(),
-                    tag: format!("pmesh/{}-{name}:{}", pattern.metadata.name, pattern.metadata.version),
-                }
-            }
-            Image::Build(build) => {
-                let context = inputs.work_dir.join("pattern").join(&build.context);
-                let prefix = format!("{}/", build.context.trim_end_matches('/'));
-                for (path, contents) in inputs.files.iter().filter(|(path, _)| path.starts_with(&prefix)) {
-                    materials.files.insert(inputs.work_dir.join("pattern").join(path), contents.clone());
-                }
-                let digest = hex::encode(
-                    &Sha256::digest(
-                        inputs
-                            .files
-                            .iter()
-                            .filter(|(path, _)| path.starts_with(&prefix))
-                            .flat_map(|(path, contents)| [path.as_bytes(), contents.as_slice()].concat())
-                            .collect::<Vec<u8>>(),
-                    )[..6],
-                );
-                ImageSource::Build {
-                    context,
-                    dockerfile: build.dockerfile.clone(),
-                    tag: format!("pmesh/{}-{name}:{digest}", pattern.metadata.name),
-                }
-            }
-        };
-        let reference = match &source {
-            ImageSource::Pull { reference, .. } => reference.clone(),
-            ImageSource::Load { tag, .. } | ImageSource::Build { tag, .. } => tag.clone(),
-        };
-        image_refs.insert(name.clone(), reference);
-        images.push(source);
+    /// Substitutes `${param}` in text where no secret may go.
+    fn text(&self, value: &str, place: &str) -> Result<String, CompileError> {
+        if let Some(secret) = self.secrets.iter().find(|name| value.contains(&format!("${{{name}}}"))) {
+            return Err(CompileError(format!("{place}: secret param {secret} may only be used in env values and templates")));
+        }
+        pattern::substitute(value, self.params).map_err(|err| CompileError(format!("{place}: {err}")))
     }
 
-    let mut networks = BTreeSet::new();
-    let mut steps = Vec::new();
-    let mut teardown = Vec::new();
-    for (name, step) in &pattern.steps {
+    fn texts(&self, values: &[String], place: &str) -> Result<Vec<String>, CompileError> {
+        values.iter().map(|value| self.text(value, place)).collect()
+    }
+
+    /// Substitutes `${param}` where a secret may go (an artifact URL may hold a download
+    /// token); the runner redacts every secret value from what it reports.
+    fn secret_text(&self, value: &str, place: &str) -> Result<String, CompileError> {
+        pattern::substitute(value, self.params).map_err(|err| CompileError(format!("{place}: {err}")))
+    }
+
+    fn port(&self, value: &PortValue, place: &str) -> Result<u16, CompileError> {
+        match value {
+            PortValue::Number(number) => Ok(*number),
+            // The model keeps the param's name (`"${listen_port}"` in YAML).
+            PortValue::Param(name) => {
+                let resolved = self
+                    .params
+                    .get(name)
+                    .and_then(ParamValue::as_text)
+                    .ok_or_else(|| CompileError(format!("{place}: param {name} has no value")))?;
+                resolved.parse().map_err(|_| CompileError(format!("{place}: param {name} = {resolved:?} is not a port")))
+            }
+        }
+    }
+
+    /// Env values: a value that is exactly one secret param, or that mixes one into other
+    /// text, becomes a secret env var.
+    fn env(&self, values: &BTreeMap<String, String>, place: &str) -> Result<Vec<EnvVar>, CompileError> {
+        values
+            .iter()
+            .map(|(name, raw)| {
+                let whole_secret = self.params.iter().find_map(|(param, value)| match value {
+                    ParamValue::Secret(secret) if raw == &format!("${{{param}}}") => Some(secret.clone()),
+                    _ => None,
+                });
+                let value = match whole_secret {
+                    Some(secret) => EnvValue::Secret(secret),
+                    None => {
+                        let substituted = self.secret_text(raw, &format!("{place}.{name}"))?;
+                        // A secret mixed into other text is still a secret.
+                        if self.secrets.iter().any(|param| raw.contains(&format!("${{{param}}}"))) {
+                            EnvValue::Secret(pattern::Secret::new(substituted))
+                        } else {
+                            EnvValue::Plain(substituted)
+                        }
+                    }
+                };
+                Ok(EnvVar { name: name.clone(), value })
+            })
+            .collect()
+    }
+
+    /// The secret values, for the runner to redact.
+    fn secret_values(&self) -> Vec<String> {
+        self.params
+            .iter()
+            .filter_map(|(_, value)| match value {
+                ParamValue::Secret(secret) => Some(secret.expose().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// One compilation: the pattern and inputs, and what the parts resolved so far that later
+/// parts refer to.
+struct Compiler<'a> {
+    pattern: &'a Pattern,
+    inputs: &'a Inputs<'a>,
+    placeholders: Placeholders<'a>,
+    /// `AGENT-INSTANCE` (or `INSTANCE` for a local apply): the prefix of every name.
+    scope: String,
+    materials: Materials,
+    /// The sha256 of each file's contents, by its destination name.
+    file_digests: BTreeMap<String, String>,
+    /// The reference each image name resolves to.
+    image_refs: BTreeMap<String, String>,
+    /// The scoped networks the containers join.
+    networks: BTreeSet<String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(pattern: &'a Pattern, inputs: &'a Inputs<'a>) -> Self {
+        Compiler {
+            pattern,
+            inputs,
+            placeholders: Placeholders::new(inputs.params),
+            scope: scope(inputs.agent, inputs.instance),
+            materials: Materials::default(),
+            file_digests: BTreeMap::new(),
+            image_refs: BTreeMap::new(),
+            networks: BTreeSet::new(),
+        }
+    }
+
+    fn compile(mut self) -> Result<Compiled, CompileError> {
+        self.files()?;
+        let images = self.images()?;
+        let (steps, teardown) = self.steps()?;
+        let artifacts = self.artifacts(&steps)?;
+        let (pattern, inputs) = (self.pattern, self.inputs);
+        let plan = Plan {
+            instance: inputs.instance.to_owned(),
+            artifacts,
+            agent: inputs.agent.to_owned(),
+            pattern: format!("{}@{}", pattern.metadata.name, pattern.metadata.version),
+            run_id: inputs.run_id.to_owned(),
+            images,
+            networks: self.networks.into_iter().collect(),
+            steps,
+            teardown,
+            max_parallel: inputs.max_parallel,
+            resume: BTreeMap::new(),
+            timeout: None,
+        };
+        Ok(Compiled { plan, materials: self.materials, secrets: self.placeholders.secret_values() })
+    }
+
+    /// Files: templates rendered, the rest copied, by destination name.
+    fn files(&mut self) -> Result<(), CompileError> {
+        let files_dir = self.inputs.work_dir.join("files");
+        for file in &self.pattern.files {
+            let source =
+                self.inputs.files.get(&file.path).ok_or_else(|| CompileError(format!("files: {} is not in the pattern", file.path)))?;
+            let contents = if file.template {
+                let template = std::str::from_utf8(source).map_err(|_| CompileError(format!("files: {} is not UTF-8", file.path)))?;
+                pattern::render(template, self.inputs.params)
+                    .map_err(|err| CompileError(format!("files: {}: {err}", file.path)))?
+                    .into_bytes()
+            } else {
+                source.clone()
+            };
+            self.file_digests.insert(file.dest().to_owned(), hex::encode(Sha256::digest(&contents)));
+            self.materials.files.insert(files_dir.join(file.dest()), contents);
+        }
+        Ok(())
+    }
+
+    /// Images, each resolved to the reference steps run, by the name steps use.
+    fn images(&mut self) -> Result<Vec<ImageSource>, CompileError> {
+        let mut images = Vec::new();
+        for (name, image) in &self.pattern.images {
+            let place = format!("images.{name}");
+            let source = match image {
+                Image::Ref(reference) => self.pull(reference, &place)?,
+                Image::Load(artifact) => self.load(name, artifact, &place)?,
+                Image::Build(build) => self.build(name, build),
+            };
+            let reference = match &source {
+                ImageSource::Pull { reference, .. } => reference.clone(),
+                ImageSource::Load { tag, .. } | ImageSource::Build { tag, .. } => tag.clone(),
+            };
+            self.image_refs.insert(name.clone(), reference);
+            images.push(source);
+        }
+        Ok(images)
+    }
+
+    /// A registry image: through the mirror map, with the registry's login when one is set.
+    fn pull(&self, reference: &str, place: &str) -> Result<ImageSource, CompileError> {
+        let config = self.inputs.images;
+        let reference = rewrite_image(&self.placeholders.text(reference, place)?, &config.rewrite);
+        let auth = config
+            .registries
+            .get(registry_of(&reference))
+            .map(|login| RegistryAuth { username: login.username.clone(), password: login.password.clone() });
+        Ok(ImageSource::Pull { reference, auth })
+    }
+
+    /// An image tarball from the artifact cache, tagged by the pattern's version.
+    fn load(&self, name: &str, artifact: &str, place: &str) -> Result<ImageSource, CompileError> {
+        let tarball =
+            self.inputs.artifacts.get(artifact).ok_or_else(|| CompileError(format!("{place}: artifact {artifact} is not in the cache")))?;
+        let metadata = &self.pattern.metadata;
+        Ok(ImageSource::Load { tarball: tarball.clone(), tag: format!("pmesh/{}-{name}:{}", metadata.name, metadata.version) })
+    }
+
+    /// An image built from the pattern's context directory, copied under `pattern/`, and
+    /// tagged by a digest of the context so a changed context builds anew.
+    fn build(&mut self, name: &str, build: &Build) -> ImageSource {
+        let pattern_dir = self.inputs.work_dir.join("pattern");
+        let prefix = format!("{}/", build.context.trim_end_matches('/'));
+        let context_files = || self.inputs.files.iter().filter(|(path, _)| path.starts_with(&prefix));
+        for (path, contents) in context_files() {
+            self.materials.files.insert(pattern_dir.join(path), contents.clone());
+        }
+        let digest = hex::encode(
+            &Sha256::digest(
+                context_files().flat_map(|(path, contents)| [path.as_bytes(), contents.as_slice()].concat()).collect::<Vec<u8>>(),
+            )[..6],
+        );
+        ImageSource::Build {
+            context: pattern_dir.join(&build.context),
+            dockerfile: build.dockerfile.clone(),
+            tag: format!("pmesh/{}-{name}:{digest}", self.pattern.metadata.name),
+        }
+    }
+
+    /// The steps to run, and the teardown steps apart.
+    fn steps(&mut self) -> Result<(Vec<PlannedStep>, Vec<PlannedStep>), CompileError> {
+        let mut steps = Vec::new();
+        let mut teardown = Vec::new();
+        for (name, step) in &self.pattern.steps {
+            let planned = self.step(name, step)?;
+            if matches!(step.action, SpecAction::Teardown(_)) {
+                teardown.push(planned);
+            } else {
+                steps.push(planned);
+            }
+        }
+        Ok((steps, teardown))
+    }
+
+    fn step(&mut self, name: &str, step: &Step) -> Result<PlannedStep, CompileError> {
         let place = format!("steps.{name}");
+        let placeholders = &self.placeholders;
         let action = match &step.action {
-            SpecAction::Run(container) | SpecAction::Teardown(container) => {
-                Action::Run(container_spec(container, &place, inputs, &image_refs, &file_digests, &secrets, &mut networks)?)
-            }
-            SpecAction::Service(service) => {
-                let mut spec = container_spec(&service.container, &place, inputs, &image_refs, &file_digests, &secrets, &mut networks)?;
-                spec.restart = match service.restart {
-                    Restart::No => RestartPolicy::No,
-                    Restart::OnFailure => RestartPolicy::OnFailure,
-                    Restart::Always => RestartPolicy::Always,
-                    Restart::UnlessStopped => RestartPolicy::UnlessStopped,
-                };
-                for mapping in &service.ports {
-                    let container_port = mapping.container;
-                    let host_port = match &mapping.host {
-                        Some(value) => port(value, params, &format!("{place}.ports"))?,
-                        None => container_port,
-                    };
-                    let protocol = match mapping.protocol {
-                        SpecProtocol::Tcp => Protocol::Tcp,
-                        SpecProtocol::Udp => Protocol::Udp,
-                    };
-                    spec.ports.push(PortSpec { container_port, host_port, host_ip: None, protocol });
-                }
-                spec.healthcheck = match &service.healthcheck {
-                    Some(check) => Some(HealthSpec {
-                        command: texts(&check.command, params, &secrets, &format!("{place}.healthcheck"))?,
-                        interval: check.interval,
-                        timeout: check.timeout,
-                        retries: check.retries,
-                    }),
-                    None => None,
-                };
-                Action::Service(spec)
-            }
+            SpecAction::Run(container) | SpecAction::Teardown(container) => Action::Run(self.container_spec(container, &place)?),
+            SpecAction::Service(service) => Action::Service(self.service(service, &place)?),
             SpecAction::Exec(exec) => Action::Exec {
                 service: exec.service.clone(),
-                command: texts(&exec.command, params, &secrets, &format!("{place}.command"))?,
-                env: env(&exec.env, params, &format!("{place}.env"))?,
+                command: placeholders.texts(&exec.command, &format!("{place}.command"))?,
+                env: placeholders.env(&exec.env, &format!("{place}.env"))?,
             },
             SpecAction::Wait(wait) => {
-                Action::Wait { probe: probe(&wait.probe, params, &secrets, &place)?, deadline: wait.deadline, interval: wait.interval }
+                Action::Wait { probe: self.probe(&wait.probe, &place)?, deadline: wait.deadline, interval: wait.interval }
             }
         };
-        let planned = PlannedStep {
-            name: name.clone(),
+        Ok(PlannedStep {
+            name: name.to_owned(),
             needs: step.needs.clone(),
             timeout: step.timeout,
             retries: step
@@ -260,78 +362,159 @@ pub fn compile(pattern: &Pattern, inputs: &Inputs<'_>) -> Result<Compiled, Compi
                 .unwrap_or_default(),
             progress: progress_patterns(step, &place)?,
             action,
-        };
-        if matches!(step.action, SpecAction::Teardown(_)) {
-            teardown.push(planned);
-        } else {
-            steps.push(planned);
-        }
+        })
     }
 
-    let mut artifacts = Vec::new();
-    for (name, artifact) in &pattern.artifacts {
+    /// A service: its container, and the restart policy, ports and healthcheck a one-shot
+    /// container has not.
+    fn service(&mut self, service: &Service, place: &str) -> Result<ContainerSpec, CompileError> {
+        let mut spec = self.container_spec(&service.container, place)?;
+        spec.restart = match service.restart {
+            Restart::No => RestartPolicy::No,
+            Restart::OnFailure => RestartPolicy::OnFailure,
+            Restart::Always => RestartPolicy::Always,
+            Restart::UnlessStopped => RestartPolicy::UnlessStopped,
+        };
+        for mapping in &service.ports {
+            let container_port = mapping.container;
+            let host_port = match &mapping.host {
+                Some(value) => self.placeholders.port(value, &format!("{place}.ports"))?,
+                None => container_port,
+            };
+            let protocol = match mapping.protocol {
+                SpecProtocol::Tcp => Protocol::Tcp,
+                SpecProtocol::Udp => Protocol::Udp,
+            };
+            spec.ports.push(PortSpec { container_port, host_port, host_ip: None, protocol });
+        }
+        spec.healthcheck = match &service.healthcheck {
+            Some(check) => Some(HealthSpec {
+                command: self.placeholders.texts(&check.command, &format!("{place}.healthcheck"))?,
+                interval: check.interval,
+                timeout: check.timeout,
+                retries: check.retries,
+            }),
+            None => None,
+        };
+        Ok(spec)
+    }
+
+    /// A container as both run and service steps have it; its networks join the plan's.
+    fn container_spec(&mut self, container: &Container, place: &str) -> Result<ContainerSpec, CompileError> {
+        let image = self
+            .image_refs
+            .get(&container.image)
+            .ok_or_else(|| CompileError(format!("{place}.image: no image named {}", container.image)))?;
+        let mut mounts = Vec::new();
+        let mut used_inputs = BTreeMap::new();
+        for mount in &container.mounts {
+            mounts.push(self.mount(mount, place, &mut used_inputs)?);
+        }
+        let scoped_networks: Vec<String> = container.networks.iter().map(|name| format!("pmesh-{}-{name}", self.scope)).collect();
+        self.networks.extend(scoped_networks.iter().cloned());
+        let placeholders = &self.placeholders;
+        Ok(ContainerSpec {
+            image: image.clone(),
+            entrypoint: (!container.command.is_empty())
+                .then(|| placeholders.texts(&container.command, &format!("{place}.command")))
+                .transpose()?,
+            command: placeholders.texts(&container.args, &format!("{place}.args"))?,
+            env: placeholders.env(&container.env, &format!("{place}.env"))?,
+            mounts,
+            ports: Vec::new(),
+            networks: scoped_networks,
+            restart: RestartPolicy::No,
+            healthcheck: None,
+            memory_bytes: container.resources.memory,
+            nano_cpus: container.resources.cpus.map(|cpus| (cpus * 1e9) as u64),
+            workdir: None,
+            user: None,
+            inputs: used_inputs,
+        })
+    }
+
+    /// A mount; a pattern file's digest goes into `used_inputs`, so a changed file restarts the
+    /// container that mounts it.
+    fn mount(&self, mount: &Mount, place: &str, used_inputs: &mut BTreeMap<String, String>) -> Result<MountSpec, CompileError> {
+        let target = self.placeholders.text(&mount.target, &format!("{place}.mounts"))?;
+        let (source, read_only) = match &mount.source {
+            SpecMount::File(name) => {
+                let digest =
+                    self.file_digests.get(name).ok_or_else(|| CompileError(format!("{place}.mounts: no file with dest {name}")))?;
+                used_inputs.insert(format!("file:{name}"), digest.clone());
+                (MountSource::Host(self.inputs.work_dir.join("files").join(name)), mount.readonly)
+            }
+            SpecMount::Artifact(name) => {
+                let path = self
+                    .inputs
+                    .artifacts
+                    .get(name)
+                    .ok_or_else(|| CompileError(format!("{place}.mounts: artifact {name} is not in the cache")))?;
+                (MountSource::Host(path.clone()), true)
+            }
+            SpecMount::Volume(name) => (MountSource::Volume(format!("pmesh-{}-{name}", self.scope)), mount.readonly),
+        };
+        Ok(MountSpec { source, target, read_only })
+    }
+
+    fn probe(&self, spec: &SpecProbe, place: &str) -> Result<Probe, CompileError> {
+        let place = format!("{place}.probe");
+        let placeholders = &self.placeholders;
+        Ok(match spec {
+            SpecProbe::Tcp { host, port } => Probe::Tcp { host: placeholders.text(host, &place)?, port: placeholders.port(port, &place)? },
+            SpecProbe::Http { url, status } => Probe::Http { url: placeholders.text(url, &place)?, status: *status },
+            SpecProbe::Dns { server, port, name, record_type } => Probe::Dns {
+                server: placeholders.text(server, &place)?,
+                port: placeholders.port(port, &place)?,
+                name: placeholders.text(name, &place)?,
+                record_type: record_type.clone(),
+            },
+            SpecProbe::Exec { service, command } => Probe::Exec { service: service.clone(), command: placeholders.texts(command, &place)? },
+        })
+    }
+
+    /// The artifacts to fetch. One a service mounts is in use for as long as the service runs,
+    /// past the run, so it is retained for the instance's scope.
+    fn artifacts(&self, steps: &[PlannedStep]) -> Result<Vec<PlannedArtifact>, CompileError> {
+        let mut artifacts = Vec::new();
+        for (name, artifact) in &self.pattern.artifacts {
+            let mut planned = self.artifact(name, artifact)?;
+            let mounted_by_service = steps.iter().any(|step| match &step.action {
+                Action::Service(spec) => spec.mounts.iter().any(|mount| mount.source == MountSource::Host(planned.path.clone())),
+                _ => false,
+            });
+            if mounted_by_service {
+                planned.retain_for = Some(self.scope.clone());
+            }
+            artifacts.push(planned);
+        }
+        Ok(artifacts)
+    }
+
+    fn artifact(&self, name: &str, artifact: &Artifact) -> Result<PlannedArtifact, CompileError> {
         let place = format!("artifacts.{name}");
-        let path = inputs.artifacts.get(name).ok_or_else(|| CompileError(format!("{place}: no cache path for it")))?;
-        // A URL may hold a download token: placeholders here may be secrets, and the runner
-        // redacts every secret value from what it reports.
-        let urls = artifact
-            .urls
-            .iter()
-            .map(|url| pattern::substitute(url, params).map_err(|err| CompileError(format!("{place}.url: {err}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let path = self.inputs.artifacts.get(name).ok_or_else(|| CompileError(format!("{place}: no cache path for it")))?;
+        let urls =
+            artifact.urls.iter().map(|url| self.placeholders.secret_text(url, &format!("{place}.url"))).collect::<Result<Vec<_>, _>>()?;
         let auth = match &artifact.auth {
             None => None,
             // An optional token left out means an anonymous download.
-            Some(param) => match params.get(param) {
+            Some(param) => match self.inputs.params.get(param) {
                 Some(ParamValue::Secret(secret)) => Some(secret.clone()),
                 None => None,
                 Some(_) => return Err(CompileError(format!("{place}.auth: param {param} is not a secret"))),
             },
         };
-        artifacts.push(PlannedArtifact {
-            name: name.clone(),
+        Ok(PlannedArtifact {
+            name: name.to_owned(),
             sha256: artifact.sha256.clone(),
             size: artifact.size,
             path: path.clone(),
             urls,
             auth,
             retain_for: None,
-        });
-    }
-    // An artifact a service mounts is in use for as long as the service runs, past the run.
-    let scope = scope(inputs.agent, inputs.instance);
-    for artifact in &mut artifacts {
-        let mounted_by_service = steps.iter().any(|step| match &step.action {
-            Action::Service(spec) => spec.mounts.iter().any(|mount| mount.source == MountSource::Host(artifact.path.clone())),
-            _ => false,
-        });
-        if mounted_by_service {
-            artifact.retain_for = Some(scope.clone());
-        }
-    }
-
-    let plan = Plan {
-        instance: inputs.instance.to_owned(),
-        artifacts,
-        agent: inputs.agent.to_owned(),
-        pattern: format!("{}@{}", pattern.metadata.name, pattern.metadata.version),
-        run_id: inputs.run_id.to_owned(),
-        images,
-        networks: networks.into_iter().collect(),
-        steps,
-        teardown,
-        max_parallel: inputs.max_parallel,
-        resume: BTreeMap::new(),
-        timeout: None,
-    };
-    let secret_values = params
-        .iter()
-        .filter_map(|(_, value)| match value {
-            ParamValue::Secret(secret) => Some(secret.expose().to_owned()),
-            _ => None,
         })
-        .collect();
-    Ok(Compiled { plan, materials, secrets: secret_values })
+    }
 }
 
 fn progress_patterns(step: &Step, place: &str) -> Result<Vec<regex::Regex>, CompileError> {
@@ -344,108 +527,6 @@ fn progress_patterns(step: &Step, place: &str) -> Result<Vec<regex::Regex>, Comp
     patterns.iter().map(|pattern| regex::Regex::new(pattern).map_err(|err| CompileError(format!("{place}.progress: {err}")))).collect()
 }
 
-fn env(values: &BTreeMap<String, String>, params: &Params, place: &str) -> Result<Vec<EnvVar>, CompileError> {
-    values
-        .iter()
-        .map(|(name, raw)| {
-            let whole_secret = params.iter().find_map(|(param, value)| match value {
-                ParamValue::Secret(secret) if raw == &format!("${{{param}}}") => Some(secret.clone()),
-                _ => None,
-            });
-            let value = match whole_secret {
-                Some(secret) => EnvValue::Secret(secret),
-                None => {
-                    let substituted = pattern::substitute(raw, params).map_err(|err| CompileError(format!("{place}.{name}: {err}")))?;
-                    // A secret mixed into other text is still a secret.
-                    if params.iter().any(|(param, value)| matches!(value, ParamValue::Secret(_)) && raw.contains(&format!("${{{param}}}")))
-                    {
-                        EnvValue::Secret(pattern::Secret::new(substituted))
-                    } else {
-                        EnvValue::Plain(substituted)
-                    }
-                }
-            };
-            Ok(EnvVar { name: name.clone(), value })
-        })
-        .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn container_spec(
-    container: &Container,
-    place: &str,
-    inputs: &Inputs<'_>,
-    image_refs: &BTreeMap<String, String>,
-    file_digests: &BTreeMap<String, String>,
-    secrets: &BTreeSet<String>,
-    networks: &mut BTreeSet<String>,
-) -> Result<ContainerSpec, CompileError> {
-    let params = inputs.params;
-    let image =
-        image_refs.get(&container.image).ok_or_else(|| CompileError(format!("{place}.image: no image named {}", container.image)))?;
-    let mut mounts = Vec::new();
-    let mut used_inputs = BTreeMap::new();
-    for mount in &container.mounts {
-        let target = text(&mount.target, params, secrets, &format!("{place}.mounts"))?;
-        let (source, read_only) = match &mount.source {
-            SpecMount::File(name) => {
-                let digest = file_digests.get(name).ok_or_else(|| CompileError(format!("{place}.mounts: no file with dest {name}")))?;
-                used_inputs.insert(format!("file:{name}"), digest.clone());
-                (MountSource::Host(inputs.work_dir.join("files").join(name)), mount.readonly)
-            }
-            SpecMount::Artifact(name) => {
-                let path = inputs
-                    .artifacts
-                    .get(name)
-                    .ok_or_else(|| CompileError(format!("{place}.mounts: artifact {name} is not in the cache")))?;
-                (MountSource::Host(path.clone()), true)
-            }
-            SpecMount::Volume(name) => {
-                (MountSource::Volume(format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))), mount.readonly)
-            }
-        };
-        mounts.push(MountSpec { source, target, read_only });
-    }
-    let scoped_networks: Vec<String> =
-        container.networks.iter().map(|name| format!("pmesh-{}-{name}", scope(inputs.agent, inputs.instance))).collect();
-    networks.extend(scoped_networks.iter().cloned());
-    Ok(ContainerSpec {
-        image: image.clone(),
-        entrypoint: (!container.command.is_empty())
-            .then(|| texts(&container.command, params, secrets, &format!("{place}.command")))
-            .transpose()?,
-        command: texts(&container.args, params, secrets, &format!("{place}.args"))?,
-        env: env(&container.env, params, &format!("{place}.env"))?,
-        mounts,
-        ports: Vec::new(),
-        networks: scoped_networks,
-        restart: RestartPolicy::No,
-        healthcheck: None,
-        memory_bytes: container.resources.memory,
-        nano_cpus: container.resources.cpus.map(|cpus| (cpus * 1e9) as u64),
-        workdir: None,
-        user: None,
-        inputs: used_inputs,
-    })
-}
-
-fn probe(spec: &SpecProbe, params: &Params, secrets: &BTreeSet<String>, place: &str) -> Result<Probe, CompileError> {
-    let place = format!("{place}.probe");
-    Ok(match spec {
-        SpecProbe::Tcp { host, port: value } => {
-            Probe::Tcp { host: text(host, params, secrets, &place)?, port: port(value, params, &place)? }
-        }
-        SpecProbe::Http { url, status } => Probe::Http { url: text(url, params, secrets, &place)?, status: *status },
-        SpecProbe::Dns { server, port: value, name, record_type } => Probe::Dns {
-            server: text(server, params, secrets, &place)?,
-            port: port(value, params, &place)?,
-            name: text(name, params, secrets, &place)?,
-            record_type: record_type.clone(),
-        },
-        SpecProbe::Exec { service, command } => Probe::Exec { service: service.clone(), command: texts(command, params, secrets, &place)? },
-    })
-}
-
 /// The default parallelism when the config does not set one.
 pub const DEFAULT_MAX_PARALLEL: usize = 4;
 
@@ -456,96 +537,4 @@ pub fn new_run_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_rewrites_take_the_longest_prefix() {
-        let rewrites = BTreeMap::from([
-            ("docker.io/".to_string(), "mirror.lab/".to_string()),
-            ("internetsystemsconsortium/bind9:9.18".to_string(), "pmesh-test/tools:bookworm-1".to_string()),
-        ]);
-        assert_eq!(rewrite_image("internetsystemsconsortium/bind9:9.18", &rewrites), "pmesh-test/tools:bookworm-1");
-        assert_eq!(rewrite_image("docker.io/library/alpine:3", &rewrites), "mirror.lab/library/alpine:3");
-        assert_eq!(rewrite_image("quay.io/x:1", &rewrites), "quay.io/x:1");
-    }
-
-    /// Artifacts: URL placeholders (a secret among them) substituted, the auth secret taken,
-    /// mounts read-only from the cache path, and kept past the run only when a service
-    /// mounts them.
-    #[test]
-    fn artifacts_are_planned_with_their_sources_and_kept_for_services() {
-        let yaml = r#"
-apiVersion: pmesh/v1
-kind: Pattern
-metadata: {name: two, version: 1.0.0, description: d, category: basic-tool}
-params:
-  token: {type: secret, required: true, description: t}
-artifacts:
-  iso:
-    url: "https://depot.lab/iso?token=${token}"
-    sha256: 1111111111111111111111111111111111111111111111111111111111111111
-    size: 10
-    auth: token
-  tools:
-    urls: ["https://a.lab/t.tar", "https://b.lab/t.tar"]
-    sha256: 2222222222222222222222222222222222222222222222222222222222222222
-    size: 20
-images:
-  base: {ref: "debian:12"}
-steps:
-  serve:
-    kind: service
-    image: base
-    command: [sleep, infinity]
-    mounts: [{artifact: iso, target: /iso}]
-  once:
-    kind: run
-    image: base
-    command: ["true"]
-    mounts: [{artifact: tools, target: /tools}]
-"#;
-        let files = BTreeMap::from([("pattern.yaml".to_owned(), yaml.as_bytes().to_vec())]);
-        let pattern = pattern::parse(&files).expect("the pattern parses");
-        let supplied = pattern::values_from_yaml("values", "token: s3cr3t-token").expect("values");
-        let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
-        let cache = |sha: &str| PathBuf::from(format!("/cache/sha256/{sha}"));
-        let artifact_paths = BTreeMap::from([("iso".to_owned(), cache("1111")), ("tools".to_owned(), cache("2222"))]);
-        let images = ImageConfig::default();
-        let inputs = Inputs {
-            files: &files,
-            params: &params,
-            instance: "lab",
-            agent: "pc-1",
-            run_id: "r1",
-            work_dir: Path::new("/data/instances/lab"),
-            images: &images,
-            artifacts: &artifact_paths,
-            max_parallel: 4,
-        };
-        let compiled = compile(&pattern, &inputs).expect("it compiles");
-        let planned: BTreeMap<&str, &PlannedArtifact> =
-            compiled.plan.artifacts.iter().map(|artifact| (artifact.name.as_str(), artifact)).collect();
-        assert_eq!(planned["iso"].urls, ["https://depot.lab/iso?token=s3cr3t-token"]);
-        assert_eq!(planned["iso"].auth.as_ref().map(|secret| secret.expose().to_owned()).as_deref(), Some("s3cr3t-token"));
-        assert_eq!(planned["iso"].retain_for.as_deref(), Some("pc-1-lab"), "a service mounts it");
-        assert_eq!(planned["tools"].urls, ["https://a.lab/t.tar", "https://b.lab/t.tar"]);
-        assert_eq!((planned["tools"].auth.is_none(), planned["tools"].retain_for.is_none()), (true, true));
-        assert!(compiled.secrets.contains(&"s3cr3t-token".to_owned()), "the URL's token is redacted from events");
-        let serve = compiled.plan.steps.iter().find(|step| step.name == "serve").expect("serve");
-        let Action::Service(spec) = &serve.action else { panic!("serve is a service") };
-        assert!(
-            spec.mounts.iter().any(|mount| mount.source == MountSource::Host(cache("1111")) && mount.read_only && mount.target == "/iso"),
-            "{:?}",
-            spec.mounts
-        );
-    }
-
-    #[test]
-    fn registries() {
-        assert_eq!(registry_of("registry.lab:5000/x/y:1"), "registry.lab:5000");
-        assert_eq!(registry_of("localhost/x"), "localhost");
-        assert_eq!(registry_of("library/alpine"), "docker.io");
-        assert_eq!(registry_of("alpine"), "docker.io");
-    }
-}
+mod tests;

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use super::preflight::{docker_state, package_manager, DockerState, Facts, Os};
-use super::remote::{quote, write_file_script, Host, STEP_TIMEOUT};
+use super::remote::{Host, STEP_TIMEOUT};
+use super::shell::{quote, write_file_script};
 use super::{Error, Layout, Request};
 
 /// The agent's unit, as shipped in `systemd/`.

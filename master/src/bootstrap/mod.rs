@@ -9,6 +9,8 @@
 //! - [`ssh`]: the SSH client (the only module that speaks russh);
 //! - [`known_hosts`]: pmesh's known-hosts file and the host-key rule;
 //! - [`remote`]: scripts as root on the host (`sudo -n` when needed);
+//! - [`shell`]: shell text (quoting a word, writing a file), a leaf the transport and the
+//!   scripts share;
 //! - [`preflight`]: the probe and the problems; [`install`]: the plan and the steps.
 //!
 //! The master is reached through the [`Master`] trait, so this module knows nothing of the
@@ -18,6 +20,7 @@ pub mod install;
 pub mod known_hosts;
 pub mod preflight;
 pub mod remote;
+pub mod shell;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,8 @@ use pmesh_proto::pattern::Secret;
 use install::{Planned, Step};
 use known_hosts::{HostKeyPolicy, KnownHosts, Verdict};
 use preflight::{Facts, Registered};
-use remote::{quote, Host};
+use remote::Host;
+use shell::quote;
 use ssh::{Credential, Session, SshError};
 
 /// The port agents serve on unless `--advertise` says otherwise.

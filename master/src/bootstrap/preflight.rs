@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::remote::{quote, Host};
+use super::remote::Host;
+use super::shell::quote;
 use super::ssh::SshError;
 use super::{Layout, Request};
 

@@ -333,7 +333,7 @@ impl Session {
     async fn upload_exec(&self, local: &Path, remote: &str) -> Result<(), SshError> {
         let failed = |err: &dyn std::fmt::Display| SshError::Session(format!("uploading {}: {err}", local.display()));
         let mut channel = self.handle.channel_open_session().await.map_err(|err| failed(&err))?;
-        channel.exec(true, format!("cat > {}", super::remote::quote(remote))).await.map_err(|err| failed(&err))?;
+        channel.exec(true, format!("cat > {}", super::shell::quote(remote))).await.map_err(|err| failed(&err))?;
         let source = tokio::fs::File::open(local).await.map_err(|err| failed(&err))?;
         channel.data(source).await.map_err(|err| failed(&err))?;
         channel.eof().await.map_err(|err| failed(&err))?;

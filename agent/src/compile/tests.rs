@@ -1,0 +1,93 @@
+//! Unit tests of the compiler: image rewrites, registries, and how artifacts are planned.
+
+use super::*;
+
+#[test]
+fn image_rewrites_take_the_longest_prefix() {
+    let rewrites = BTreeMap::from([
+        ("docker.io/".to_string(), "mirror.lab/".to_string()),
+        ("internetsystemsconsortium/bind9:9.18".to_string(), "pmesh-test/tools:bookworm-1".to_string()),
+    ]);
+    assert_eq!(rewrite_image("internetsystemsconsortium/bind9:9.18", &rewrites), "pmesh-test/tools:bookworm-1");
+    assert_eq!(rewrite_image("docker.io/library/alpine:3", &rewrites), "mirror.lab/library/alpine:3");
+    assert_eq!(rewrite_image("quay.io/x:1", &rewrites), "quay.io/x:1");
+}
+
+/// Artifacts: URL placeholders (a secret among them) substituted, the auth secret taken,
+/// mounts read-only from the cache path, and kept past the run only when a service
+/// mounts them.
+#[test]
+fn artifacts_are_planned_with_their_sources_and_kept_for_services() {
+    let yaml = r#"
+apiVersion: pmesh/v1
+kind: Pattern
+metadata: {name: two, version: 1.0.0, description: d, category: basic-tool}
+params:
+  token: {type: secret, required: true, description: t}
+artifacts:
+  iso:
+    url: "https://depot.lab/iso?token=${token}"
+    sha256: 1111111111111111111111111111111111111111111111111111111111111111
+    size: 10
+    auth: token
+  tools:
+    urls: ["https://a.lab/t.tar", "https://b.lab/t.tar"]
+    sha256: 2222222222222222222222222222222222222222222222222222222222222222
+    size: 20
+images:
+  base: {ref: "debian:12"}
+steps:
+  serve:
+    kind: service
+    image: base
+    command: [sleep, infinity]
+    mounts: [{artifact: iso, target: /iso}]
+  once:
+    kind: run
+    image: base
+    command: ["true"]
+    mounts: [{artifact: tools, target: /tools}]
+"#;
+    let files = BTreeMap::from([("pattern.yaml".to_owned(), yaml.as_bytes().to_vec())]);
+    let pattern = pattern::parse(&files).expect("the pattern parses");
+    let supplied = pattern::values_from_yaml("values", "token: s3cr3t-token").expect("values");
+    let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
+    let cache = |sha: &str| PathBuf::from(format!("/cache/sha256/{sha}"));
+    let artifact_paths = BTreeMap::from([("iso".to_owned(), cache("1111")), ("tools".to_owned(), cache("2222"))]);
+    let images = ImageConfig::default();
+    let inputs = Inputs {
+        files: &files,
+        params: &params,
+        instance: "lab",
+        agent: "pc-1",
+        run_id: "r1",
+        work_dir: Path::new("/data/instances/lab"),
+        images: &images,
+        artifacts: &artifact_paths,
+        max_parallel: 4,
+    };
+    let compiled = compile(&pattern, &inputs).expect("it compiles");
+    let planned: BTreeMap<&str, &PlannedArtifact> =
+        compiled.plan.artifacts.iter().map(|artifact| (artifact.name.as_str(), artifact)).collect();
+    assert_eq!(planned["iso"].urls, ["https://depot.lab/iso?token=s3cr3t-token"]);
+    assert_eq!(planned["iso"].auth.as_ref().map(|secret| secret.expose().to_owned()).as_deref(), Some("s3cr3t-token"));
+    assert_eq!(planned["iso"].retain_for.as_deref(), Some("pc-1-lab"), "a service mounts it");
+    assert_eq!(planned["tools"].urls, ["https://a.lab/t.tar", "https://b.lab/t.tar"]);
+    assert_eq!((planned["tools"].auth.is_none(), planned["tools"].retain_for.is_none()), (true, true));
+    assert!(compiled.secrets.contains(&"s3cr3t-token".to_owned()), "the URL's token is redacted from events");
+    let serve = compiled.plan.steps.iter().find(|step| step.name == "serve").expect("serve");
+    let Action::Service(spec) = &serve.action else { panic!("serve is a service") };
+    assert!(
+        spec.mounts.iter().any(|mount| mount.source == MountSource::Host(cache("1111")) && mount.read_only && mount.target == "/iso"),
+        "{:?}",
+        spec.mounts
+    );
+}
+
+#[test]
+fn registries() {
+    assert_eq!(registry_of("registry.lab:5000/x/y:1"), "registry.lab:5000");
+    assert_eq!(registry_of("localhost/x"), "localhost");
+    assert_eq!(registry_of("library/alpine"), "docker.io");
+    assert_eq!(registry_of("alpine"), "docker.io");
+}
