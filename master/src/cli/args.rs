@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::bootstrap;
 use super::output::Format;
 
 /// pmesh: the pattern-controller mesh for VMware lab environments.
@@ -51,7 +50,7 @@ pub enum Command {
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
-    Bootstrap(bootstrap::BootstrapArgs),
+    Bootstrap(BootstrapArgs),
     /// Add, list and remove binaries in the master's artifact depot.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -263,4 +262,46 @@ impl From<RunArgs> for super::runs::RunOptions {
             plan: args.plan,
         }
     }
+}
+
+/// Flags of `pmesh bootstrap`.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// The host, as [USER@]HOST; the user is root unless given (a non-root user needs
+    /// password-less sudo).
+    pub target: String,
+    /// The SSH port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// A private key file (ed25519 or ECDSA, without a passphrase) [default: ~/.ssh/id_ed25519,
+    /// else ~/.ssh/id_ecdsa].
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub identity: Option<PathBuf>,
+    /// Read the login password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Trust only a host key with this fingerprint, SHA256:BASE64 (as `ssh-keygen -lf` prints).
+    #[arg(long, conflicts_with = "accept_new_host_key")]
+    pub host_key: Option<String>,
+    /// Trust the host key of a host not yet in DATA_DIR/known_hosts, and record it.
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// The agent's name [default: the host's short host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label the agent gets, as k=v; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// HOST:PORT where the master reaches the agent [default: HOST:7444].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Check and print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an installed agent binary that differs, and restart the unit.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// The pmesh-agent binary to install [default: pmesh-agent next to this pmesh].
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
 }

@@ -17,7 +17,6 @@ pub mod runs;
 pub mod serve;
 pub mod tokens;
 
-pub(crate) use args::parse_label;
 pub use args::{
     AdminCommand, AgentsCommand, ArtifactCommand, CaCommand, Cli, Command, PatternCommand, RunArgs, RunsCommand, Selector, ServeArgs,
     TokenCommand,

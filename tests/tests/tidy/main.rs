@@ -6,7 +6,8 @@
 //!   folders) is over 100 lines;
 //! - no two files of a crate use each other, directly or through others (`use crate::…`,
 //!   `use super::…`, `super::x::…`, paths into child modules); a name a `mod.rs` re-exports
-//!   counts as a use of the file it comes from, not of the `mod.rs`.
+//!   counts as a use of the file it comes from, not of the `mod.rs`, and a file's use of its
+//!   own ancestor modules is not counted (a module and its submodules are one unit).
 //!
 //! Each rule has an exception list here, an entry with its reason; an entry that no longer
 //! applies fails the test too, so the lists only shrink. The scan is textual: comments,
@@ -32,7 +33,6 @@ const MAX_FUNCTION_LINES: usize = 100;
 /// Files allowed past [`MAX_FILE_LINES`]: (file, why).
 const LONG_FILES: &[(&str, &str)] = &[
     ("agent/src/executor/runner.rs", "being split in issue 10 (the helper splitting the runner)"),
-    ("master/src/depot.rs", "not yet split: issue 10 item 6"),
     ("tests/tests/bootstrap.rs", "not yet split: issue 10 item 6"),
 ];
 
@@ -46,20 +46,8 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
 /// Import cycles allowed for now: (the files of the cycle, sorted; why).
 const CYCLES: &[(&[&str], &str)] = &[
     (
-        &["master/src/bootstrap/install.rs", "master/src/bootstrap/mod.rs", "master/src/bootstrap/preflight.rs"],
-        "install and preflight use Error, Layout and Request from bootstrap/mod.rs, which uses theirs; not yet addressed: issue 10 item 7",
-    ),
-    (
-        &["master/src/cli/artifact.rs", "master/src/cli/bootstrap.rs", "master/src/cli/mod.rs"],
-        "cli/mod.rs is being split in issue 10 (the helper splitting the CLI)",
-    ),
-    (
-        &["proto/rt/src/fetch/mod.rs", "proto/rt/src/fetch/transfer.rs", "proto/rt/src/fetch/upload.rs"],
-        "transfer and upload use items defined in fetch/mod.rs, which uses theirs; not yet addressed: issue 10 item 7",
-    ),
-    (
-        &["proto/src/pattern/decode/fields.rs", "proto/src/pattern/decode/mod.rs", "proto/src/pattern/graph.rs"],
-        "decode/mod.rs ↔ graph.rs is being fixed in issue 10 (the helper on it); fields.rs ↔ decode/mod.rs (Decoder) stays after",
+        &["proto/src/pattern/decode/mod.rs", "proto/src/pattern/graph.rs"],
+        "being fixed in issue 10 (the helper on decode/mod.rs ↔ graph.rs)",
     ),
     (&["proto/src/pattern/spec.rs", "proto/src/pattern/values.rs"], "being fixed in issue 10 (the helper on spec.rs ↔ values.rs)"),
 ];

@@ -2,6 +2,11 @@
 //! file names (`use` trees, and `crate::…`, `super::…`, `self::…` or `child::…` paths in code)
 //! is followed to the module file it lands in, through `pub use` re-exports; then the groups of
 //! files that reach one another.
+//!
+//! A file's use of one of its own ancestor modules (`super::Error` in a child of the module
+//! that defines it) is not an edge: a module and its submodules are one unit, and a parent
+//! naming its child's items while the child names the parent's is how Rust modules are built.
+//! Cycles between siblings and cousins are what this finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -204,10 +209,15 @@ pub fn file_graph(root: &Path) -> BTreeMap<PathBuf, BTreeMap<PathBuf, usize>> {
             exports.entry(reference.scope.clone()).or_default().insert(name.clone(), reference.clone());
         }
     }
+    let module_of: BTreeMap<PathBuf, Vec<String>> = modules.iter().map(|(module, file)| (file.clone(), module.clone())).collect();
     let krate = Crate { modules, exports };
+    let is_ancestor = |file: &PathBuf, target: &PathBuf| match (module_of.get(file), module_of.get(target)) {
+        (Some(module), Some(ancestor)) => ancestor.len() < module.len() && module.starts_with(ancestor),
+        _ => false,
+    };
     let mut graph: BTreeMap<PathBuf, BTreeMap<PathBuf, usize>> = BTreeMap::new();
     for (file, reference) in references {
-        if let Some(target) = krate.resolve(&reference, 0).filter(|target| **target != file) {
+        if let Some(target) = krate.resolve(&reference, 0).filter(|target| **target != file && !is_ancestor(&file, target)) {
             graph.entry(file).or_default().entry(target.clone()).or_insert(reference.line);
         }
     }
