@@ -45,7 +45,10 @@ pub async fn renew_if_due(paths: &Paths, server_certs: &ReloadableCert) -> anyho
     let credential = state::load_credential(paths)?;
     let (key_pem, csr_pem) = crate::keys::key_and_csr()?;
     let tls = Arc::new(credential.client_config()?);
-    let dialled = pmesh_rt::net::dial(&enrolment.master, &Identity::master(), tls, Duration::from_secs(15))?;
+    let mut dialled = pmesh_rt::net::dial(&enrolment.master, &Identity::master(), tls, Duration::from_secs(15))?;
+    if let Ok(facts) = pmesh_proto::identity::inspect(credential.cert.as_ref()) {
+        dialled = dialled.presenting(facts.not_before, facts.not_after);
+    }
     let response = MasterClient::new(dialled.channel.clone())
         .renew(RenewRequest { csr_pem })
         .await

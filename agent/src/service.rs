@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pmesh_proto::identity::{CertFacts, Role};
+use pmesh_proto::identity::{CertFacts, Identity};
 use pmesh_proto::v1::{self, agent_server::Agent};
 use pmesh_rt::authz::{is_introspection, Policy};
 use tonic::{Request, Response, Status};
@@ -27,7 +27,9 @@ pub struct AgentPolicy;
 impl Policy for AgentPolicy {
     fn authorize(&self, path: &str, caller: Option<&CertFacts>) -> Result<(), Status> {
         let facts = caller.ok_or_else(|| AgentError::Unauthenticated("a client certificate is required".into()))?;
-        if is_introspection(path) || facts.identity.role == Role::Master {
+        // Exactly the master's identity: a certificate with the master role and another name
+        // (`pmesh://master/evil`) is not the master.
+        if is_introspection(path) || facts.identity == Identity::master() {
             return Ok(());
         }
         Err(AgentError::Denied(format!("{} may not call {path}: agents answer only the master", facts.identity)).into())
@@ -178,5 +180,30 @@ impl Agent for AgentService {
     async fn ack_events(&self, request: Request<v1::AckEventsRequest>) -> Result<Response<v1::AckEventsResponse>, Status> {
         let oldest_seq = self.runs.journal().trim(request.get_ref().up_to_seq).map_err(AgentError::from)?;
         Ok(Response::new(v1::AckEventsResponse { oldest_seq }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pmesh_proto::identity::Role;
+
+    use super::*;
+
+    fn caller(role: Role, name: &str) -> CertFacts {
+        CertFacts { identity: Identity::new(role, name).unwrap(), serial: "01".into(), not_before: 0, not_after: i64::MAX }
+    }
+
+    /// Only the master's exact identity may call the agent; health and reflection answer any
+    /// mesh certificate.
+    #[test]
+    fn only_the_master_itself_may_call() {
+        let check = |facts: Option<&CertFacts>, path: &str| AgentPolicy.authorize(path, facts).map_err(|status| status.code());
+        let start = "/pmesh.v1.Agent/StartRun";
+        assert_eq!(check(Some(&caller(Role::Master, "master")), start), Ok(()));
+        assert_eq!(check(Some(&caller(Role::Master, "evil")), start), Err(tonic::Code::PermissionDenied));
+        assert_eq!(check(Some(&caller(Role::Admin, "master")), start), Err(tonic::Code::PermissionDenied));
+        assert_eq!(check(Some(&caller(Role::Agent, "pc-2")), start), Err(tonic::Code::PermissionDenied));
+        assert_eq!(check(None, start), Err(tonic::Code::Unauthenticated));
+        assert_eq!(check(Some(&caller(Role::Admin, "ann")), "/grpc.health.v1.Health/Check"), Ok(()));
     }
 }

@@ -91,7 +91,16 @@ impl Credentials {
     /// # Errors
     /// When the certificate does not parse.
     pub fn not_after(&self) -> anyhow::Result<i64> {
+        Ok(self.validity()?.1)
+    }
+
+    /// When the certificate is valid: (not before, not after), unix seconds.
+    ///
+    /// # Errors
+    /// When the certificate does not parse.
+    pub fn validity(&self) -> anyhow::Result<(i64, i64)> {
         let der = pem_to_der(&self.cert)?;
-        Ok(inspect(der.as_ref())?.not_after)
+        let facts = inspect(der.as_ref())?;
+        Ok((facts.not_before, facts.not_after))
     }
 }

@@ -337,3 +337,27 @@ fn health_answers_a_mesh_certificate_only() -> anyhow::Result<()> {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     Ok(())
 }
+
+/// A peer without a client certificate may only join, and a join is cut off after a few KiB,
+/// before the master decodes it: an anonymous 1 MiB message is refused, and the master goes
+/// on serving.
+#[test]
+fn an_anonymous_call_is_cut_off_before_it_is_decoded() -> anyhow::Result<()> {
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let (token, fingerprint) = mesh.token(&[])?;
+    let runtime = runtime();
+    let pin = pmesh_proto::identity::parse_fingerprint(&fingerprint)?;
+    let tls = Arc::new(pmesh_proto::tls::pinned_client_config(pin)?);
+    let _entered = runtime.enter();
+    let dialled = dial(&mesh.master_address(), &Identity::master(), tls, Duration::from_secs(10))?;
+    let huge = pmesh_proto::v1::JoinRequest { token: "x".repeat(1024 * 1024), ..Default::default() };
+    let status = runtime
+        .block_on(MasterClient::new(dialled.channel).max_encoding_message_size(64 * 1024 * 1024).join(huge))
+        .expect_err("a 1 MiB anonymous join is refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("without a client certificate may send at most 8 KiB"), "{status:?}");
+    // The master still serves, and a join of ordinary size works.
+    assert_eq!(mesh.join("pc-1", pmesh_tests::free_port(), &token, &fingerprint).code, 0);
+    Ok(())
+}

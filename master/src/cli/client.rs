@@ -38,7 +38,19 @@ impl Connection {
 pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, CliError> {
     let path = credentials::locate(explicit, data_dir);
     let credentials = Credentials::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
-    let not_after = credentials.not_after()?;
+    let (not_before, not_after) = credentials.validity()?;
+    let at = |unix: i64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64));
+    if not_before > now_unix() {
+        return Err(CliError::new(
+            exit::REFUSED,
+            format!(
+                "the credential {} is not valid until {} (this host's clock says {}): check this host's clock",
+                path.display(),
+                at(not_before),
+                at(now_unix())
+            ),
+        ));
+    }
     if not_after <= now_unix() {
         return Err(CliError::new(
             exit::REFUSED,
@@ -50,7 +62,7 @@ pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, C
         ));
     }
     let tls = Arc::new(credentials.client_config()?);
-    let dialled = pmesh_rt::net::dial(&credentials.master, &Identity::master(), tls, CALL_TIMEOUT)?;
+    let dialled = pmesh_rt::net::dial(&credentials.master, &Identity::master(), tls, CALL_TIMEOUT)?.presenting(not_before, not_after);
     Ok(Connection { client: MasterClient::new(dialled.channel.clone()), master: credentials.master, dialled })
 }
 

@@ -5,14 +5,24 @@
 //! turns it into [`CertFacts`], asks the daemon's [`Policy`] whether this identity may call this
 //! method, and either refuses the call with a gRPC status or passes it on with a [`Caller`] in
 //! the request's extensions. Handlers read the caller from there; none parses certificates.
+//!
+//! A call without a client certificate (the master's `Join` is the only one a policy lets
+//! through) may send at most [`UNAUTHENTICATED_BODY_LIMIT`] bytes: the body is cut off there,
+//! before tonic decodes it, so an anonymous peer cannot make a daemon buffer a large message.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http_body_util::BodyExt;
+use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use pmesh_proto::identity::{inspect, CertFacts};
+
+/// The most bytes a call without a client certificate may send (a join request with its CSR
+/// is well under 2 KiB).
+pub const UNAUTHENTICATED_BODY_LIMIT: usize = 8 * 1024;
 
 /// The authenticated caller of a request, when it presented a mesh certificate.
 #[derive(Debug, Clone)]
@@ -66,9 +76,9 @@ impl<S: Clone, P> Clone for Authz<S, P> {
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-impl<S, P, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Authz<S, P>
+impl<S, P, ResBody> tower::Service<http::Request<Body>> for Authz<S, P>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     P: Policy,
     ResBody: Default + Send + 'static,
@@ -82,7 +92,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let caller = match peer_facts(request.extensions()) {
             Ok(facts) => facts,
             Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
@@ -96,9 +106,25 @@ where
             );
             return Box::pin(async move { Ok(status.into_http()) });
         }
+        let request = if caller.is_none() { request.map(limited) } else { request };
+        let mut request = request;
         request.extensions_mut().insert(Caller(caller));
         Box::pin(self.inner.call(request))
     }
+}
+
+/// `body`, refused with a status once it passes [`UNAUTHENTICATED_BODY_LIMIT`].
+fn limited(body: Body) -> Body {
+    Body::new(http_body_util::Limited::new(body, UNAUTHENTICATED_BODY_LIMIT).map_err(|err| {
+        if err.is::<http_body_util::LengthLimitError>() {
+            Status::resource_exhausted(format!(
+                "a call without a client certificate may send at most {} KiB",
+                UNAUTHENTICATED_BODY_LIMIT / 1024
+            ))
+        } else {
+            Status::from_error(err)
+        }
+    }))
 }
 
 /// The facts of the peer's leaf certificate, if it presented one.

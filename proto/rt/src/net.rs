@@ -99,12 +99,23 @@ impl TlsFailure {
 pub struct Dialled {
     pub channel: Channel,
     pub tls_failure: TlsFailure,
+    /// When the certificate this side presents is valid (unix seconds), to explain a refusal.
+    presented: Option<(i64, i64)>,
 }
 
 impl Dialled {
+    /// Notes the validity of the certificate this side presents, so that a peer's
+    /// `certificate_expired` alert can be told apart from "not valid yet" and a wrong clock.
+    pub fn presenting(mut self, not_before: i64, not_after: i64) -> Dialled {
+        self.presented = Some((not_before, not_after));
+        self
+    }
+
     /// One sentence for a failed call on this channel, if the failure is recognised.
     pub fn explain(&self, status: &tonic::Status) -> Option<pmesh_proto::tls::Explanation> {
-        pmesh_proto::tls::explain_with(status, self.tls_failure.get().as_ref())
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0);
+        let own = self.presented.map(|(not_before, not_after)| pmesh_proto::tls::OwnValidity { not_before, not_after, now });
+        pmesh_proto::tls::explain_with_own(status, self.tls_failure.get().as_ref(), own)
     }
 }
 
@@ -143,7 +154,7 @@ pub fn dial(address: &str, server: &Identity, tls: Arc<rustls::ClientConfig>, ti
             Ok::<_, std::io::Error>(TokioIo::new(Recording { inner: stream, replay: first, failure }))
         }
     });
-    Ok(Dialled { channel: endpoint.connect_with_connector_lazy(connector), tls_failure })
+    Ok(Dialled { channel: endpoint.connect_with_connector_lazy(connector), tls_failure, presented: None })
 }
 
 /// A client TLS stream that first replays the bytes read while checking acceptance, and
