@@ -25,6 +25,9 @@ mod prepare;
 mod steps;
 mod walk;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
