@@ -147,6 +147,7 @@ pub struct FakeDriver {
 }
 
 impl FakeDriver {
+    /// A driver with no container, image or network, whose clock starts now.
     pub fn new() -> Arc<FakeDriver> {
         Arc::new(FakeDriver { state: Arc::default(), epoch: Instant::now() })
     }
@@ -421,6 +422,7 @@ pub struct FakeArtifacts {
 }
 
 impl FakeArtifacts {
+    /// A store with nothing cached, where every fetch succeeds.
     pub fn new() -> Arc<FakeArtifacts> {
         Arc::default()
     }
