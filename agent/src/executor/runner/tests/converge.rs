@@ -120,3 +120,18 @@ async fn a_container_gone_while_the_agent_was_down_fails_its_step() {
     assert_eq!(of_step(&events, "gone"), [started("gone", 1), failed("gone", reason, None, &[])]);
     assert_eq!(creates(&driver), [], "a vanished container is not started again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_readopted_container_that_failed_while_the_agent_was_down_fails_with_its_tail() {
+    let driver = FakeDriver::new();
+    let owner = owner(RUN_ID, "long", &spec("long").spec_hash(), "run");
+    let adopted = driver.existing("pmesh-inst-long", &owner, Some(2), Behaviour::exits(2).lines(&["a", "b", "c"]));
+    let mut plan = plan(vec![run("long", &[])]);
+    plan.resume.insert("long".into(), 1);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let expected = [started("long", 1), log("long", "b"), log("long", "c"), failed("long", "exited with code 2", Some(2), &["b", "c"])];
+    assert_eq!(of_step(&events, "long"), expected);
+    assert_eq!(creates(&driver), [], "re-adoption creates nothing");
+    assert!(driver.calls().contains(&Call::Wait(adopted)));
+}
