@@ -1,9 +1,9 @@
 //! The step contract: what the runner needs from a container engine, and nothing more.
 //!
 //! The runner drives steps through [`Driver`]; `crate::docker` implements it with bollard.
-//! Unit tests of the runner implement it with a fake. Every container the driver creates
-//! carries [`OwnerLabels`]; every listing and removal filters by them, so the executor never
-//! touches what it did not create.
+//! The runner's unit tests implement it (and [`Artifacts`]) in memory, in `executor::fake`.
+//! Every container the driver creates carries [`OwnerLabels`]; every listing and removal
+//! filters by them, so the executor never touches what it did not create.
 
 use std::collections::HashMap;
 use std::time::Duration;

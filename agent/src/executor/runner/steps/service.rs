@@ -1,0 +1,74 @@
+//! Service steps: a long-running container, left alone when it runs with the same spec,
+//! done once it is running (and healthy, if it has a check); its output is reported until
+//! the run ends.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::super::{Attempt, Failure, Runner};
+use crate::executor::contract::{labels, Health};
+use crate::executor::plan::{ContainerSpec, Plan, PlannedStep};
+
+/// How often a starting service's health is asked again.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+
+impl Runner {
+    /// Converges the service of `step` on `spec` and waits for it to be up.
+    pub(super) async fn service(
+        &self,
+        plan: &Plan,
+        step: &PlannedStep,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Attempt, Failure> {
+        let hash = spec.spec_hash();
+        let existing = self.existing(plan, &step.name).await?;
+        if let Some(current) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && found.running) {
+            if existing.len() == 1 {
+                return Ok(Attempt::Unchanged(Some(current.id.clone())));
+            }
+        }
+        // A re-adopted service's output is read from its log file, after the lines reported
+        // before the restart.
+        let (id, output, skip) = if let Some(reported) = plan.resume.get(&step.name) {
+            let id = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?.id;
+            let output = self.driver.logs(&id);
+            (id, output, *reported)
+        } else {
+            let (id, output) = self.launch(plan, &step.name, spec, "service").await?;
+            (id, output, 0)
+        };
+        // The service's output is reported until the run ends.
+        let runner = self.clone();
+        let (plan_for_logs, step_for_logs) = (plan.clone(), step.clone());
+        let log_stop = cancel.child_token();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = runner.follow_logs(&plan_for_logs, &step_for_logs, output, skip) => {}
+                _ = log_stop.cancelled() => {}
+            }
+        });
+        self.until_up(&id).await
+    }
+
+    /// Waits until the service runs and its healthcheck (if any) passes.
+    async fn until_up(&self, id: &str) -> Result<Attempt, Failure> {
+        loop {
+            let (running, health) = self.driver.health(id).await?;
+            match (running, health) {
+                (false, _) => {
+                    let exit_code = self.driver.wait(id).await.ok();
+                    return Ok(Attempt::Failed(Failure {
+                        reason: format!("the service exited (code {})", exit_code.unwrap_or(-1)),
+                        exit_code,
+                        tail: vec![],
+                    }));
+                }
+                (true, Health::None | Health::Healthy) => return Ok(Attempt::Succeeded(Some(id.to_owned()))),
+                (true, Health::Unhealthy) => return Ok(Attempt::Failed(Failure::new("the service's healthcheck reports unhealthy"))),
+                (true, Health::Starting) => tokio::time::sleep(HEALTH_POLL).await,
+            }
+        }
+    }
+}

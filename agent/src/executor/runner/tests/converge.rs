@@ -1,0 +1,137 @@
+//! Convergence (create, replace, or leave alone) and re-adoption after an agent restart.
+
+use super::*;
+use crate::executor::contract::OwnerLabels;
+use crate::executor::fake::Behaviour;
+use crate::executor::preview::preview;
+
+/// The labels of a container of `step` made by run `run` with `spec_hash`.
+fn owner(run: &str, step: &str, spec_hash: &str, kind: &str) -> OwnerLabels {
+    OwnerLabels {
+        instance: INSTANCE.into(),
+        run: run.into(),
+        step: step.into(),
+        spec_hash: spec_hash.into(),
+        pattern: "test@0.1.0".into(),
+        kind: kind.into(),
+        agent: String::new(),
+    }
+}
+
+/// A container of the step from an earlier run: same spec or not, exited with a code or
+/// running (`None`).
+struct Prior {
+    same_spec: bool,
+    exit_code: Option<i64>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Want {
+    Create,
+    Replace,
+    Unchanged,
+}
+
+/// Applies a plan of one step `web` (a service or a run step) over the `prior` containers,
+/// and checks what it did and that `preview` had said so.
+async fn check(is_service: bool, prior: &[Prior], want: Want) {
+    let driver = FakeDriver::new();
+    let web = if is_service { service("web", &[]) } else { run("web", &[]) };
+    let (kind, hash) = (if is_service { "service" } else { "run" }, spec("web").spec_hash());
+    let prior_ids: Vec<String> = prior
+        .iter()
+        .enumerate()
+        .map(|(index, prior)| {
+            let hash = if prior.same_spec { hash.as_str() } else { "0123456789abcdef01234567" };
+            driver.existing(&format!("old-{index}"), &owner("run-0", "web", hash, kind), prior.exit_code, Behaviour::never_exits())
+        })
+        .collect();
+    driver.script("web", [if is_service { Behaviour::never_exits() } else { Behaviour::exits(0) }]);
+    let plan = plan(vec![web]);
+    let planned = preview(&*driver, &*FakeArtifacts::new(), &plan).await.expect("the fake answers");
+    let case = format!("service {is_service}, {} prior", prior.len());
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{case}");
+    let new_id = format!("c{}", prior.len() + 1);
+    let (action, expected, removed, n_created) = match want {
+        Want::Create => ("create", succeeded("web", Some(&new_id)), vec![], 1),
+        Want::Replace => ("replace", succeeded("web", Some(&new_id)), prior_ids.clone(), 1),
+        Want::Unchanged => ("unchanged", unchanged("web", &prior_ids[0]), vec![], 0),
+    };
+    assert_eq!(of_step(&events, "web"), [started("web", 1), expected], "{case}");
+    assert_eq!(removes(&driver), removed, "{case}");
+    assert_eq!(creates(&driver).len(), n_created, "{case}");
+    assert_eq!(planned[0].action, action, "preview of {case}");
+    if n_created == 1 {
+        let create = driver.calls().into_iter().find(|call| matches!(call, Call::Create { .. }));
+        let expected = Call::Create { id: new_id, name: "pmesh-inst-web".into(), step: "web".into(), spec_hash: hash, kind: kind.into() };
+        assert_eq!(create, Some(expected), "{case}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_step_is_created_replaced_or_left_alone() {
+    check(false, &[], Want::Create).await;
+    check(false, &[Prior { same_spec: true, exit_code: Some(0) }], Want::Unchanged).await;
+    check(false, &[Prior { same_spec: true, exit_code: Some(1) }], Want::Replace).await;
+    check(false, &[Prior { same_spec: false, exit_code: Some(0) }], Want::Replace).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_is_created_replaced_or_left_alone() {
+    check(true, &[], Want::Create).await;
+    check(true, &[Prior { same_spec: true, exit_code: None }], Want::Unchanged).await;
+    check(true, &[Prior { same_spec: false, exit_code: None }], Want::Replace).await;
+    check(true, &[Prior { same_spec: true, exit_code: Some(0) }], Want::Replace).await;
+    let duplicates = [Prior { same_spec: true, exit_code: None }, Prior { same_spec: true, exit_code: None }];
+    check(true, &duplicates, Want::Replace).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_readopts_its_running_container_and_reports_only_new_lines() {
+    let driver = FakeDriver::new();
+    let hash = spec("long").spec_hash();
+    // An earlier run's container of the same step is not this run's, whatever its state.
+    let earlier = driver.existing("old-long", &owner("run-0", "long", &hash, "run"), Some(0), Behaviour::exits(0));
+    let running = Behaviour::exits_after(0, secs(3)).lines(&["one", "two", "three"]);
+    let adopted = driver.existing("pmesh-inst-long", &owner(RUN_ID, "long", &hash, "run"), None, running);
+    let mut plan = plan(vec![run("long", &[])]);
+    plan.resume.insert("long".into(), 2);
+    let begun = tokio::time::Instant::now();
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(of_step(&events, "long"), [started("long", 1), log("long", "three"), succeeded("long", Some(&adopted))]);
+    assert_eq!(begun.elapsed(), secs(3), "the re-adopted container is waited for");
+    let calls = driver.calls();
+    assert!(calls.contains(&Call::Logs(adopted.clone())) && calls.contains(&Call::Wait(adopted.clone())), "{calls:?}");
+    let touched = |call: &Call| matches!(call, Call::Create { .. } | Call::Start(_) | Call::Attach(_) | Call::Remove(_) | Call::Stop(_));
+    assert_eq!(calls.iter().filter(|call| touched(call)).count(), 0, "{calls:?}");
+    assert!(!calls.iter().any(|call| matches!(call, Call::Logs(id) | Call::Wait(id) if *id == earlier)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_gone_while_the_agent_was_down_fails_its_step() {
+    let driver = FakeDriver::new();
+    let mut plan = plan(vec![run("gone", &[])]);
+    plan.resume.insert("gone".into(), 0);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let reason = "the container of step gone vanished while the agent was down";
+    assert_eq!(of_step(&events, "gone"), [started("gone", 1), failed("gone", reason, None, &[])]);
+    assert_eq!(creates(&driver), [], "a vanished container is not started again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_readopted_container_that_failed_while_the_agent_was_down_fails_with_its_tail() {
+    let driver = FakeDriver::new();
+    let owner = owner(RUN_ID, "long", &spec("long").spec_hash(), "run");
+    let adopted = driver.existing("pmesh-inst-long", &owner, Some(2), Behaviour::exits(2).lines(&["a", "b", "c"]));
+    let mut plan = plan(vec![run("long", &[])]);
+    plan.resume.insert("long".into(), 1);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let expected = [started("long", 1), log("long", "b"), log("long", "c"), failed("long", "exited with code 2", Some(2), &["b", "c"])];
+    assert_eq!(of_step(&events, "long"), expected);
+    assert_eq!(creates(&driver), [], "re-adoption creates nothing");
+    assert!(driver.calls().contains(&Call::Wait(adopted)));
+}
