@@ -361,3 +361,39 @@ fn an_anonymous_call_is_cut_off_before_it_is_decoded() -> anyhow::Result<()> {
     assert_eq!(mesh.join("pc-1", pmesh_tests::free_port(), &token, &fingerprint).code, 0);
     Ok(())
 }
+
+/// One address may hold only its share of connections without a client certificate: past
+/// pmesh_rt::accept::MAX_ANONYMOUS_PER_PEER, the master closes them right after the handshake,
+/// while the ones within the share get the HTTP/2 preface.
+#[test]
+fn anonymous_connections_from_one_address_are_bounded() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let (_, fingerprint) = mesh.token(&[])?;
+    let runtime = runtime();
+    let pin = pmesh_proto::identity::parse_fingerprint(&fingerprint)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pmesh_proto::tls::pinned_client_config(pin)?));
+    let limit = pmesh_rt::accept::MAX_ANONYMOUS_PER_PEER;
+    let (served, closed) = runtime.block_on(async {
+        let mut streams = Vec::new();
+        for _ in 0..limit + 4 {
+            let tcp = tokio::net::TcpStream::connect(mesh.master_address()).await?;
+            let name = rustls_pki_types::ServerName::try_from(Identity::master().dns_name())?;
+            streams.push(connector.connect(name, tcp).await?);
+        }
+        let (mut served, mut closed) = (0, 0);
+        for stream in &mut streams {
+            let mut first = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut first)).await {
+                Ok(Ok(n_read)) if n_read > 0 => served += 1,
+                Ok(_) => closed += 1,
+                Err(_) => anyhow::bail!("a connection neither got the preface nor was closed"),
+            }
+        }
+        Ok::<_, anyhow::Error>((served, closed))
+    })?;
+    assert_eq!((served, closed), (limit, 4));
+    Ok(())
+}

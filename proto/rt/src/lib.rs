@@ -5,8 +5,10 @@
 //!
 //! - [`mod@serve`]: the one gRPC server both daemons run, behind [`authz`], the per-call
 //!   policy;
-//! - [`net`]: the TLS accept loop behind a gRPC server, and dialling a mesh peer, with the
-//!   TLS failure a call died of kept for the error message;
+//! - [`accept`]: the TLS accept loop behind a gRPC server, with each peer address held to its
+//!   share of handshakes and anonymous connections;
+//! - [`net`]: dialling a mesh peer, with the TLS failure a call died of kept for the error
+//!   message;
 //! - [`cli`]: both binaries' `main`, exit codes (one mapping from a failed call's status) and
 //!   the CLI's one-sentence error;
 //! - [`files`]: atomic writes, private files created 0600;
@@ -16,6 +18,7 @@
 //! - [`logging`]: the tracing subscriber, journald-aware;
 //! - [`process`]: signals and sd_notify readiness around a daemon's future.
 
+pub mod accept;
 pub mod authz;
 pub mod cli;
 pub mod durable;

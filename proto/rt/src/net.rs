@@ -1,7 +1,4 @@
-//! Sockets with the mesh's TLS: the accept loop behind a gRPC server, and dialling a peer.
-//!
-//! Handshakes run in their own tasks, bounded in time and number, so one slow or hostile
-//! client cannot hold up the others; only finished handshakes reach tonic.
+//! Dialling a mesh peer with the mesh's TLS (the accept side is [`crate::accept`]).
 //!
 //! Under TLS 1.3 a server refuses a client certificate *after* the client's handshake has
 //! finished, so the refusal (an alert) arrives on the connection, and hyper would report the
@@ -21,59 +18,9 @@ use hyper_util::rt::TokioIo;
 use pmesh_proto::identity::Identity;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_HANDSHAKES: usize = 256;
-
-/// TLS streams accepted on `listener` until `shutdown`, as tonic's incoming stream.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
-    let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of descriptors, most likely: back off rather than spin.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else { break };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
 
 /// The last TLS error seen on a dialled channel's connections.
 #[derive(Debug, Clone, Default)]

@@ -53,7 +53,7 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let incoming = crate::net::incoming(listener, tls, shutdown.clone());
+    let incoming = crate::accept::incoming(listener, tls, shutdown.clone());
     crate::process::notify_ready();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
