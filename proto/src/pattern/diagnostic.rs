@@ -30,6 +30,35 @@ impl Mark {
         let line_start = before.rfind('\n').map_or(0, |idx| idx + 1);
         Mark { line, column: before[line_start..].chars().count() + 1 }
     }
+
+    /// The mark of the character at char `index` in `text`.
+    pub(crate) fn of_char_index(text: &str, index: usize) -> Mark {
+        let offset = text.char_indices().nth(index).map_or(text.len(), |(offset, _)| offset);
+        Mark::of_byte_offset(text, offset)
+    }
+}
+
+/// The most characters of input a message quotes; longer text is cut with `…`.
+pub(crate) const EXCERPT_CHARS: usize = 80;
+
+/// Input text as a message quotes it: control characters escaped (`\n`, `\t`, `\u{7}`), so
+/// a message stays on one line and cannot drive the terminal, and at most [`EXCERPT_CHARS`]
+/// characters, so a huge value is not echoed in full. Every message that repeats input goes
+/// through here.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut shown = String::new();
+    for (idx, character) in text.chars().enumerate() {
+        if idx == EXCERPT_CHARS {
+            shown.push('…');
+            break;
+        }
+        if character.is_control() {
+            shown.extend(character.escape_debug());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
 }
 
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
@@ -96,5 +125,33 @@ impl Report {
         self.diagnostics.sort();
         self.diagnostics.dedup();
         self.diagnostics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_escaped_and_bounded() {
+        let long = "x".repeat(200);
+        let cut = format!("{}…", "x".repeat(EXCERPT_CHARS));
+        let cases: [(&str, &str); 6] = [
+            ("plain", "plain"),
+            ("a\nb", "a\\nb"),
+            ("tab\there", "tab\\there"),
+            ("bell\u{7}", "bell\\u{7}"),
+            ("é\u{1b}[31m", "é\\u{1b}[31m"),
+            (&long, &cut),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(excerpt(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn marks_of_char_indices() {
+        assert_eq!(Mark::of_char_index("ab\ncé\td", 5), Mark { line: 2, column: 3 });
+        assert_eq!(Mark::of_char_index("ab", 9), Mark { line: 1, column: 3 });
     }
 }
