@@ -30,12 +30,6 @@ impl Mark {
         let line_start = before.rfind('\n').map_or(0, |idx| idx + 1);
         Mark { line, column: before[line_start..].chars().count() + 1 }
     }
-
-    /// The mark of the character at char `index` in `text`.
-    pub(crate) fn of_char_index(text: &str, index: usize) -> Mark {
-        let offset = text.char_indices().nth(index).map_or(text.len(), |(offset, _)| offset);
-        Mark::of_byte_offset(text, offset)
-    }
 }
 
 /// The most characters of input a message quotes; longer text is cut with `…`.
@@ -147,11 +141,5 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(excerpt(input), expected, "{input:?}");
         }
-    }
-
-    #[test]
-    fn marks_of_char_indices() {
-        assert_eq!(Mark::of_char_index("ab\ncé\td", 5), Mark { line: 2, column: 3 });
-        assert_eq!(Mark::of_char_index("ab", 9), Mark { line: 1, column: 3 });
     }
 }
