@@ -294,3 +294,28 @@ fn readme_examples_are_the_tested_fixtures() {
         assert!(readme.contains(&format!("patterns/shared/dns/{line}\n")), "the README does not show `{line}`");
     }
 }
+
+/// A pattern of `n_steps` run steps, each needing the one before; `close` makes the first need
+/// the last, a cycle through all of them.
+fn chained_pattern(n_steps: usize, close: bool) -> BTreeMap<String, Vec<u8>> {
+    let mut text = "apiVersion: pmesh/v1\nkind: Pattern\nmetadata: {name: chain, version: 1.0.0, category: basic-tool}\n".to_owned();
+    text.push_str("images:\n  tool: {ref: \"debian:bookworm\"}\nsteps:\n");
+    for idx in 0..n_steps {
+        let needs = match (idx, close) {
+            (0, false) => String::new(),
+            (0, true) => format!(", needs: [s{}]", n_steps - 1),
+            _ => format!(", needs: [s{}]", idx - 1),
+        };
+        text.push_str(&format!("  s{idx}: {{kind: run, image: tool{needs}}}\n"));
+    }
+    BTreeMap::from([(PATTERN_FILE.to_owned(), text.into_bytes())])
+}
+
+/// Ten thousand chained steps lint at once (the cycle check is linear, nothing recurses).
+#[test]
+fn long_chains_lint_quickly() {
+    assert_eq!(lint_text(&chained_pattern(10_000, false)), "");
+    let found = lint_text(&chained_pattern(10_000, true));
+    assert_eq!(found.lines().count(), 1, "{}", &found[..found.len().min(300)]);
+    assert!(found.starts_with("pattern.yaml:7:40: the steps' `needs` form a cycle: s0 -> s9999 -> s9998"), "{}", &found[..200]);
+}

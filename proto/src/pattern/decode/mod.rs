@@ -70,7 +70,9 @@ pub(crate) struct Decoder<'a> {
 pub(crate) fn decode(root: &Node, files: &BTreeMap<String, Vec<u8>>, report: &mut Report) -> Option<Pattern> {
     let mut decoder = Decoder { report, files, scope: Scope::default(), edges: Vec::new(), runs_in: Vec::new() };
     let pattern = decoder.pattern(root);
-    super::graph::check(&mut decoder);
+    for (mark, problem) in super::graph::check(&decoder.edges, &decoder.runs_in) {
+        decoder.report.error(mark, problem);
+    }
     if decoder.report.is_clean() {
         pattern
     } else {
