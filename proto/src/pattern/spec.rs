@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::ParamValue;
+use super::param_value::ParamValue;
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "pmesh/v1";

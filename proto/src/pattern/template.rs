@@ -119,7 +119,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::pattern::values::{ParamValue, Secret};
+    use crate::pattern::param_value::{ParamValue, Secret};
 
     fn params() -> Params {
         Params::from_values(BTreeMap::from([

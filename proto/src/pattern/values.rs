@@ -1,5 +1,6 @@
-//! Parameter values: their representation, how supplied values are checked against a param's
-//! type and validation, and the resolved set a run renders with.
+//! Parameter values: how supplied values are read and checked against a param's type and
+//! validation, and the resolved set a run renders with. The values themselves are model types
+//! (`param_value`).
 //!
 //! Values arrive as text (`pmesh run -p name=value`) or as YAML (a values file, a param's
 //! default) and are coerced to the param's type, so `-p port=53` and `port: 53` mean the same.
@@ -8,58 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use super::diagnostic::{Diagnostic, Mark, Report};
 use super::formats;
+use super::param_value::{ParamValue, Secret};
 use super::spec::{Param, ParamType, Pattern, Validation};
 use super::yaml::{self, Node, Value};
 
-/// A parameter value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ParamValue {
-    /// `true` or `false`.
-    Boolean(bool),
-    /// An integer (also ports).
-    Integer(i64),
-    /// Text (also ip, cidr, hostname and enum values).
-    String(String),
-    /// A list.
-    List(Vec<ParamValue>),
-    /// A mapping from names to values.
-    Map(BTreeMap<String, ParamValue>),
-    /// A secret; only ever built from a supplied value, never from a pattern file.
-    #[serde(skip_deserializing)]
-    Secret(Secret),
-}
-
 impl ParamValue {
-    /// The value as it is put into a string (`${name}`); `None` for lists and maps.
-    pub fn as_text(&self) -> Option<String> {
-        match self {
-            ParamValue::Boolean(value) => Some(value.to_string()),
-            ParamValue::Integer(value) => Some(value.to_string()),
-            ParamValue::String(value) => Some(value.clone()),
-            ParamValue::Secret(secret) => Some(secret.expose().to_owned()),
-            ParamValue::List(_) | ParamValue::Map(_) => None,
-        }
-    }
-
-    /// The value for a template: secrets are revealed, since templates render to files.
-    pub(crate) fn to_jinja(&self) -> minijinja::Value {
-        match self {
-            ParamValue::Boolean(value) => minijinja::Value::from(*value),
-            ParamValue::Integer(value) => minijinja::Value::from(*value),
-            ParamValue::String(value) => minijinja::Value::from(value.as_str()),
-            ParamValue::Secret(secret) => minijinja::Value::from(secret.expose()),
-            ParamValue::List(items) => minijinja::Value::from(items.iter().map(ParamValue::to_jinja).collect::<Vec<_>>()),
-            ParamValue::Map(entries) => {
-                minijinja::Value::from(entries.iter().map(|(key, value)| (key.clone(), value.to_jinja())).collect::<BTreeMap<_, _>>())
-            }
-        }
-    }
-
     /// The value of a YAML node, or where and why it has none (it holds null).
     pub(crate) fn from_node(node: &Node) -> Result<ParamValue, (Mark, String)> {
         Ok(match &node.value {
@@ -79,46 +35,6 @@ impl ParamValue {
                 ParamValue::Map(map)
             }
         })
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            ParamValue::Boolean(value) => format!("`{value}`"),
-            ParamValue::Integer(value) => format!("`{value}`"),
-            ParamValue::String(value) => format!("`{value}`"),
-            ParamValue::Secret(_) => "a secret".to_owned(),
-            ParamValue::List(_) => "a list".to_owned(),
-            ParamValue::Map(_) => "a mapping".to_owned(),
-        }
-    }
-}
-
-/// A secret value. Its `Debug` and serde forms are `<redacted>`; [`Secret::expose`] is the one
-/// way to read it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it (an env var, a rendered file).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
     }
 }
 

@@ -2,8 +2,9 @@
 //! fit both.
 
 use super::super::formats;
+use super::super::param_value::ParamValue;
 use super::super::spec::{Param, ParamType, Validation};
-use super::super::values::{self, ParamValue};
+use super::super::values;
 use super::super::yaml::Node;
 use super::{Decoder, ParamInfo};
 
