@@ -59,7 +59,7 @@ impl ParamValue {
         match self {
             ParamValue::Boolean(value) => format!("`{value}`"),
             ParamValue::Integer(value) => format!("`{value}`"),
-            ParamValue::String(value) => format!("`{value}`"),
+            ParamValue::String(value) => format!("`{}`", super::diagnostic::excerpt(value)),
             ParamValue::Secret(_) => "a secret".to_owned(),
             ParamValue::List(_) => "a list".to_owned(),
             ParamValue::Map(_) => "a mapping".to_owned(),
