@@ -55,6 +55,32 @@ pub(crate) fn excerpt(text: &str) -> String {
     shown
 }
 
+/// A message as it is shown: control characters escaped wherever they are, and every quoted
+/// (backticked) span cut to [`EXCERPT_CHARS`]. Every diagnostic and value problem goes through
+/// here, so a message that forgot [`excerpt`] still cannot print a huge or raw input.
+pub(crate) fn tidy(message: &str) -> String {
+    let mut shown = String::with_capacity(message.len());
+    for (idx, part) in message.split('`').enumerate() {
+        if idx > 0 {
+            shown.push('`');
+        }
+        // Odd parts are inside backticks.
+        let quoted = idx % 2 == 1;
+        let n_chars = part.chars().count();
+        if quoted && n_chars > EXCERPT_CHARS + 1 {
+            let cut: String = part.chars().take(EXCERPT_CHARS).collect();
+            shown.push_str(&excerpt(&cut));
+            shown.push('…');
+        } else {
+            shown.extend(part.chars().flat_map(|character| {
+                let escaped: Vec<char> = if character.is_control() { character.escape_debug().collect() } else { vec![character] };
+                escaped
+            }));
+        }
+    }
+    shown
+}
+
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
@@ -77,9 +103,10 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic in `file` at `mark`.
+    /// A diagnostic in `file` at `mark`; control characters in the message are escaped and
+    /// quoted spans bounded.
     pub fn new(file: impl Into<String>, mark: Mark, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.into(), line: mark.line, column: mark.column, message: message.into() }
+        Diagnostic { file: tidy(&file.into()), line: mark.line, column: mark.column, message: tidy(&message.into()) }
     }
 }
 
@@ -140,6 +167,20 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(excerpt(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_tidied() {
+        let long = "y".repeat(300);
+        let cases: [(String, String); 4] = [
+            ("`a` is not `b`".to_owned(), "`a` is not `b`".to_owned()),
+            (format!("`{long}` is not a hostname"), format!("`{}…` is not a hostname", "y".repeat(EXCERPT_CHARS))),
+            ("raw \n and \u{1b}[2J in `x\ty`".to_owned(), "raw \\n and \\u{1b}[2J in `x\\ty`".to_owned()),
+            (format!("`{}`", excerpt(&long)), format!("`{}…`", "y".repeat(EXCERPT_CHARS))),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(tidy(&input), expected, "{input:?}");
         }
     }
 }

@@ -16,7 +16,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use regex::Regex;
 use thiserror::Error;
 
-use super::diagnostic::{excerpt, Diagnostic, Mark};
+use super::diagnostic::{excerpt, tidy, Diagnostic, Mark};
 use super::values::Params;
 
 /// Why a template did not render, and where in it.
@@ -51,7 +51,7 @@ fn template_error(text: &str, err: &minijinja::Error) -> TemplateError {
         Some(detail) => format!("{}: {detail}", err.kind()),
         None => err.kind().to_string(),
     };
-    TemplateError { line: mark.line, column: mark.column, message }
+    TemplateError { line: mark.line, column: mark.column, message: tidy(&message) }
 }
 
 /// Renders `template_text` with `params`; secrets are revealed, since the output is a file

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::diagnostic::{excerpt, Diagnostic, Mark, Report};
+use super::diagnostic::{excerpt, tidy, Diagnostic, Mark, Report};
 use super::formats;
 use super::param_value::{ParamValue, Secret};
 use super::spec::{Param, ParamType, Pattern, Validation};
@@ -261,7 +261,7 @@ impl fmt::Display for ValueProblem {
 pub fn parse_assignment(text: &str) -> Result<(String, ParamValue), ValueProblem> {
     match text.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), ParamValue::String(value.to_owned()))),
-        _ => Err(ValueProblem { param: text.to_owned(), message: "expected `name=value`".to_owned() }),
+        _ => Err(ValueProblem { param: excerpt(text), message: "expected `name=value`".to_owned() }),
     }
 }
 
@@ -315,7 +315,7 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
         } else {
             format!("unknown param; this pattern takes {}", quoted_list(&known))
         };
-        problems.push(ValueProblem { param: name.clone(), message });
+        problems.push(ValueProblem { param: excerpt(name), message });
     }
     for (name, param) in &pattern.params {
         match resolve(param, supplied.get(name)) {
@@ -323,7 +323,9 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
                 values.insert(name.clone(), value);
             }
             Ok(None) => {}
-            Err(messages) => problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message })),
+            Err(messages) => {
+                problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message: tidy(&message) }))
+            }
         }
     }
     problems.sort_by(|left, right| left.param.cmp(&right.param));
