@@ -324,7 +324,7 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
             }
             Ok(None) => {}
             Err(messages) => {
-                problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message: tidy(&message) }))
+                problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message: tidy(&message) }));
             }
         }
     }
