@@ -32,8 +32,10 @@ pub struct AgentConfig {
     #[serde(with = "humantime_serde")]
     pub docker_timeout: Duration,
     /// How many steps of one run may run at once.
+    #[serde(deserialize_with = "unsigned::usize")]
     pub max_parallel_steps: usize,
     /// How many runs may run at once; later ones wait their turn.
+    #[serde(deserialize_with = "unsigned::usize")]
     pub max_concurrent_runs: usize,
     /// Image mirrors and registry logins.
     pub images: ImageConfig,
@@ -49,10 +51,13 @@ pub struct ArtifactConfig {
     pub cache_dir: Option<PathBuf>,
     /// The most bytes the cache keeps; past it, the least recently used artifacts no run is
     /// using are evicted [default: no limit].
+    #[serde(deserialize_with = "unsigned::optional_u64")]
     pub cache_max_bytes: Option<u64>,
     /// Downloads at once; more wait their turn.
+    #[serde(deserialize_with = "unsigned::usize")]
     pub max_concurrent_downloads: usize,
     /// Attempts per source that move no bytes before the next source is tried.
+    #[serde(deserialize_with = "unsigned::u32")]
     pub retries: u32,
     /// A source that sends nothing for this long is given up and retried.
     #[serde(with = "humantime_serde")]
@@ -249,6 +254,33 @@ fn count(key: &str, value: u64, min: u64, max: u64) -> Result<(), InvalidValue> 
     Err(InvalidValue { key: key.to_owned(), reason: format!("{value} is out of range: expected {range}") })
 }
 
+/// Unsigned settings read through i128, so a number too large (or negative) for its type is
+/// reported as out of range with the range, rather than as "invalid type".
+mod unsigned {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn read<'de, D: Deserializer<'de>>(deserializer: D, max: u128) -> Result<u128, D::Error> {
+        let value = i128::deserialize(deserializer)?;
+        match u128::try_from(value) {
+            Ok(value) if value <= max => Ok(value),
+            _ => Err(D::Error::custom(format!("{value} is out of range: expected from 0 to {max}"))),
+        }
+    }
+
+    pub fn usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+        read(deserializer, usize::MAX as u128).map(|value| usize::try_from(value).expect("checked against usize::MAX"))
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        read(deserializer, u128::from(u32::MAX)).map(|value| u32::try_from(value).expect("checked against u32::MAX"))
+    }
+
+    pub fn optional_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        read(deserializer, u128::from(u64::MAX)).map(|value| Some(u64::try_from(value).expect("checked against u64::MAX")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +328,27 @@ mod tests {
             "[images.registries.\"r.lab\"]\nusername = \" \"\npassword_file = \"/p\"",
             Err("`images.registries.r.lab.username`: must not be empty"),
         );
+    }
+
+    #[test]
+    fn numbers_too_large_for_their_type_are_out_of_range() {
+        let cases = [
+            ("max_parallel_steps = 99999999999999999999", "99999999999999999999 is out of range: expected from 0 to 18446744073709551615"),
+            ("max_parallel_steps = -1", "-1 is out of range"),
+            ("[artifacts]\nretries = 99999999999", "99999999999 is out of range"),
+            ("[artifacts]\ncache_max_bytes = -5", "-5 is out of range"),
+        ];
+        for (text, expected) in cases {
+            let err = toml::from_str::<AgentConfig>(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let config: AgentConfig = toml::from_str("max_parallel_steps = 18446744073709551615").unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "`max_parallel_steps`: 18446744073709551615 is out of range: expected from 1 to 256"
+        );
+        let config: AgentConfig = toml::from_str("[artifacts]\ncache_max_bytes = 1024").unwrap();
+        assert_eq!(config.artifacts.cache_max_bytes, Some(1024));
     }
 
     #[test]
