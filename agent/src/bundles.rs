@@ -63,6 +63,8 @@ impl BundleStore {
             return Ok(false);
         }
         // The signature is written last: a bundle counts as held only once both are there.
+        // Several runs of one pattern may push it at once; each write goes through its own
+        // temporary file, so they all succeed with the same bytes.
         pmesh_rt::files::write_atomic(&archive_path, archive, 0o644)?;
         pmesh_rt::files::write_atomic(&signature_path, signature, 0o644)?;
         Ok(true)
@@ -148,5 +150,35 @@ mod tests {
         let (archive_path, _) = store.paths(&digest).unwrap();
         std::fs::write(&archive_path, &tampered).unwrap();
         assert!(matches!(store.open(&digest), Err(StoreError::Refused(_))));
+    }
+
+    /// Several runs of one pattern started at once each push the bundle: every put succeeds
+    /// and the bundle is held, whole, afterwards.
+    #[test]
+    fn concurrent_puts_of_one_bundle_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let master_key = key();
+        let store = BundleStore::new(dir.path(), bundle::public_key(&master_key).unwrap());
+        let archive = sample();
+        let digest = bundle::digest(&archive);
+        let signature = bundle::sign(&archive, &master_key).unwrap();
+        let barrier = std::sync::Barrier::new(16);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        store.put(&digest, &archive, &signature)
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().unwrap().unwrap();
+            }
+        });
+        assert!(store.open(&digest).unwrap().contains_key("pattern.yaml"));
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path().join("bundles")).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 2, "only the archive and its signature: {names:?}");
     }
 }

@@ -44,8 +44,8 @@ impl PatternDir {
 /// Reads the pattern at `path`: a directory, or its `pattern.yaml`.
 ///
 /// # Errors
-/// [`ReadError::NotAPattern`] when `path` is neither or holds a symlink (bundles carry regular
-/// files only); [`ReadError::Io`] when a file cannot be read.
+/// [`ReadError::NotAPattern`] when `path` is neither or holds a symlink, FIFO, socket or device
+/// (bundles carry regular files only); [`ReadError::Io`] when a file cannot be read.
 pub fn read(path: &Path) -> Result<PatternDir, ReadError> {
     let root = if path.is_file() && path.file_name().is_some_and(|name| name == PATTERN_FILE) {
         path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -72,13 +72,20 @@ fn walk(root: &Path, current: &Path, dir: &mut PatternDir) -> Result<(), ReadErr
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        let file_type = entry.file_type().map_err(io(&path))?;
+        // Checked without following links and before opening: a FIFO would block the read
+        // forever and a device could be endless.
+        let metadata = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        let file_type = metadata.file_type();
         if file_type.is_symlink() {
             return Err(ReadError::NotAPattern(format!("{} is a symlink; a pattern holds regular files only", path.display())));
         }
         if file_type.is_dir() {
             walk(root, &path, dir)?;
             continue;
+        }
+        if !file_type.is_file() {
+            let kind = special_kind(&file_type);
+            return Err(ReadError::NotAPattern(format!("{} is {kind}; a pattern holds regular files only", path.display())));
         }
         let relative = path.strip_prefix(root).expect("walked paths are under the root");
         let relative = relative
@@ -88,7 +95,7 @@ fn walk(root: &Path, current: &Path, dir: &mut PatternDir) -> Result<(), ReadErr
         let contents = std::fs::read(&path).map_err(io(&path))?;
         let executable = {
             use std::os::unix::fs::PermissionsExt;
-            entry.metadata().is_ok_and(|metadata| metadata.permissions().mode() & 0o111 != 0)
+            metadata.permissions().mode() & 0o111 != 0
         };
         if executable {
             dir.executables.insert(relative.clone());
@@ -96,4 +103,62 @@ fn walk(root: &Path, current: &Path, dir: &mut PatternDir) -> Result<(), ReadErr
         dir.files.insert(relative, contents);
     }
     Ok(())
+}
+
+/// What a file that is neither regular nor a directory is, for the refusal.
+fn special_kind(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join(PATTERN_FILE), "apiVersion: pmesh/v1\n").expect("writable");
+        dir
+    }
+
+    #[test]
+    fn reads_regular_files() {
+        let dir = pattern_dir();
+        std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
+        std::fs::write(dir.path().join("templates/a.j2"), "x").expect("writable");
+        let read = read(dir.path()).expect("a pattern");
+        assert_eq!(read.files.keys().collect::<Vec<_>>(), [PATTERN_FILE, "templates/a.j2"]);
+    }
+
+    /// A FIFO is refused by its type before anything opens it, so the read returns at once
+    /// instead of blocking until a writer comes.
+    #[test]
+    fn refuses_fifos_without_opening_them() {
+        let dir = pattern_dir();
+        let fifo = dir.path().join("templates.fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).expect("mkfifo");
+        let err = read(dir.path()).expect_err("a FIFO is not a pattern file").to_string();
+        assert_eq!(err, format!("{} is a FIFO; a pattern holds regular files only", fifo.display()));
+    }
+
+    #[test]
+    fn refuses_sockets_and_symlinks() {
+        let dir = pattern_dir();
+        let socket_path = dir.path().join("control.sock");
+        let _socket = std::os::unix::net::UnixListener::bind(&socket_path).expect("a socket");
+        let err = read(dir.path()).expect_err("a socket").to_string();
+        assert!(err.ends_with("control.sock is a socket; a pattern holds regular files only"), "{err}");
+        std::fs::remove_file(&socket_path).expect("removable");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).expect("a symlink");
+        let err = read(dir.path()).expect_err("a symlink").to_string();
+        assert!(err.ends_with("link is a symlink; a pattern holds regular files only"), "{err}");
+    }
 }

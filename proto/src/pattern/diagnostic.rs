@@ -32,6 +32,55 @@ impl Mark {
     }
 }
 
+/// The most characters of input a message quotes; longer text is cut with `…`.
+pub(crate) const EXCERPT_CHARS: usize = 80;
+
+/// Input text as a message quotes it: control characters escaped (`\n`, `\t`, `\u{7}`), so
+/// a message stays on one line and cannot drive the terminal, and at most [`EXCERPT_CHARS`]
+/// characters, so a huge value is not echoed in full. Every message that repeats input goes
+/// through here.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut shown = String::new();
+    for (idx, character) in text.chars().enumerate() {
+        if idx == EXCERPT_CHARS {
+            shown.push('…');
+            break;
+        }
+        if character.is_control() {
+            shown.extend(character.escape_debug());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
+}
+
+/// A message as it is shown: control characters escaped wherever they are, and every quoted
+/// (backticked) span cut to [`EXCERPT_CHARS`]. Every diagnostic and value problem goes through
+/// here, so a message that forgot [`excerpt`] still cannot print a huge or raw input.
+pub(crate) fn tidy(message: &str) -> String {
+    let mut shown = String::with_capacity(message.len());
+    for (idx, part) in message.split('`').enumerate() {
+        if idx > 0 {
+            shown.push('`');
+        }
+        // Odd parts are inside backticks.
+        let quoted = idx % 2 == 1;
+        let n_chars = part.chars().count();
+        if quoted && n_chars > EXCERPT_CHARS + 1 {
+            let cut: String = part.chars().take(EXCERPT_CHARS).collect();
+            shown.push_str(&excerpt(&cut));
+            shown.push('…');
+        } else {
+            shown.extend(part.chars().flat_map(|character| {
+                let escaped: Vec<char> = if character.is_control() { character.escape_debug().collect() } else { vec![character] };
+                escaped
+            }));
+        }
+    }
+    shown
+}
+
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
@@ -54,9 +103,10 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic in `file` at `mark`.
+    /// A diagnostic in `file` at `mark`; control characters in the message are escaped and
+    /// quoted spans bounded.
     pub fn new(file: impl Into<String>, mark: Mark, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.into(), line: mark.line, column: mark.column, message: message.into() }
+        Diagnostic { file: tidy(&file.into()), line: mark.line, column: mark.column, message: tidy(&message.into()) }
     }
 }
 
@@ -96,5 +146,41 @@ impl Report {
         self.diagnostics.sort();
         self.diagnostics.dedup();
         self.diagnostics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_escaped_and_bounded() {
+        let long = "x".repeat(200);
+        let cut = format!("{}…", "x".repeat(EXCERPT_CHARS));
+        let cases: [(&str, &str); 6] = [
+            ("plain", "plain"),
+            ("a\nb", "a\\nb"),
+            ("tab\there", "tab\\there"),
+            ("bell\u{7}", "bell\\u{7}"),
+            ("é\u{1b}[31m", "é\\u{1b}[31m"),
+            (&long, &cut),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(excerpt(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_tidied() {
+        let long = "y".repeat(300);
+        let cases: [(String, String); 4] = [
+            ("`a` is not `b`".to_owned(), "`a` is not `b`".to_owned()),
+            (format!("`{long}` is not a hostname"), format!("`{}…` is not a hostname", "y".repeat(EXCERPT_CHARS))),
+            ("raw \n and \u{1b}[2J in `x\ty`".to_owned(), "raw \\n and \\u{1b}[2J in `x\\ty`".to_owned()),
+            (format!("`{}`", excerpt(&long)), format!("`{}…`", "y".repeat(EXCERPT_CHARS))),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(tidy(&input), expected, "{input:?}");
+        }
     }
 }

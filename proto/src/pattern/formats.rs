@@ -129,6 +129,15 @@ pub fn parse_memory(text: &str) -> Option<u64> {
     number.checked_mul(1u64 << shift)
 }
 
+/// Whether `text` is written as a memory size (digits and a known unit) too large for 64 bits,
+/// so the message can say it is out of range rather than not a size.
+pub fn memory_overflows(text: &str) -> bool {
+    let text = text.trim();
+    let split = text.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    !digits.is_empty() && parse_memory(text).is_none() && parse_memory(&format!("1{unit}")).is_some()
+}
+
 /// Why `path` may not name a file inside a pattern (absolute, `..`, empty parts), if it may not.
 pub fn relative_path_problem(path: &str) -> Option<&'static str> {
     if path.is_empty() {

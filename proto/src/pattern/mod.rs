@@ -10,12 +10,14 @@
 //!   [`Params`] to [`render`] templates and [`substitute`] `${name}` placeholders with.
 //!
 //! Inside: `yaml` builds a tree of nodes with positions, `decode` is the one place it becomes
-//! the model of `spec` and `step`, and `graph` checks the step DAG.
+//! the model of `spec`, `step` and
+//! `param_value`, and `graph` checks the step DAG; `values` checks supplied values against it.
 
 mod decode;
 mod diagnostic;
 pub mod formats;
 mod graph;
+mod param_value;
 mod placeholder;
 pub mod spec;
 pub mod step;
@@ -29,10 +31,11 @@ mod tests;
 use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Mark};
+pub use param_value::{ParamValue, Secret};
 pub use placeholder::{substitute, SubstituteError};
 pub use spec::{Category, Param, ParamType, Pattern, Validation};
 pub use template::{render, TemplateError};
-pub use values::{parse_assignment, validate_values, values_from_yaml, ParamValue, Params, Secret, ValueProblem};
+pub use values::{parse_assignment, validate_values, values_from_yaml, Params, ValueProblem};
 
 use diagnostic::Report;
 

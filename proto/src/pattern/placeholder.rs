@@ -107,7 +107,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::pattern::values::ParamValue;
+    use crate::pattern::param_value::ParamValue;
 
     #[test]
     fn substitutes() {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::ParamValue;
+use super::param_value::ParamValue;
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "pmesh/v1";
@@ -183,9 +183,13 @@ pub struct Validation {
     /// Largest allowed value (integer, port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i64>,
-    /// A regex the whole value must match (string, secret).
+    /// A regex the whole value must match (string, secret), or each item (list) or value (map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// Whether the value (or each item of a list or map) may hold line breaks and tabs; other
+    /// control characters are always refused, and without it these are too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multiline: bool,
     /// The allowed values (enum; required there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,

@@ -1,5 +1,7 @@
 //! Templates: minijinja (Jinja syntax) rendered with a run's params, and the lint checks on
-//! them (syntax, variables that are not params).
+//! them (syntax, variables that are not params, filters and tests minijinja does not have, and
+//! `include`, `import`, `from` and `extends`, which can never render: a template renders alone,
+//! with no loader for other files).
 //!
 //! Rendering is strict: using a param that has no value is an error, not an empty string
 //! (`{% if name is defined %}` tests for optional params). Output is not escaped and keeps its
@@ -10,11 +12,11 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use regex::Regex;
 use thiserror::Error;
 
-use super::diagnostic::{Diagnostic, Mark};
+use super::diagnostic::{excerpt, tidy, Diagnostic, Mark};
 use super::values::Params;
 
 /// Why a template did not render, and where in it.
@@ -49,7 +51,7 @@ fn template_error(text: &str, err: &minijinja::Error) -> TemplateError {
         Some(detail) => format!("{}: {detail}", err.kind()),
         None => err.kind().to_string(),
     };
-    TemplateError { line: mark.line, column: mark.column, message }
+    TemplateError { line: mark.line, column: mark.column, message: tidy(&message) }
 }
 
 /// Renders `template_text` with `params`; secrets are revealed, since the output is a file
@@ -77,6 +79,7 @@ pub(crate) fn check(file: &str, text: &str, params: &BTreeSet<String>) -> Vec<Di
             return vec![Diagnostic::new(file, Mark { line: err.line, column: err.column }, err.message)];
         }
     };
+    let mut diagnostics = unsupported(file, text, &env);
     let globals: BTreeSet<&str> = env.globals().map(|(name, _)| name).collect();
     let mut undeclared: Vec<String> = template
         .undeclared_variables(false)
@@ -84,13 +87,59 @@ pub(crate) fn check(file: &str, text: &str, params: &BTreeSet<String>) -> Vec<Di
         .filter(|name| !params.contains(name) && !globals.contains(name.as_str()))
         .collect();
     undeclared.sort();
-    undeclared
-        .into_iter()
-        .map(|name| {
-            let mark = locate_variable(text, &name).unwrap_or(Mark::START);
-            Diagnostic::new(file, mark, format!("template uses `{name}`, which is not a param of the pattern"))
-        })
-        .collect()
+    diagnostics.extend(undeclared.into_iter().map(|name| {
+        let mark = locate_variable(text, &name).unwrap_or(Mark::START);
+        Diagnostic::new(file, mark, format!("template uses `{}`, which is not a param of the pattern", excerpt(&name)))
+    }));
+    diagnostics
+}
+
+/// What the template uses that cannot render: other templates (`include`, `import`, `from`,
+/// `extends`), and filters and tests the environment does not have. Syntax is already checked,
+/// so the scan only has to skip string literals.
+fn unsupported(file: &str, text: &str, env: &Environment<'_>) -> Vec<Diagnostic> {
+    static BLOCK: OnceLock<Regex> = OnceLock::new();
+    static TOKEN: OnceLock<Regex> = OnceLock::new();
+    let block = BLOCK.get_or_init(|| Regex::new(r"(?s)\{\{.*?\}\}|\{%.*?%\}").expect("a valid regex"));
+    // Strings first, so a `|` or `is` inside one is not read as a filter or test.
+    let token = TOKEN.get_or_init(|| {
+        Regex::new(r#"(?s)"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\|\s*([A-Za-z_][A-Za-z0-9_]*)|\bis\s+(?:not\s+)?([A-Za-z_][A-Za-z0-9_]*)|^\{%-?\s*(include|import|from|extends)\b|^\{%-?\s*filter\s+([A-Za-z_][A-Za-z0-9_]*)"#)
+            .expect("a valid regex")
+    });
+    let mut diagnostics = Vec::new();
+    for found in block.find_iter(text) {
+        for captures in token.captures_iter(found.as_str()) {
+            let (name, problem) = if let Some(name) = captures.get(1).or_else(|| captures.get(4)) {
+                (name, (!has(env, &format!("{{{{ none|{} }}}}", name.as_str()), ErrorKind::UnknownFilter)).then_some("filter"))
+            } else if let Some(name) = captures.get(2) {
+                (name, (!has(env, &format!("{{{{ none is {} }}}}", name.as_str()), ErrorKind::UnknownTest)).then_some("test"))
+            } else if let Some(tag) = captures.get(3) {
+                (tag, Some("tag"))
+            } else {
+                continue;
+            };
+            let Some(what) = problem else { continue };
+            let mark = Mark::of_byte_offset(text, found.start() + name.start());
+            let message = match what {
+                "tag" => format!(
+                    "`{{% {} %}}` cannot render: a pattern's template renders alone, without other templates; put the text in this one",
+                    name.as_str()
+                ),
+                _ => format!("unknown {what} `{}`", excerpt(name.as_str())),
+            };
+            diagnostics.push(Diagnostic::new(file, mark, message));
+        }
+    }
+    diagnostics
+}
+
+/// Whether `probe` (a template using one filter or test) finds it: rendering fails with
+/// `missing` only when the environment lacks it; any other outcome means it exists.
+fn has(env: &Environment<'_>, probe: &str, missing: ErrorKind) -> bool {
+    match env.render_str(probe, ()) {
+        Ok(_) => true,
+        Err(err) => err.kind() != missing,
+    }
 }
 
 /// Where `name` is first used as a variable inside a `{{ }}` or `{% %}` block.
@@ -119,7 +168,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::pattern::values::{ParamValue, Secret};
+    use crate::pattern::param_value::{ParamValue, Secret};
 
     fn params() -> Params {
         Params::from_values(BTreeMap::from([
@@ -142,6 +191,33 @@ mod tests {
             let got = render(input, &params()).map_err(|err| err.to_string());
             assert_eq!(got.as_deref(), expected.map_err(str::to_owned).as_deref(), "{input:?}");
         }
+    }
+
+    /// Lint of one template against the params `zone` and `records`: the diagnostics as
+    /// `line:column: message` lines.
+    fn check_lint(text: &str, expected: &[&str]) {
+        let params = BTreeSet::from(["zone".to_owned(), "records".to_owned()]);
+        let found: Vec<String> = check("t.j2", text, &params)
+            .iter()
+            .map(|diagnostic| format!("{}:{}: {}", diagnostic.line, diagnostic.column, diagnostic.message))
+            .collect();
+        assert_eq!(found, expected, "{text:?}");
+    }
+
+    #[test]
+    fn lint_refuses_what_cannot_render() {
+        let alone = "cannot render: a pattern's template renders alone, without other templates; put the text in this one";
+        check_lint("{{ zone|upper }} {{ records|join(', ') }} {% if zone is defined %}x{% endif %}", &[]);
+        check_lint("{{ range(3)|list }} {{ zone|default('a|nope') }} {{ 'is nope' }}", &[]);
+        check_lint("a\n{{ zone|nope }}", &["2:9: unknown filter `nope`"]);
+        check_lint("{{ zone | upper | shout(1) }}", &["1:19: unknown filter `shout`"]);
+        check_lint("{% for r in records if r is not fancy %}{% endfor %}", &["1:33: unknown test `fancy`"]);
+        check_lint("{% filter upper %}x{% endfilter %}{% filter nope %}x{% endfilter %}", &["1:45: unknown filter `nope`"]);
+        check_lint("{{ nope(1) }}", &["1:4: template uses `nope`, which is not a param of the pattern"]);
+        check_lint("x\n{% include 'other.j2' %}", &[&format!("2:4: `{{% include %}}` {alone}")]);
+        check_lint("{%- import 'm.j2' as m %}", &[&format!("1:5: `{{% import %}}` {alone}")]);
+        check_lint("{% from 'm.j2' import a %}", &[&format!("1:4: `{{% from %}}` {alone}")]);
+        check_lint("{% extends 'base.j2' %}", &[&format!("1:4: `{{% extends %}}` {alone}")]);
     }
 
     #[test]

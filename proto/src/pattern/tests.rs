@@ -294,3 +294,98 @@ fn readme_examples_are_the_tested_fixtures() {
         assert!(readme.contains(&format!("patterns/shared/dns/{line}\n")), "the README does not show `{line}`");
     }
 }
+
+/// A pattern of `n_steps` run steps, each needing the one before; `close` makes the first need
+/// the last, a cycle through all of them.
+fn chained_pattern(n_steps: usize, close: bool) -> BTreeMap<String, Vec<u8>> {
+    let mut text = "apiVersion: pmesh/v1\nkind: Pattern\nmetadata: {name: chain, version: 1.0.0, category: basic-tool}\n".to_owned();
+    text.push_str("images:\n  tool: {ref: \"debian:bookworm\"}\nsteps:\n");
+    for idx in 0..n_steps {
+        let needs = match (idx, close) {
+            (0, false) => String::new(),
+            (0, true) => format!(", needs: [s{}]", n_steps - 1),
+            _ => format!(", needs: [s{}]", idx - 1),
+        };
+        text.push_str(&format!("  s{idx}: {{kind: run, image: tool{needs}}}\n"));
+    }
+    BTreeMap::from([(PATTERN_FILE.to_owned(), text.into_bytes())])
+}
+
+/// Ten thousand chained steps lint at once (the cycle check is linear, nothing recurses).
+#[test]
+fn long_chains_lint_quickly() {
+    assert_eq!(lint_text(&chained_pattern(10_000, false)), "");
+    let found = lint_text(&chained_pattern(10_000, true));
+    assert_eq!(found.lines().count(), 1, "{}", &found[..found.len().min(300)]);
+    assert!(found.starts_with("pattern.yaml:7:40: the steps' `needs` form a cycle: s0 -> s9999 -> s9998"), "{}", &found[..200]);
+}
+
+/// No value with a control character reaches a template, list items are checked against the
+/// param's pattern, and numbers too large for their type are said to be out of range.
+#[test]
+fn values_with_control_characters_bad_records_or_huge_numbers_are_refused() {
+    let hint = "; a param with `validation.multiline: true` may hold line breaks and tabs";
+    check_values(
+        &["zone=lab.local", "records=www A 10.0.0.2, @ 300 IN MX 10 mail.lab.local."],
+        Ok(&[
+            r#"forwarders=List([String("1.1.1.1")])"#,
+            "listen_port=Integer(53)",
+            r#"records=List([String("www A 10.0.0.2"), String("@ 300 IN MX 10 mail.lab.local.")])"#,
+            "ttl=Integer(3600)",
+            r#"zone=String("lab.local")"#,
+        ]),
+    );
+    check_values(
+        &["zone=lab.local", "records=[\"www A 10.0.0.2\\n$INCLUDE /etc/shadow\", \"nope\", \"a A 1; comment\"]"],
+        Err(&[
+            &format!("param records: item 1: `www A 10.0.0.2\\n$INCLUDE /etc/shadow` holds a line break{hint}"),
+            r"param records: item 2: `nope` does not match the pattern `[A-Za-z0-9_.*@-]+( +[0-9]+)?( +IN)? +[A-Z][A-Z0-9]* +[^;()\s][^;()]*`",
+            r"param records: item 3: `a A 1; comment` does not match the pattern `[A-Za-z0-9_.*@-]+( +[0-9]+)?( +IN)? +[A-Z][A-Z0-9]* +[^;()\s][^;()]*`",
+        ]),
+    );
+    check_values(
+        &["zone=lab.local", "ttl=99999999999999999999", "listen_port=99999999999999999999"],
+        Err(&[
+            "param listen_port: 99999999999999999999 is out of range for a port (1 to 65535)",
+            "param ttl: 99999999999999999999 is out of range for an integer (-9223372036854775808 to 9223372036854775807)",
+        ]),
+    );
+    let long = "x".repeat(500);
+    let cut = format!("`{}…`", "x".repeat(80));
+    check_values(
+        &["zone=lab.local", &format!("forwarders={long}")],
+        Err(&[&format!("param forwarders: item 1: {cut} is not an IP address")]),
+    );
+}
+
+/// The same rule for a plain string, a map and a secret, and `multiline` lifting it.
+#[test]
+fn control_characters_need_multiline() {
+    let param = |kind: ParamType, multiline: bool| Param {
+        kind,
+        required: true,
+        default: None,
+        description: String::new(),
+        validation: Validation { multiline, ..Validation::default() },
+    };
+    let coerce = |param: &Param, value: ParamValue| {
+        values::coerce(param.kind, &param.validation, &value).map(|_| ()).map_err(|problems| problems.join("; "))
+    };
+    let hint = "; a param with `validation.multiline: true` may hold line breaks and tabs";
+    let text = |value: &str| ParamValue::String(value.to_owned());
+    assert_eq!(coerce(&param(ParamType::String, false), text("a\nb")), Err(format!("`a\\nb` holds a line break{hint}")));
+    assert_eq!(coerce(&param(ParamType::String, false), text("a\tb")), Err(format!("`a\\tb` holds a tab{hint}")));
+    assert_eq!(coerce(&param(ParamType::String, true), text("line one\n\tline two\r\n")), Ok(()));
+    assert_eq!(
+        coerce(&param(ParamType::String, true), text("bell\u{7}")),
+        Err("`bell\\u{7}` holds the control character \\u{7}".to_owned())
+    );
+    assert_eq!(coerce(&param(ParamType::Secret, false), text("s3cret\n")), Err(format!("the value holds a line break{hint}")));
+    let map = |key: &str, value: &str| ParamValue::Map(BTreeMap::from([(key.to_owned(), text(value))]));
+    assert_eq!(coerce(&param(ParamType::Map, false), map("a\nb", "x")), Err(format!("key `a\\nb` holds a line break{hint}")));
+    assert_eq!(
+        coerce(&param(ParamType::Map, false), map("a", "x\u{1b}[2J")),
+        Err(format!("key `a`: `x\\u{{1b}}[2J` holds the control character \\u{{1b}}{hint}"))
+    );
+    assert_eq!(coerce(&param(ParamType::Map, true), map("a", "x\ny")), Ok(()));
+}

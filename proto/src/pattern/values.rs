@@ -1,5 +1,6 @@
-//! Parameter values: their representation, how supplied values are checked against a param's
-//! type and validation, and the resolved set a run renders with.
+//! Parameter values: how supplied values are read and checked against a param's type and
+//! validation, and the resolved set a run renders with. The values themselves are model types
+//! (`param_value`).
 //!
 //! Values arrive as text (`pmesh run -p name=value`) or as YAML (a values file, a param's
 //! default) and are coerced to the param's type, so `-p port=53` and `port: 53` mean the same.
@@ -8,58 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
-use super::diagnostic::{Diagnostic, Mark, Report};
+use super::diagnostic::{excerpt, tidy, Diagnostic, Mark, Report};
 use super::formats;
+use super::param_value::{ParamValue, Secret};
 use super::spec::{Param, ParamType, Pattern, Validation};
 use super::yaml::{self, Node, Value};
 
-/// A parameter value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ParamValue {
-    /// `true` or `false`.
-    Boolean(bool),
-    /// An integer (also ports).
-    Integer(i64),
-    /// Text (also ip, cidr, hostname and enum values).
-    String(String),
-    /// A list.
-    List(Vec<ParamValue>),
-    /// A mapping from names to values.
-    Map(BTreeMap<String, ParamValue>),
-    /// A secret; only ever built from a supplied value, never from a pattern file.
-    #[serde(skip_deserializing)]
-    Secret(Secret),
-}
-
 impl ParamValue {
-    /// The value as it is put into a string (`${name}`); `None` for lists and maps.
-    pub fn as_text(&self) -> Option<String> {
-        match self {
-            ParamValue::Boolean(value) => Some(value.to_string()),
-            ParamValue::Integer(value) => Some(value.to_string()),
-            ParamValue::String(value) => Some(value.clone()),
-            ParamValue::Secret(secret) => Some(secret.expose().to_owned()),
-            ParamValue::List(_) | ParamValue::Map(_) => None,
-        }
-    }
-
-    /// The value for a template: secrets are revealed, since templates render to files.
-    pub(crate) fn to_jinja(&self) -> minijinja::Value {
-        match self {
-            ParamValue::Boolean(value) => minijinja::Value::from(*value),
-            ParamValue::Integer(value) => minijinja::Value::from(*value),
-            ParamValue::String(value) => minijinja::Value::from(value.as_str()),
-            ParamValue::Secret(secret) => minijinja::Value::from(secret.expose()),
-            ParamValue::List(items) => minijinja::Value::from(items.iter().map(ParamValue::to_jinja).collect::<Vec<_>>()),
-            ParamValue::Map(entries) => {
-                minijinja::Value::from(entries.iter().map(|(key, value)| (key.clone(), value.to_jinja())).collect::<BTreeMap<_, _>>())
-            }
-        }
-    }
-
     /// The value of a YAML node, or where and why it has none (it holds null).
     pub(crate) fn from_node(node: &Node) -> Result<ParamValue, (Mark, String)> {
         Ok(match &node.value {
@@ -80,46 +36,6 @@ impl ParamValue {
             }
         })
     }
-
-    fn describe(&self) -> String {
-        match self {
-            ParamValue::Boolean(value) => format!("`{value}`"),
-            ParamValue::Integer(value) => format!("`{value}`"),
-            ParamValue::String(value) => format!("`{value}`"),
-            ParamValue::Secret(_) => "a secret".to_owned(),
-            ParamValue::List(_) => "a list".to_owned(),
-            ParamValue::Map(_) => "a mapping".to_owned(),
-        }
-    }
-}
-
-/// A secret value. Its `Debug` and serde forms are `<redacted>`; [`Secret::expose`] is the one
-/// way to read it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it (an env var, a rendered file).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
 }
 
 /// Coerces `value` to `kind` and checks `validation`; the problems are sentences that never
@@ -134,11 +50,14 @@ pub(crate) fn coerce(kind: ParamType, validation: &Validation, value: &ParamValu
     match kind {
         ParamType::String | ParamType::Secret => {
             let Some(text) = scalar_text else { return expected("a string") };
+            let shown = if kind == ParamType::Secret { "the value".to_owned() } else { format!("`{}`", excerpt(&text)) };
+            if let Some(problem) = control_problem(&text, validation.multiline) {
+                return Err(vec![format!("{shown} {problem}")]);
+            }
             if let Some(pattern) = &validation.pattern {
                 let regex = anchored(pattern).map_err(|err| vec![err])?;
                 if !regex.is_match(&text) {
-                    let shown = if kind == ParamType::Secret { "the value".to_owned() } else { format!("`{text}`") };
-                    return Err(vec![format!("{shown} does not match the pattern `{pattern}`")]);
+                    return Err(vec![format!("{shown} does not match the pattern `{}`", excerpt(pattern))]);
                 }
             }
             Ok(if kind == ParamType::Secret { ParamValue::Secret(Secret::new(text)) } else { ParamValue::String(text) })
@@ -150,7 +69,27 @@ pub(crate) fn coerce(kind: ParamType, validation: &Validation, value: &ParamValu
                 _ => None,
             };
             let Some(number) = number else {
-                return expected(if kind == ParamType::Port { "a port" } else { "an integer" });
+                let digits = match value {
+                    ParamValue::String(text) => Some(text.trim()),
+                    _ => None,
+                };
+                let too_large = digits.is_some_and(|text| {
+                    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+                    !unsigned.is_empty() && unsigned.bytes().all(|byte| byte.is_ascii_digit())
+                });
+                return match (too_large, kind) {
+                    (true, ParamType::Port) => {
+                        Err(vec![format!("{} is out of range for a port (1 to 65535)", excerpt(digits.unwrap_or_default()))])
+                    }
+                    (true, _) => Err(vec![format!(
+                        "{} is out of range for an integer ({} to {})",
+                        excerpt(digits.unwrap_or_default()),
+                        i64::MIN,
+                        i64::MAX
+                    )]),
+                    (false, ParamType::Port) => expected("a port"),
+                    (false, _) => expected("an integer"),
+                };
             };
             if kind == ParamType::Port && !(1..=65535).contains(&number) {
                 return Err(vec![format!("{number} is not a port (1 to 65535)")]);
@@ -171,10 +110,13 @@ pub(crate) fn coerce(kind: ParamType, validation: &Validation, value: &ParamValu
         ParamType::Ip | ParamType::Cidr | ParamType::Hostname | ParamType::Enum => {
             let Some(text) = scalar_text else { return expected("a string") };
             let problem = match kind {
-                ParamType::Ip => (!formats::is_ip(&text)).then(|| format!("`{text}` is not an IP address")),
-                ParamType::Cidr => (!formats::is_cidr(&text)).then(|| format!("`{text}` is not a CIDR block such as 10.0.0.0/24")),
-                ParamType::Hostname => (!formats::is_hostname(&text)).then(|| format!("`{text}` is not a hostname")),
-                _ => (!validation.values.contains(&text)).then(|| format!("`{text}` is not one of {}", quoted_list(&validation.values))),
+                ParamType::Ip => (!formats::is_ip(&text)).then(|| format!("`{}` is not an IP address", excerpt(&text))),
+                ParamType::Cidr => {
+                    (!formats::is_cidr(&text)).then(|| format!("`{}` is not a CIDR block such as 10.0.0.0/24", excerpt(&text)))
+                }
+                ParamType::Hostname => (!formats::is_hostname(&text)).then(|| format!("`{}` is not a hostname", excerpt(&text))),
+                _ => (!validation.values.contains(&text))
+                    .then(|| format!("`{}` is not one of {}", excerpt(&text), quoted_list(&validation.values))),
             };
             match problem {
                 Some(problem) => Err(vec![problem]),
@@ -187,13 +129,14 @@ pub(crate) fn coerce(kind: ParamType, validation: &Validation, value: &ParamValu
 
 fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValue) -> Result<ParamValue, Vec<String>> {
     let item_kind = validation.items.unwrap_or(ParamType::String);
-    let no_validation = Validation::default();
+    // A collection's `pattern` and `multiline` apply to each item (list) or value (map).
+    let item_validation = Validation { pattern: validation.pattern.clone(), multiline: validation.multiline, ..Validation::default() };
     let value = match value {
         ParamValue::String(text) => parse_collection_text(kind, text)?,
         other => other.clone(),
     };
     let mut problems = Vec::new();
-    let mut check = |label: String, item: &ParamValue| match coerce(item_kind, &no_validation, item) {
+    let mut check = |label: String, item: &ParamValue| match coerce(item_kind, &item_validation, item) {
         Ok(item) => Some(item),
         Err(item_problems) => {
             problems.extend(item_problems.into_iter().map(|problem| format!("{label}: {problem}")));
@@ -205,7 +148,14 @@ fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValu
             ParamValue::List(items.iter().enumerate().filter_map(|(idx, item)| check(format!("item {}", idx + 1), item)).collect())
         }
         (ParamType::Map, ParamValue::Map(entries)) => {
-            ParamValue::Map(entries.iter().filter_map(|(key, item)| Some((key.clone(), check(format!("key `{key}`"), item)?))).collect())
+            for key in entries.keys() {
+                if let Some(problem) = control_problem(key, false) {
+                    return Err(vec![format!("key `{}` {problem}", excerpt(key))]);
+                }
+            }
+            ParamValue::Map(
+                entries.iter().filter_map(|(key, item)| Some((key.clone(), check(format!("key `{}`", excerpt(key)), item)?))).collect(),
+            )
         }
         (ParamType::List, _) => return Err(vec![format!("expected a list, found {}", value.describe())]),
         _ => return Err(vec![format!("expected a mapping, found {}", value.describe())]),
@@ -232,14 +182,29 @@ fn parse_collection_text(kind: ParamType, text: &str) -> Result<ParamValue, Vec<
         Some(Err((_, problem))) => Err(vec![problem]),
         _ => {
             let example = if kind == ParamType::List { "`[a, b]` or `a,b`" } else { "`{key: value}`" };
-            Err(vec![format!("`{text}` cannot be read as a {}; write it as {example}", kind.name())])
+            Err(vec![format!("`{}` cannot be read as a {}; write it as {example}", excerpt(text), kind.name())])
         }
     }
 }
 
+/// Why `text` may not be a value: a control character, which would reach a rendered file or a
+/// command line; with `multiline`, line breaks (`\n`, `\r\n`) and tabs are allowed.
+fn control_problem(text: &str, multiline: bool) -> Option<String> {
+    let allowed = |character: char| multiline && matches!(character, '\n' | '\r' | '\t');
+    let found = text.chars().find(|character| character.is_control() && !allowed(*character))?;
+    let name = match found {
+        '\n' | '\r' => "a line break".to_owned(),
+        '\t' => "a tab".to_owned(),
+        other => format!("the control character {}", other.escape_debug()),
+    };
+    let hint = if multiline { "" } else { "; a param with `validation.multiline: true` may hold line breaks and tabs" };
+    Some(format!("holds {name}{hint}"))
+}
+
 /// The regex for a validation pattern, which must match the whole value.
 pub(crate) fn anchored(pattern: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|err| format!("invalid regex `{pattern}`: {}", first_line(&err.to_string())))
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|err| format!("invalid regex `{}`: {}", excerpt(pattern), first_line(&err.to_string())))
 }
 
 /// The last line of a multi-line library error (regex errors draw a caret diagram first).
@@ -248,7 +213,7 @@ pub(crate) fn first_line(text: &str) -> String {
 }
 
 pub(crate) fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
-    items.iter().map(|item| format!("`{}`", item.as_ref())).collect::<Vec<_>>().join(", ")
+    items.iter().map(|item| format!("`{}`", excerpt(item.as_ref()))).collect::<Vec<_>>().join(", ")
 }
 
 /// The values a run uses: supplied values checked and coerced, defaults filled in.
@@ -296,7 +261,7 @@ impl fmt::Display for ValueProblem {
 pub fn parse_assignment(text: &str) -> Result<(String, ParamValue), ValueProblem> {
     match text.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), ParamValue::String(value.to_owned()))),
-        _ => Err(ValueProblem { param: text.to_owned(), message: "expected `name=value`".to_owned() }),
+        _ => Err(ValueProblem { param: excerpt(text), message: "expected `name=value`".to_owned() }),
     }
 }
 
@@ -350,7 +315,7 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
         } else {
             format!("unknown param; this pattern takes {}", quoted_list(&known))
         };
-        problems.push(ValueProblem { param: name.clone(), message });
+        problems.push(ValueProblem { param: excerpt(name), message });
     }
     for (name, param) in &pattern.params {
         match resolve(param, supplied.get(name)) {
@@ -358,7 +323,9 @@ pub fn validate_values(pattern: &Pattern, supplied: &BTreeMap<String, ParamValue
                 values.insert(name.clone(), value);
             }
             Ok(None) => {}
-            Err(messages) => problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message })),
+            Err(messages) => {
+                problems.extend(messages.into_iter().map(|message| ValueProblem { param: name.clone(), message: tidy(&message) }));
+            }
         }
     }
     problems.sort_by(|left, right| left.param.cmp(&right.param));

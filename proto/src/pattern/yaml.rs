@@ -5,12 +5,28 @@
 //! leaves typing to the decoder (YAML 1.2 core schema for plain scalars), keeps mapping entries
 //! in document order, reports duplicate keys, and resolves aliases by copying the anchored node.
 //! A syntax error stops the load: nothing after it can be trusted.
+//!
+//! Every YAML input (a pattern, a values file, the pattern inside a bundle pushed to the master)
+//! is loaded here, so the bounds hold for all of them: at most [`MAX_INPUT_BYTES`] of text, at
+//! most [`MAX_NODES`] nodes counting every copy an alias makes (a few anchors nested ten deep
+//! would otherwise expand to billions), nesting at most [`MAX_DEPTH`] deep, and only the core
+//! tags (`!!python/object` and the like are refused, never interpreted).
 
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
-use super::diagnostic::{Mark, Report};
+use super::diagnostic::{excerpt, Mark, Report};
+
+/// The largest YAML text accepted, in bytes.
+pub(crate) const MAX_INPUT_BYTES: usize = 1 << 20;
+/// The most nodes one document may produce, each alias counting the nodes it copies.
+pub(crate) const MAX_NODES: usize = 200_000;
+/// The deepest nesting of lists and mappings, aliases included.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// The tags accepted on scalars, besides `!!str` (which makes a scalar a string).
+const SCALAR_TAGS: [&str; 4] = ["int", "float", "bool", "null"];
+const ACCEPTED_TAGS: &str = "`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq` and `!!map`";
 
 /// One YAML node and where it starts.
 #[derive(Debug, Clone)]
@@ -20,6 +36,10 @@ pub(crate) struct Node {
     span_chars: usize,
     /// Whether the node starts and ends on the same line.
     single_line: bool,
+    /// How many nodes the tree under this one holds, itself included (what an alias copies).
+    n_nodes: usize,
+    /// How deep the tree under this one goes: 0 for a scalar.
+    height: usize,
     pub value: Value,
 }
 
@@ -104,6 +124,18 @@ impl Node {
         text.parse().ok()
     }
 
+    /// Whether the node is written as an integer (decimal, `0x` or `0o`) too large for 64 bits,
+    /// so messages can say it is out of range rather than not an integer.
+    pub(crate) fn is_integer_out_of_range(&self) -> bool {
+        let Some(text) = self.plain() else { return false };
+        let (digits, radix) = match (text.strip_prefix("0x"), text.strip_prefix("0o")) {
+            (Some(hex), _) => (hex, 16),
+            (_, Some(octal)) => (octal, 8),
+            _ => (text.strip_prefix(['-', '+']).unwrap_or(text), 10),
+        };
+        !digits.is_empty() && digits.chars().all(|character| character.is_digit(radix)) && self.as_int().is_none()
+    }
+
     pub(crate) fn as_float(&self) -> Option<f64> {
         if let Some(int) = self.as_int() {
             return Some(int as f64);
@@ -126,6 +158,7 @@ impl Node {
             Value::Scalar(_) if self.is_null() => "nothing",
             Value::Scalar(_) if self.as_bool().is_some() => "a boolean",
             Value::Scalar(_) if self.as_int().is_some() => "an integer",
+            Value::Scalar(_) if self.is_integer_out_of_range() => "an integer out of range",
             Value::Scalar(_) if self.as_float().is_some() => "a number",
             Value::Scalar(_) => "a string",
         }
@@ -148,9 +181,21 @@ fn mark_of(span: &Span) -> Mark {
     Mark { line: span.start.line(), column: span.start.col() + 1 }
 }
 
+/// A tag as written: `!!int`, `!local`, or the verbatim form.
+fn tag_text(tag: &Tag) -> String {
+    let text = if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else if tag.handle == "!" {
+        format!("!{}", tag.suffix)
+    } else {
+        format!("!<{}{}>", tag.handle, tag.suffix)
+    };
+    excerpt(&text)
+}
+
 enum Frame {
     Seq { start: Span, anchor: usize, items: Vec<Node> },
-    Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+    Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, lines: HashMap<String, usize> },
 }
 
 struct Builder<'r> {
@@ -158,16 +203,55 @@ struct Builder<'r> {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
+    /// Nodes produced so far, alias copies included.
+    n_nodes: usize,
+}
+
+/// Why the load stops.
+enum Stop {
+    /// After the first document: it is kept, and what follows is reported.
+    KeepRoot,
+    /// A bound was passed: nothing of the document is kept.
+    Discard,
 }
 
 impl Builder<'_> {
     fn node(start: &Span, end: &Span, value: Value) -> Node {
+        let children: Vec<&Node> = match &value {
+            Value::Scalar(_) => Vec::new(),
+            Value::Seq(items) => items.iter().collect(),
+            Value::Map(entries) => entries.iter().flat_map(|(key, value)| [key, value]).collect(),
+        };
+        let n_nodes = 1 + children.iter().map(|child| child.n_nodes).sum::<usize>();
+        let height = children.iter().map(|child| child.height + 1).max().unwrap_or(0);
         Node {
             mark: mark_of(start),
             span_chars: end.end.index().saturating_sub(start.start.index()),
             single_line: start.start.line() == end.end.line(),
+            n_nodes,
+            height,
             value,
         }
+    }
+
+    /// Counts `n_nodes` more nodes against the document's budget.
+    fn spend(&mut self, mark: Mark, n_nodes: usize) -> Result<(), Stop> {
+        self.n_nodes = self.n_nodes.saturating_add(n_nodes);
+        if self.n_nodes > MAX_NODES {
+            self.report
+                .error(mark, format!("the document expands to more than {MAX_NODES} nodes (aliases counted as copies); refusing it"));
+            return Err(Stop::Discard);
+        }
+        Ok(())
+    }
+
+    /// Checks that a node `height` deep fits at the current depth.
+    fn nest(&mut self, mark: Mark, height: usize) -> Result<(), Stop> {
+        if self.stack.len() + height > MAX_DEPTH {
+            self.report.error(mark, format!("lists and mappings nest more than {MAX_DEPTH} deep"));
+            return Err(Stop::Discard);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, node: Node, anchor: usize) {
@@ -177,69 +261,114 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
+            Some(Frame::Map { entries, key, lines, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(key_node) => {
-                    let first = key_node.as_str().and_then(|text| entries.iter().find(|(existing, _)| existing.as_str() == Some(text)));
+                    let first = key_node.as_str().and_then(|text| lines.get(text).copied());
                     match first {
-                        Some((first, _)) => self.report.error(
+                        Some(first_line) => self.report.error(
                             key_node.mark,
                             format!(
-                                "duplicate key `{}` (first defined at line {})",
-                                key_node.as_str().unwrap_or_default(),
-                                first.mark.line
+                                "duplicate key `{}` (first defined at line {first_line})",
+                                excerpt(key_node.as_str().unwrap_or_default())
                             ),
                         ),
-                        None => entries.push((key_node, node)),
+                        None => {
+                            if let Some(text) = key_node.as_str() {
+                                lines.insert(text.to_owned(), key_node.mark.line);
+                            }
+                            entries.push((key_node, node));
+                        }
                     }
                 }
             },
         }
     }
 
-    fn scalar_style(&mut self, span: &Span, style: ScalarStyle, tag: Option<&Tag>) -> Style {
-        if let Some(tag) = tag {
-            if tag.is_yaml_core_schema() && tag.suffix == "str" {
-                return Style::Quoted;
-            }
-            if !tag.is_yaml_core_schema() {
-                self.report.error(mark_of(span), format!("unsupported YAML tag `{}{}`", tag.handle, tag.suffix));
-            }
+    /// Reports a tag other than the core ones that fit `kind` ("seq", "map", or a scalar).
+    fn check_tag(&mut self, span: &Span, tag: Option<&Tag>, kind: &str) {
+        let Some(tag) = tag else { return };
+        if tag.is_yaml_core_schema() && tag.suffix == kind {
+            return;
         }
-        match style {
+        let message = if tag.is_yaml_core_schema() && ["seq", "map", "str"].iter().chain(&SCALAR_TAGS).any(|core| *core == tag.suffix) {
+            format!("the tag `{}` does not fit this node", tag_text(tag))
+        } else {
+            format!("unsupported YAML tag `{}`; only {ACCEPTED_TAGS} are accepted", tag_text(tag))
+        };
+        self.report.error(mark_of(span), message);
+    }
+
+    fn scalar(&mut self, span: &Span, text: String, style: ScalarStyle, tag: Option<&Tag>) -> Node {
+        let mut style = match style {
             ScalarStyle::Plain => Style::Plain,
             ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
             ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
+        };
+        let core = tag.filter(|tag| tag.is_yaml_core_schema()).map(|tag| tag.suffix.as_str());
+        match core {
+            Some("str") => style = Style::Quoted,
+            Some(suffix) if SCALAR_TAGS.contains(&suffix) => style = Style::Plain,
+            _ => self.check_tag(span, tag, "str"),
         }
+        let node = Self::node(span, span, Value::Scalar(Scalar { text, style }));
+        let fits = match core {
+            Some("int") => node.as_int().is_some() || node.is_integer_out_of_range(),
+            Some("float") => node.as_float().is_some() || matches!(node.plain(), Some(".inf" | "-.inf" | ".nan")),
+            Some("bool") => node.as_bool().is_some(),
+            Some("null") => node.is_null(),
+            _ => true,
+        };
+        if !fits {
+            let tag = tag.map(tag_text).unwrap_or_default();
+            let text = node.plain().map(excerpt).unwrap_or_default();
+            self.report.error(node.mark, format!("`{text}` is not what its tag `{tag}` says"));
+        }
+        node
     }
 
-    /// Handles one event; false when the load must stop.
-    fn event(&mut self, event: Event<'_>, span: Span, n_documents: &mut usize) -> bool {
+    /// Handles one event; `Err` when the load must stop.
+    fn event(&mut self, event: Event<'_>, span: Span, n_documents: &mut usize) -> Result<(), Stop> {
         match event {
             Event::DocumentStart(_) => {
                 *n_documents += 1;
                 if *n_documents > 1 {
                     self.report.error(mark_of(&span), "a pattern file holds one YAML document; a second one starts here");
-                    return false;
+                    return Err(Stop::KeepRoot);
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let style = self.scalar_style(&span, style, tag.as_deref());
-                let node = Self::node(&span, &span, Value::Scalar(Scalar { text: text.into_owned(), style }));
+                self.spend(mark_of(&span), 1)?;
+                let node = self.scalar(&span, text.into_owned(), style, tag.as_deref());
                 self.finish(node, anchor);
             }
             Event::Alias(anchor) => {
-                let Some(mut node) = self.anchors.get(&anchor).cloned() else {
+                let Some(anchored) = self.anchors.get(&anchor) else {
                     self.report.error(mark_of(&span), "alias to an unknown anchor");
-                    return false;
+                    return Err(Stop::Discard);
                 };
+                let (n_nodes, height) = (anchored.n_nodes, anchored.height);
+                // Checked before the copy, so the copy itself stays within the budget.
+                self.spend(mark_of(&span), n_nodes)?;
+                self.nest(mark_of(&span), height)?;
+                let mut node = self.anchors.get(&anchor).cloned().expect("the anchor was found above");
                 node.mark = mark_of(&span);
                 self.finish(node, 0);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { start: span, anchor, items: Vec::new() }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map { start: span, anchor, entries: Vec::new(), key: None }),
+            Event::SequenceStart(anchor, tag) => {
+                self.spend(mark_of(&span), 1)?;
+                self.nest(mark_of(&span), 1)?;
+                self.check_tag(&span, tag.as_deref(), "seq");
+                self.stack.push(Frame::Seq { start: span, anchor, items: Vec::new() });
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.spend(mark_of(&span), 1)?;
+                self.nest(mark_of(&span), 1)?;
+                self.check_tag(&span, tag.as_deref(), "map");
+                self.stack.push(Frame::Map { start: span, anchor, entries: Vec::new(), key: None, lines: HashMap::new() });
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = self.stack.pop() else { return false };
+                let Some(frame) = self.stack.pop() else { return Err(Stop::KeepRoot) };
                 let (node, anchor) = match frame {
                     Frame::Seq { start, anchor, items } => (Self::node(&start, &span, Value::Seq(items)), anchor),
                     Frame::Map { start, anchor, entries, .. } => (Self::node(&start, &span, Value::Map(entries)), anchor),
@@ -248,28 +377,53 @@ impl Builder<'_> {
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
-        true
+        Ok(())
     }
+}
+
+/// Where a syntax error about a tab should point: the first tab from the start of the line the
+/// parser stopped on. The parser reports such errors at the scalar it was reading, which is
+/// often on the line before the tab.
+fn tab_mark(text: &str, error_index: usize) -> Option<Mark> {
+    let error_offset = text.char_indices().nth(error_index).map_or(text.len(), |(offset, _)| offset);
+    let line_start = text[..error_offset].rfind('\n').map_or(0, |idx| idx + 1);
+    let tab = text[line_start..].find('\t')? + line_start;
+    Some(Mark::of_byte_offset(text, tab))
 }
 
 /// Loads the one document in `text`; `None` when there is none or it is not valid YAML (the
 /// reason is in `report`).
 pub(crate) fn load(text: &str, report: &mut Report) -> Option<Node> {
-    let mut builder = Builder { report, stack: Vec::new(), anchors: HashMap::new(), root: None };
+    if text.len() > MAX_INPUT_BYTES {
+        report.error(Mark::START, format!("the file is {} bytes; at most {MAX_INPUT_BYTES} bytes of YAML are accepted", text.len()));
+        return None;
+    }
+    let mut builder = Builder { report, stack: Vec::new(), anchors: HashMap::new(), root: None, n_nodes: 0 };
     let mut n_documents = 0;
     for next in Parser::new_from_str(text) {
         match next {
             Ok((event, span)) => {
-                if !builder.event(event, span, &mut n_documents) {
-                    break;
+                match builder.event(event, span, &mut n_documents) {
+                    Ok(()) => {}
+                    Err(Stop::KeepRoot) => break,
+                    // A document cut short is not the document written: nothing of it is kept.
+                    Err(Stop::Discard) => return None,
                 }
             }
             Err(err) => {
-                let mark = Mark { line: err.marker().line(), column: err.marker().col() + 1 };
-                builder.report.error(mark, format!("YAML syntax error: {}", err.info()));
+                let marker = err.marker();
+                let at_tab = if err.info().contains("tab") { tab_mark(text, marker.index()) } else { None };
+                let (mark, info) = match at_tab {
+                    Some(mark) => (mark, "a tab character; YAML indents with spaces".to_owned()),
+                    None => (Mark { line: marker.line(), column: marker.col() + 1 }, err.info().to_owned()),
+                };
+                builder.report.error(mark, format!("YAML syntax error: {}", excerpt(&info)));
                 return None;
             }
         }
     }
     builder.root
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
-use super::super::diagnostic::Mark;
+use super::super::diagnostic::{excerpt, Mark};
 use super::super::formats;
 use super::super::placeholder::{self, Piece};
 use super::super::spec::{ParamType, PortValue, StepKind};
 use super::super::values::quoted_list;
 use super::super::yaml::Node;
 use super::Decoder;
+
+/// The longest duration a pattern may give (timeouts, deadlines, intervals, backoffs).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The entries of a mapping whose keys were checked against the allowed fields.
 pub(crate) struct Fields<'n> {
@@ -97,12 +100,17 @@ impl Decoder<'_> {
 
     /// An integer from `min` to `max`.
     pub(crate) fn integer(&mut self, node: &Node, min: i64, max: i64) -> Option<i64> {
+        let range = if max == i64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
         let Some(number) = node.as_int() else {
-            self.report.error(node.mark, format!("expected an integer, found {}", node.describe()));
+            if node.is_integer_out_of_range() {
+                let text = excerpt(node.as_str().unwrap_or_default());
+                self.report.error(node.mark, format!("{text} is out of range: expected {range}"));
+            } else {
+                self.report.error(node.mark, format!("expected an integer, found {}", node.describe()));
+            }
             return None;
         };
         if number < min || number > max {
-            let range = if max == i64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
             self.report.error(node.mark, format!("{number} is out of range: expected {range}"));
             return None;
         }
@@ -134,17 +142,27 @@ impl Decoder<'_> {
         None
     }
 
-    /// A humantime duration ("30s", "10m", "1h30m"); zero only when `allow_zero`.
+    /// A humantime duration ("30s", "10m", "1h30m") of at most [`MAX_DURATION`]; zero only
+    /// when `allow_zero`. The bound keeps `now + duration` a time the runner can compute.
     pub(crate) fn duration(&mut self, node: &Node, allow_zero: bool) -> Option<Duration> {
         let text = self.string(node)?;
+        let shown = excerpt(&text);
         match humantime::parse_duration(&text) {
+            Ok(duration) if duration > MAX_DURATION => {
+                self.report.error(node.mark, format!("`{shown}` is out of range: at most 365d"));
+                None
+            }
             Ok(duration) if allow_zero || !duration.is_zero() => Some(duration),
             Ok(_) => {
                 self.report.error(node.mark, "the duration must be longer than 0s");
                 None
             }
+            Err(humantime::DurationError::NumberOverflow) => {
+                self.report.error(node.mark, format!("`{shown}` is out of range: at most 365d"));
+                None
+            }
             Err(_) => {
-                self.report.error(node.mark, format!("`{text}` is not a duration such as `30s`, `10m` or `1h30m`"));
+                self.report.error(node.mark, format!("`{shown}` is not a duration such as `30s`, `10m` or `1h30m`"));
                 None
             }
         }
@@ -239,7 +257,7 @@ impl Decoder<'_> {
 
     /// A port: a number from 1 to 65535, or `${name}` naming a port or integer param.
     pub(crate) fn port_value(&mut self, node: &Node) -> Option<PortValue> {
-        if node.as_int().is_some() {
+        if node.as_int().is_some() || node.is_integer_out_of_range() {
             return self.integer(node, 1, 65535).map(|port| PortValue::Number(port as u16));
         }
         let Some(name) = node.as_str().and_then(placeholder::whole) else {

@@ -70,7 +70,9 @@ pub(crate) struct Decoder<'a> {
 pub(crate) fn decode(root: &Node, files: &BTreeMap<String, Vec<u8>>, report: &mut Report) -> Option<Pattern> {
     let mut decoder = Decoder { report, files, scope: Scope::default(), edges: Vec::new(), runs_in: Vec::new() };
     let pattern = decoder.pattern(root);
-    super::graph::check(&mut decoder);
+    for (mark, problem) in super::graph::check(&decoder.edges, &decoder.runs_in) {
+        decoder.report.error(mark, problem);
+    }
     if decoder.report.is_clean() {
         pattern
     } else {
@@ -356,7 +358,10 @@ impl Decoder<'_> {
             self.report.error(path_node.mark, format!("`{path}` is not a file of the pattern"));
             return None;
         };
-        if is_template {
+        if is_template && content.len() > super::yaml::MAX_INPUT_BYTES {
+            let limit = super::yaml::MAX_INPUT_BYTES;
+            self.report.error(path_node.mark, format!("template `{path}` is {} bytes; at most {limit} are accepted", content.len()));
+        } else if is_template {
             match std::str::from_utf8(content) {
                 Ok(text) => {
                     let params: BTreeSet<String> = self.scope.params.keys().cloned().collect();

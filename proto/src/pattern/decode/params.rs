@@ -2,19 +2,20 @@
 //! fit both.
 
 use super::super::formats;
+use super::super::param_value::ParamValue;
 use super::super::spec::{Param, ParamType, Validation};
-use super::super::values::{self, ParamValue};
+use super::super::values;
 use super::super::yaml::Node;
 use super::{Decoder, ParamInfo};
 
 const PARAM_FIELDS: [&str; 5] = ["type", "required", "default", "description", "validation"];
-const VALIDATION_FIELDS: [&str; 5] = ["min", "max", "pattern", "values", "items"];
+const VALIDATION_FIELDS: [&str; 6] = ["min", "max", "pattern", "values", "items", "multiline"];
 
 /// The types each validation field applies to.
 fn applies(field: &str, kind: ParamType) -> bool {
     match field {
         "min" | "max" => matches!(kind, ParamType::Integer | ParamType::Port),
-        "pattern" => matches!(kind, ParamType::String | ParamType::Secret),
+        "pattern" | "multiline" => matches!(kind, ParamType::String | ParamType::Secret | ParamType::List | ParamType::Map),
         "values" => kind == ParamType::Enum,
         _ => matches!(kind, ParamType::List | ParamType::Map),
     }
@@ -146,7 +147,11 @@ impl Decoder<'_> {
             }),
             None => Some(None),
         };
-        let validation = Validation { min: min?, max: max?, pattern: pattern?, values: allowed?, items: items? };
+        let multiline = match fields.get("multiline").filter(|_| applies("multiline", kind)) {
+            Some((_, node)) => self.boolean(node),
+            None => Some(false),
+        };
+        let validation = Validation { min: min?, max: max?, pattern: pattern?, values: allowed?, items: items?, multiline: multiline? };
         ok.then_some(validation)
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::super::diagnostic::excerpt;
 use super::super::formats;
 use super::super::spec::{
     Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, Probe, Protocol, Resources, Restart, Retries, Service, Step,
@@ -12,6 +13,8 @@ use super::super::step::{DEFAULT_BACKOFF, DEFAULT_PROBE_INTERVAL, DNS_RECORD_TYP
 use super::super::yaml::Node;
 use super::{Decoder, Fields, Names};
 
+/// The most CPUs a step may ask for.
+const MAX_CPUS: f64 = 1024.0;
 const RETRIES_FIELDS: [&str; 2] = ["attempts", "backoff"];
 const MOUNT_FIELDS: [&str; 5] = ["file", "artifact", "volume", "target", "readonly"];
 const PORT_FIELDS: [&str; 3] = ["container", "host", "protocol"];
@@ -208,6 +211,11 @@ impl Decoder<'_> {
     fn resources(&mut self, node: &Node) -> Option<Resources> {
         let fields = self.fields(node, node.mark, &RESOURCES_FIELDS, "resources")?;
         let cpus = optional(self, &fields, "cpus", None, |decoder, node| match node.as_float() {
+            // Docker counts in billionths of a CPU in an i64: far more than any host has.
+            Some(cpus) if cpus > MAX_CPUS || cpus.is_nan() => {
+                decoder.report.error(node.mark, format!("`cpus` is out of range: at most {MAX_CPUS}"));
+                None
+            }
             Some(cpus) if cpus > 0.0 => Some(Some(cpus)),
             _ => {
                 decoder.report.error(node.mark, "`cpus` must be a number above 0, such as 0.5 or 2");
@@ -215,11 +223,20 @@ impl Decoder<'_> {
             }
         });
         let memory = optional(self, &fields, "memory", None, |decoder, node| {
-            match node.as_str().and_then(formats::parse_memory).filter(|bytes| *bytes > 0) {
-                Some(bytes) => Some(Some(bytes)),
+            let text = node.as_str().unwrap_or_default();
+            match formats::parse_memory(text).filter(|bytes| *bytes > 0) {
+                // Docker takes the limit as an i64.
+                Some(bytes) if bytes <= i64::MAX as u64 => Some(Some(bytes)),
+                Some(_) => {
+                    decoder.report.error(node.mark, format!("`{}` is out of range: at most 8388607t", excerpt(text)));
+                    None
+                }
+                None if formats::memory_overflows(text) => {
+                    decoder.report.error(node.mark, format!("`{}` is out of range: at most 8388607t", excerpt(text)));
+                    None
+                }
                 None => {
-                    let shown = node.as_str().unwrap_or_default();
-                    decoder.report.error(node.mark, format!("`{shown}` is not a memory size such as `512m` or `2g`"));
+                    decoder.report.error(node.mark, format!("`{}` is not a memory size such as `512m` or `2g`", excerpt(text)));
                     None
                 }
             }
