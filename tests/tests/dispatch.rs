@@ -342,3 +342,34 @@ fn a_container_that_vanished_fails_its_step_clearly() -> anyhow::Result<()> {
     assert!(watch.stdout.contains("FAILED: the container of step first vanished while the agent was down"), "{}", watch.stdout);
     Ok(())
 }
+
+/// Several runs of a pattern the agent does not hold yet, started at once: each start pushes
+/// the bundle, and every run succeeds (concurrent writes of one bundle once collided on a
+/// fixed temporary file name, and the master then called the agent unreachable).
+#[test]
+fn runs_started_at_once_on_an_agent_without_the_bundle_all_succeed() -> anyhow::Result<()> {
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    mesh.enrol("pc-1", &[])?;
+    let _agent = mesh.start_agent("pc-1", &[])?;
+    let push = mesh.pmesh(&["pattern", "push", concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/noop")]);
+    anyhow::ensure!(push.code == 0, "push failed: {}", push.stderr);
+    let port = mesh.master_port.to_string();
+    let runs: Vec<pmesh_tests::Run> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|run_idx| {
+                let (mesh, port) = (&mesh, &port);
+                scope.spawn(move || {
+                    let instance = format!("at-once-{run_idx}");
+                    mesh.pmesh(&["run", "noop", "--on", "pc-1", "--instance", &instance, "-p", &format!("port={port}")])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().expect("a run thread")).collect()
+    });
+    for run in &runs {
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("unreachable"), "{}", run.stdout);
+    }
+    Ok(())
+}

@@ -14,6 +14,10 @@ pub(super) async fn run(args: RunArgs, data_dir: &Path) -> Result<(), CliError> 
     let mut config = AgentConfig::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
     config.listen = args.listen.or(config.listen);
     config.renew_check_interval = args.renew_check_interval.unwrap_or(config.renew_check_interval);
+    // A flag passes the same range checks as the file's value.
+    config.validate().map_err(|invalid| {
+        CliError::new(exit::USAGE, format!("invalid command line: --{}: {}", invalid.key.replace('_', "-"), invalid.reason))
+    })?;
     pmesh_rt::cli::daemon("the agent", serve(data_dir, config)).await
 }
 

@@ -157,7 +157,9 @@ fn type_text(param: &pattern::Param) -> String {
         (None, Some(max)) => text.push_str(&format!(" <={max}")),
         (None, None) => {}
     }
-    if let Some(regex) = &validation.pattern {
+    // A list's or map's pattern checks each item: too long for a column, and not the type.
+    let is_collection = matches!(param.kind.name(), "list" | "map");
+    if let Some(regex) = validation.pattern.as_ref().filter(|_| !is_collection) {
         text.push_str(&format!(" /{regex}/"));
     }
     text

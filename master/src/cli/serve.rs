@@ -38,5 +38,9 @@ pub fn serve_config(data_dir: &Path, args: &ServeArgs) -> anyhow::Result<MasterC
     if let Some(lifetime) = args.agent_cert_lifetime {
         config.agent_cert_lifetime = lifetime;
     }
+    // A flag passes the same range checks as the file's value.
+    config
+        .validate()
+        .map_err(|invalid| anyhow::anyhow!("invalid command line: --{}: {}", invalid.key.replace('_', "-"), invalid.reason))?;
     Ok(config)
 }

@@ -41,13 +41,7 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// Import cycles allowed for now: (the files of the cycle, sorted; why).
-const CYCLES: &[(&[&str], &str)] = &[
-    (
-        &["proto/src/pattern/decode/mod.rs", "proto/src/pattern/graph.rs"],
-        "being fixed in issue 10 (the helper on decode/mod.rs ↔ graph.rs)",
-    ),
-    (&["proto/src/pattern/spec.rs", "proto/src/pattern/values.rs"], "being fixed in issue 10 (the helper on spec.rs ↔ values.rs)"),
-];
+const CYCLES: &[(&[&str], &str)] = &[];
 
 #[test]
 fn every_file_opens_with_a_module_comment() {
