@@ -272,7 +272,8 @@ impl Journal {
     }
 
     /// Drops the segments whose events are all at or below `up_to` (acknowledged by the
-    /// master). Returns the oldest sequence number still held.
+    /// master). Returns the oldest sequence number still held (none held: the one after the
+    /// highest acknowledgement).
     ///
     /// # Errors
     /// When the disk fails.
@@ -282,16 +283,20 @@ impl Journal {
             batch.remove(key?);
         }
         self.segments.apply_batch(batch)?;
-        self.db.open_tree("meta")?.fetch_and_update("trimmed_up_to", |old| {
+        let trimmed = self.db.open_tree("meta")?.update_and_fetch("trimmed_up_to", |old| {
             let old = old.map(seq_of).unwrap_or(0);
             Some(old.max(up_to).to_be_bytes().to_vec())
         })?;
+        // An emptied journal answers the number after the highest acknowledgement (the next
+        // it will write), not after this one: a stale acknowledgement must not claim that
+        // events dropped by an earlier one are still held.
+        let next = trimmed.map(|value| seq_of(&value)).unwrap_or(up_to) + 1;
         match self.segments.first()? {
             Some((_, value)) => {
                 let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
-                Ok(segment.first().map(|record| record.seq).unwrap_or(up_to + 1))
+                Ok(segment.first().map(|record| record.seq).unwrap_or(next))
             }
-            None => Ok(up_to + 1),
+            None => Ok(next),
         }
     }
 
@@ -383,6 +388,9 @@ fn check_schema(meta: &sled::Tree, dir: &Path) -> anyhow::Result<()> {
 fn seq_of(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,8 @@ mod artifacts;
 pub mod backend;
 #[cfg(test)]
 mod memory;
+#[cfg(test)]
+mod props;
 mod records;
 mod runs;
 mod sled_backend;
