@@ -52,12 +52,17 @@ impl Store {
         self.update(name, change).map(drop)
     }
 
-    /// Removes an agent's record; returns it.
+    /// Removes an agent's record, and the cursor into its journal; returns the record.
+    ///
+    /// An agent enrolled again under the name starts a new journal at 1: an old cursor would
+    /// make the master skip its first events as replays.
     ///
     /// # Errors
     /// When the database fails or the record does not decode.
     pub fn remove_agent(&self, name: &str) -> anyhow::Result<Option<AgentRecord>> {
-        self.remove(name)
+        let removed = self.remove(name)?;
+        self.backend.remove(Namespace::Cursors, name.as_bytes())?;
+        Ok(removed)
     }
 
     /// Records a new token under the sha256 of its text.

@@ -54,6 +54,7 @@ for_each_backend!(
     a_newer_schema_is_refused,
     revocation_by_identity_and_unknown_serials,
     an_update_does_not_bring_a_removed_agent_back,
+    a_removed_agent_leaves_no_cursor,
 );
 
 fn token(expires_at: i64) -> TokenRecord {
@@ -237,6 +238,19 @@ fn an_update_does_not_bring_a_removed_agent_back(fixture: Fixture) {
     assert_eq!(store.remove_agent("pc-1").unwrap().map(|record| record.name), Some("pc-1".to_owned()));
     store.update_agent("pc-1", |record| record.health = Health::Down).unwrap();
     assert!(store.agents().unwrap().is_empty());
+}
+
+/// An agent removed and enrolled again starts a new journal at 1: nothing of it may be
+/// skipped as a replay of the old one.
+fn a_removed_agent_leaves_no_cursor(fixture: Fixture) {
+    let store = fixture.store();
+    store.put_agent(&agent("pc-1")).unwrap();
+    store.persist("pc-1", &[event("pc-1", 1), event("pc-1", 2)]).unwrap();
+    assert_eq!(store.cursor("pc-1").unwrap(), 2);
+    store.remove_agent("pc-1").unwrap();
+    assert_eq!(store.cursor("pc-1").unwrap(), 0);
+    store.put_agent(&agent("pc-1")).unwrap();
+    assert_eq!(store.persist("pc-1", &[event("pc-1", 1)]).unwrap().len(), 1, "the new journal's first event is kept");
 }
 
 /// Records written by schema v1 must keep decoding; this is the v1 layout, frozen.
