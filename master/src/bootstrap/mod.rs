@@ -11,6 +11,8 @@
 //! - [`remote`]: scripts as root on the host (`sudo -n` when needed);
 //! - [`shell`]: shell text (quoting a word, writing a file), a leaf the transport and the
 //!   scripts share;
+//! - `local`: what is checked on this machine before the host is contacted (flags, the
+//!   key, the agent binary);
 //! - [`preflight`]: the probe and the problems; [`install`]: the plan and the steps.
 //!
 //! The master is reached through the [`Master`] trait, so this module knows nothing of the
@@ -18,13 +20,14 @@
 
 pub mod install;
 pub mod known_hosts;
+mod local;
 pub mod preflight;
 pub mod remote;
 pub mod shell;
 pub mod ssh;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ use pmesh_proto::pattern::Secret;
 
 use install::{Planned, Step};
 use known_hosts::{HostKeyPolicy, KnownHosts, Verdict};
+use local::Local;
+pub use local::LocalBinary;
 use preflight::{Facts, Registered};
 use remote::Host;
 use shell::quote;
@@ -180,57 +185,19 @@ pub struct Outcome {
 /// An [`Error`] whose variant is the exit code: usage, preflight problems, unreachable,
 /// refused, or a failed step.
 pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write) -> Result<Outcome, Error> {
-    if let Credential::Key(path) = &options.credential {
-        if !path.is_file() {
-            return Err(Error::Usage(format!(
-                "the SSH key {} does not exist; pass --identity KEYFILE or --password-stdin",
-                path.display()
-            )));
-        }
-        // A key bootstrap cannot sign with is refused before the host is contacted.
-        ssh::load_key(path).map_err(|err| Error::Usage(err.to_string()))?;
-    }
-    let binary = LocalBinary::read(&options.agent_binary)?;
-    let (agent_port, advertise_host) = match &options.advertise {
-        Some(advertise) => {
-            let (host, port) =
-                split_host_port(advertise).ok_or_else(|| Error::Usage(format!("--advertise {advertise:?} is not HOST:PORT")))?;
-            (port, host.to_owned())
-        }
-        None => (DEFAULT_AGENT_PORT, options.host.clone()),
-    };
-    if let Some(name) = &options.name {
-        pmesh_proto::identity::validate_name(name).map_err(|err| Error::Usage(format!("--name: {err}")))?;
-    }
-    let master_address = master.address().to_owned();
-    let master_host_port = split_host_port(&master_address)
-        .ok_or_else(|| Error::Usage(format!("the master address {master_address:?} in the credential is not HOST:PORT")))?;
-
+    let local = Local::check(&options, master.address())?;
     let (session, host_key, verdict) = connect(&options).await?;
     let host_label = format!("{}@{}", options.user, options.host);
     say(out, &format!("{host_label}: host key {} ({})", host_key.fingerprint, describe(&verdict, &options)));
 
-    let mut root_problem = None;
-    let sudo = options.user != "root";
-    if sudo {
-        let check = session.exec("sudo -n true", b"", Duration::from_secs(30)).await.map_err(session_failed)?;
-        if preflight::password_change_required(&check.stderr) {
-            return Err(password_expired(&options));
-        }
-        if !check.success() {
-            root_problem = Some(format!(
-                "{} is not root and `sudo -n` failed ({}); log in as root, or let {} run sudo without a password (NOPASSWD)",
-                options.user,
-                check.stderr.trim(),
-                options.user
-            ));
-        }
-    }
-    let host = Host { session: &session, sudo };
-    let facts = preflight::probe(&host, root_problem.is_none(), &LAYOUT, agent_port, master_host_port).await.map_err(|err| match err {
-        SshError::PasswordExpired => password_expired(&options),
-        other => session_failed(other),
-    })?;
+    let root_problem = root_problem(&session, &options).await?;
+    let host = Host { session: &session, sudo: options.user != "root" };
+    let master_host_port = (local.master_host.as_str(), local.master_port);
+    let facts =
+        preflight::probe(&host, root_problem.is_none(), &LAYOUT, local.agent_port, master_host_port).await.map_err(|err| match err {
+            SshError::PasswordExpired => password_expired(&options),
+            other => session_failed(other),
+        })?;
     say(
         out,
         &format!(
@@ -241,26 +208,7 @@ pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write
         ),
     );
 
-    let name = match &options.name {
-        Some(name) => name.clone(),
-        None => default_name(&facts),
-    };
-    pmesh_proto::identity::validate_name(&name)
-        .map_err(|err| Error::Usage(format!("the host name {name:?} is not a valid agent name ({err}); pass --name")))?;
-    let registered = master.agent(&name).await?.map(|seen| Registered { address: seen.address });
-    let request = Request {
-        name: name.clone(),
-        advertise: format!("{}:{agent_port}", bracket(&advertise_host)),
-        agent_port,
-        master: master_address,
-        upgrade: options.upgrade,
-        binary_path: options.agent_binary.display().to_string(),
-        binary_sha256: binary.sha256.clone(),
-        binary_size: binary.size,
-        binary_arch: binary.arch,
-        root_problem,
-        layout: LAYOUT,
-    };
+    let (request, registered) = settle(&options, &local, &facts, root_problem, master).await?;
     let findings = preflight::evaluate(&facts, &request, registered.as_ref());
     for note in &findings.notes {
         say(out, &format!("note: {note}"));
@@ -274,27 +222,99 @@ pub async fn run(options: Options, master: &mut impl Master, out: &mut dyn Write
     let steps = install::plan(&facts, &request);
     let n_changes = steps.iter().filter(|step| step.change.is_some()).count();
     if options.dry_run {
-        for step in &steps {
-            let line = if step.change.is_some() { format!("[{}] would {}", step.title, step.detail) } else { kept_line(step) };
-            say(out, &line);
-        }
-        say(out, &format!("dry run: {n_changes} step(s) would change the host; nothing was changed"));
-        session.close().await;
-        return Ok(Outcome { name, changed: n_changes });
+        report_dry_run(&steps, n_changes, out);
+    } else {
+        install_and_wait(&steps, n_changes, &host, &request, &options, &local.binary, master, out).await?;
     }
+    session.close().await;
+    Ok(Outcome { name: request.name, changed: n_changes })
+}
 
-    for step in &steps {
-        execute(step, &host, &request, &options, &binary, master, out).await?;
+/// Why commands cannot run as root: the login is not root and `sudo -n` fails.
+async fn root_problem(session: &Session, options: &Options) -> Result<Option<String>, Error> {
+    if options.user == "root" {
+        return Ok(None);
     }
-    let seen = wait_until_up(master, &name).await?;
+    let check = session.exec("sudo -n true", b"", Duration::from_secs(30)).await.map_err(session_failed)?;
+    if preflight::password_change_required(&check.stderr) {
+        return Err(password_expired(options));
+    }
+    if check.success() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} is not root and `sudo -n` failed ({}); log in as root, or let {} run sudo without a password (NOPASSWD)",
+        options.user,
+        check.stderr.trim(),
+        options.user
+    )))
+}
+
+/// The request once the host is known: the agent's name (the host's, unless `--name` gives
+/// one) and what the master already knows of it.
+async fn settle(
+    options: &Options,
+    local: &Local,
+    facts: &Facts,
+    root_problem: Option<String>,
+    master: &mut impl Master,
+) -> Result<(Request, Option<Registered>), Error> {
+    let name = match &options.name {
+        Some(name) => name.clone(),
+        None => default_name(facts),
+    };
+    pmesh_proto::identity::validate_name(&name)
+        .map_err(|err| Error::Usage(format!("the host name {name:?} is not a valid agent name ({err}); pass --name")))?;
+    let registered = master.agent(&name).await?.map(|seen| Registered { address: seen.address });
+    let request = Request {
+        name,
+        advertise: format!("{}:{}", bracket(&local.advertise_host), local.agent_port),
+        agent_port: local.agent_port,
+        master: local.master.clone(),
+        upgrade: options.upgrade,
+        binary_path: options.agent_binary.display().to_string(),
+        binary_sha256: local.binary.sha256.clone(),
+        binary_size: local.binary.size,
+        binary_arch: local.binary.arch,
+        root_problem,
+        layout: LAYOUT,
+    };
+    Ok((request, registered))
+}
+
+/// A dry run's report: what each step would do, and how many would change the host.
+fn report_dry_run(steps: &[Planned], n_changes: usize, out: &mut dyn Write) {
+    for step in steps {
+        let line = if step.change.is_some() { format!("[{}] would {}", step.title, step.detail) } else { kept_line(step) };
+        say(out, &line);
+    }
+    say(out, &format!("dry run: {n_changes} step(s) would change the host; nothing was changed"));
+}
+
+/// Runs the steps in order, then waits for the master to report the agent up.
+#[allow(clippy::too_many_arguments)]
+async fn install_and_wait(
+    steps: &[Planned],
+    n_changes: usize,
+    host: &Host<'_>,
+    request: &Request,
+    options: &Options,
+    binary: &LocalBinary,
+    master: &mut impl Master,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    for step in steps {
+        execute(step, host, request, options, binary, master, out).await?;
+    }
+    let name = &request.name;
+    let seen = wait_until_up(master, name).await?;
     say(out, &format!("agent {name} is up: the master reaches it at {}", seen.address));
     if n_changes == 0 {
         say(out, &format!("nothing changed: {} is already a pattern controller (agent {name})", options.host));
     } else {
         say(out, &format!("done: {n_changes} step(s) changed {}", options.host));
     }
-    session.close().await;
-    Ok(Outcome { name, changed: n_changes })
+    Ok(())
 }
 
 async fn connect(options: &Options) -> Result<(Session, ssh::HostKey, Verdict), Error> {
@@ -506,41 +526,4 @@ fn bracket(host: &str) -> String {
 fn say(out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-/// The agent binary to upload: its digest, size and architecture.
-#[derive(Debug, Clone)]
-pub struct LocalBinary {
-    pub sha256: String,
-    pub size: u64,
-    pub arch: Option<&'static str>,
-}
-
-impl LocalBinary {
-    /// Reads `path` once: sha256 (ring's, which is fast even in debug builds), size and ELF
-    /// architecture.
-    ///
-    /// # Errors
-    /// [`Error::Usage`] when the file cannot be read.
-    pub fn read(path: &Path) -> Result<LocalBinary, Error> {
-        let unreadable = |err: std::io::Error| {
-            Error::Usage(format!("cannot read the agent binary {} ({err}); pass --agent-binary PATH", path.display()))
-        };
-        let mut file = std::fs::File::open(path).map_err(unreadable)?;
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buffer = vec![0u8; 1 << 20];
-        let (mut size, mut header) = (0u64, Vec::new());
-        loop {
-            let n_read = file.read(&mut buffer).map_err(unreadable)?;
-            if n_read == 0 {
-                break;
-            }
-            if header.len() < 20 {
-                header.extend_from_slice(&buffer[..n_read.min(20)]);
-            }
-            context.update(&buffer[..n_read]);
-            size += n_read as u64;
-        }
-        Ok(LocalBinary { sha256: hex::encode(context.finish()), size, arch: preflight::elf_arch(&header) })
-    }
 }

@@ -215,18 +215,25 @@ pub fn password_change_required(stderr: &str) -> bool {
     stderr.contains("password change required") || stderr.contains("password has expired") || stderr.contains("your password has expired")
 }
 
-/// Everything that would stop the install, and the notes worth printing.
+/// Everything that would stop the install, and the notes worth printing, in the order an
+/// operator fixes them: the platform, its resources, the network, then the enrolment.
 pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered>) -> Findings {
     let mut findings = Findings::default();
-    let problems = &mut findings.problems;
-    let notes = &mut findings.notes;
+    check_platform(facts, request, &mut findings);
+    check_resources(facts, request, &mut findings);
+    check_network(facts, request, &mut findings);
+    check_enrolment(facts, request, registered, &mut findings);
+    findings
+}
 
+/// Root, the OS and its version, the architecture, and the tools the steps rely on.
+fn check_platform(facts: &Facts, request: &Request, findings: &mut Findings) {
+    let problems = &mut findings.problems;
     if let Some(problem) = &request.root_problem {
         problems.push(problem.clone());
     }
-    let os = facts.os();
     let version = facts.get("os_VERSION_ID").unwrap_or_default();
-    match os {
+    match facts.os() {
         Os::Other => problems
             .push(format!("the OS is {}; bootstrap supports Photon OS 4 and 5, Debian, Ubuntu and RHEL-like systems", facts.os_name())),
         Os::Photon if !(version.starts_with('4') || version.starts_with('5')) => {
@@ -251,7 +258,12 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
     if !facts.yes("has_systemd-sysusers") && !facts.yes("agent_user") {
         problems.push("systemd-sysusers is missing; it creates the pmesh-agent system user".into());
     }
+}
 
+/// Docker (present, or installable) and the disk space the binary and Docker need.
+fn check_resources(facts: &Facts, request: &Request, findings: &mut Findings) {
+    let (problems, notes) = (&mut findings.problems, &mut findings.notes);
+    let os = facts.os();
     let docker = docker_state(facts);
     let mut needed_kib = request.binary_size / 1024 * 2 + 64 * 1024;
     match docker {
@@ -278,7 +290,11 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
         Some(_) => {}
         None => notes.push("free disk space could not be read".into()),
     }
+}
 
+/// The agent's port (free, or held by this agent) and the way to the master.
+fn check_network(facts: &Facts, request: &Request, findings: &mut Findings) {
+    let (problems, notes) = (&mut findings.problems, &mut findings.notes);
     if let Some(listener) = facts.get("port_listener") {
         // `ss -p` names the process only where root may look into it (not in every
         // container); then a running agent enrolled on this port is taken to be the listener.
@@ -303,25 +319,27 @@ pub fn evaluate(facts: &Facts, request: &Request, registered: Option<&Registered
         )),
         None => notes.push(format!("could not check that the host reaches the master at {} (no bash or nc there)", request.master)),
     }
+}
 
-    let enrolment = facts.enrolment();
-    match (&enrolment, registered) {
-        (Some(enrolled), _) if enrolled.name != request.name || enrolled.master != request.master => problems.push(format!(
+/// The host's enrolment against the master's registry: they must agree.
+fn check_enrolment(facts: &Facts, request: &Request, registered: Option<&Registered>, findings: &mut Findings) {
+    let problem = match (&facts.enrolment(), registered) {
+        (Some(enrolled), _) if enrolled.name != request.name || enrolled.master != request.master => format!(
             "the host is already enrolled as agent {} with master {}; bootstrap will not re-enrol it as {} with {} \
              (remove {} on the host to start over)",
             enrolled.name, enrolled.master, request.name, request.master, request.layout.data_dir
-        )),
-        (Some(enrolled), None) => problems.push(format!(
+        ),
+        (Some(enrolled), None) => format!(
             "the host is enrolled as agent {}, but the master has no such agent (removed?); remove {} on the host and run bootstrap again",
             enrolled.name, request.layout.data_dir
-        )),
-        (None, Some(registered)) => problems.push(format!(
+        ),
+        (None, Some(registered)) => format!(
             "an agent named {} is already registered with the master (at {}); choose another --name, or remove it with `pmesh agents rm {}`",
             request.name, registered.address, request.name
-        )),
-        _ => {}
-    }
-    findings
+        ),
+        _ => return,
+    };
+    findings.problems.push(problem);
 }
 
 /// How Docker is present on the host.

@@ -128,29 +128,62 @@ async fn attempt(
     expected: &Expected,
     meter: &mut Meter<'_>,
 ) -> Result<(), FetchError> {
-    let dir = partial.path().parent().map(ToOwned::to_owned).unwrap_or_default();
+    if prepare(partial, expected, origin).await? == Held::Whole {
+        return Ok(());
+    }
+    let Some((head, body)) = open_resuming(settings, source, origin, partial).await? else {
+        return Ok(());
+    };
+    let size = adopt(head, partial, expected, origin).await?;
+    meter.set_total(size);
+    meter.advance(partial.len());
+    receive(body, settings.config.stall_timeout, partial, expected, size, origin, meter).await
+}
+
+/// What the partial holds before a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// The whole artifact, by its expected size: nothing to request.
+    Whole,
+    /// A prefix to resume from (or nothing).
+    Prefix,
+}
+
+/// Discards a partial that cannot be a prefix of the artifact, and checks that the rest fits
+/// on the disk when the size is known.
+async fn prepare(partial: &mut Partial, expected: &Expected, origin: &str) -> Result<Held, FetchError> {
     if let Some(size) = expected.size {
         if partial.len() > size {
             // Longer than the artifact: whatever it holds, it is not a prefix of it.
             partial.reset().await?;
         }
         if partial.len() == size {
-            return Ok(());
+            return Ok(Held::Whole);
         }
-        check_space(&dir, size - partial.len())?;
+        check_space(&partial_dir(partial), size - partial.len())?;
     }
     // Without a digest, only a validator (If-Range) can prove that a prefix and the rest of
     // the body are the same content.
     if expected.sha256.is_none() && partial.validator_for(origin).is_none() && partial.len() > 0 {
         partial.reset().await?;
     }
+    Ok(Held::Prefix)
+}
 
-    let stall = settings.config.stall_timeout;
+/// A body from the source that continues the partial, or `None` when the source says the
+/// partial already holds all of it. A source with nothing past the partial's bytes (`416`)
+/// is asked again from zero.
+async fn open_resuming(
+    settings: &Settings,
+    source: &Source,
+    origin: &str,
+    partial: &mut Partial,
+) -> Result<Option<(Head, ByteStream)>, FetchError> {
     let mut offset = partial.len();
-    let (start, total, validator, mut body) = loop {
+    loop {
         match open(settings, source, origin, offset, partial.validator_for(origin)).await? {
-            Opened::Body { start, total, validator, body } => break (start, total, validator, body),
-            Opened::Unsatisfiable { total } if offset > 0 && total == Some(offset) => return Ok(()),
+            Opened::Body { start, total, validator, body } => return Ok(Some((Head { start, total, validator }, body))),
+            Opened::Unsatisfiable { total } if offset > 0 && total == Some(offset) => return Ok(None),
             Opened::Unsatisfiable { .. } if offset > 0 => {
                 tracing::info!(%origin, offset, "the source has no bytes past the partial; starting over");
                 partial.reset().await?;
@@ -163,17 +196,31 @@ async fn attempt(
                 })
             }
         }
-    };
-    if start != offset {
+    }
+}
+
+/// What the response to a request said of its body.
+struct Head {
+    /// Where the body starts: the partial's length, or 0 when the source sent it all.
+    start: u64,
+    /// The artifact's size, when the source gave it.
+    total: Option<u64>,
+    validator: Option<String>,
+}
+
+/// Fits the partial to where the body starts and checks the size the response announces;
+/// returns the artifact's size, when known.
+async fn adopt(head: Head, partial: &mut Partial, expected: &Expected, origin: &str) -> Result<Option<u64>, FetchError> {
+    if head.start != partial.len() {
         // The whole artifact instead of the range: a server without ranges, or the content
         // changed since the partial's validator.
-        tracing::info!(%origin, offset, "the source sent the whole artifact; starting over");
+        tracing::info!(%origin, offset = partial.len(), "the source sent the whole artifact; starting over");
         partial.reset().await?;
     }
-    if start == 0 {
-        partial.set_validator(origin, validator);
+    if head.start == 0 {
+        partial.set_validator(origin, head.validator);
     }
-    if let (Some(size), Some(total)) = (expected.size, total) {
+    if let (Some(size), Some(total)) = (expected.size, head.total) {
         if size != total {
             return Err(FetchError::Checksum {
                 origin: origin.to_owned(),
@@ -182,15 +229,26 @@ async fn attempt(
             });
         }
     }
-    let size = expected.size.or(total);
+    let size = expected.size.or(head.total);
     if expected.size.is_none() {
         if let Some(size) = size {
-            check_space(&dir, size.saturating_sub(partial.len()))?;
+            check_space(&partial_dir(partial), size.saturating_sub(partial.len()))?;
         }
     }
-    meter.set_total(size);
-    meter.advance(partial.len());
+    Ok(size)
+}
 
+/// Appends the body to the partial until it ends, stalls, fails or overruns the expected
+/// size; a body that ends short of `size` is a network failure, resumed by the next attempt.
+async fn receive(
+    mut body: ByteStream,
+    stall: Duration,
+    partial: &mut Partial,
+    expected: &Expected,
+    size: Option<u64>,
+    origin: &str,
+    meter: &mut Meter<'_>,
+) -> Result<(), FetchError> {
     loop {
         let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
             partial.flush().await?;
@@ -225,6 +283,11 @@ async fn attempt(
         }),
         _ => Ok(()),
     }
+}
+
+/// The directory the partial lives in: the file system whose free space counts.
+fn partial_dir(partial: &Partial) -> std::path::PathBuf {
+    partial.path().parent().map(ToOwned::to_owned).unwrap_or_default()
 }
 
 async fn open(settings: &Settings, source: &Source, origin: &str, offset: u64, validator: Option<&str>) -> Result<Opened, FetchError> {

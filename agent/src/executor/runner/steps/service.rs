@@ -1,6 +1,6 @@
 //! Service steps: a long-running container, left alone when it runs with the same spec,
-//! done once it is running (and healthy, if it has a check); its output is reported until
-//! the run ends.
+//! re-adopted after an agent restart, done once it is running (and healthy, if it has a
+//! check); its output is reported until the run ends.
 
 use std::time::Duration;
 
@@ -22,20 +22,22 @@ impl Runner {
         spec: &ContainerSpec,
         cancel: &CancellationToken,
     ) -> Result<Attempt, Failure> {
-        let hash = spec.spec_hash();
-        let existing = self.existing(plan, &step.name).await?;
-        if let Some(current) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && found.running) {
-            if existing.len() == 1 {
-                return Ok(Attempt::Unchanged(Some(current.id.clone())));
-            }
-        }
-        // A re-adopted service's output is read from its log file, after the lines reported
-        // before the restart.
+        // A service that was running when the agent stopped is re-adopted before convergence
+        // is asked: it runs with this run's spec, and its output is read from its log file,
+        // after the lines reported before the restart.
         let (id, output, skip) = if let Some(reported) = plan.resume.get(&step.name) {
-            let id = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?.id;
-            let output = self.driver.logs(&id);
-            (id, output, *reported)
+            let container = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?;
+            tracing::info!(step = %step.name, container = %container.name, "re-adopting a service after a restart");
+            let output = self.driver.logs(&container.id);
+            (container.id, output, *reported)
         } else {
+            let hash = spec.spec_hash();
+            let existing = self.existing(plan, &step.name).await?;
+            if let Some(current) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && found.running) {
+                if existing.len() == 1 {
+                    return Ok(Attempt::Unchanged(Some(current.id.clone())));
+                }
+            }
             let (id, output) = self.launch(plan, &step.name, spec, "service").await?;
             (id, output, 0)
         };

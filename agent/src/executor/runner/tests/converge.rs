@@ -135,3 +135,27 @@ async fn a_readopted_container_that_failed_while_the_agent_was_down_fails_with_i
     assert_eq!(creates(&driver), [], "re-adoption creates nothing");
     assert!(driver.calls().contains(&Call::Wait(adopted)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_readopts_its_running_service_and_follows_its_new_lines() {
+    let driver = FakeDriver::new();
+    let owner = owner(RUN_ID, "web", &spec("web").spec_hash(), "service");
+    // Same spec and running: without the resume entry, this service would be left alone.
+    let adopted = driver.existing("pmesh-inst-web", &owner, None, Behaviour::never_exits().lines(&["one", "two", "three"]));
+    // A later step keeps the run going, so the service's output is followed meanwhile.
+    driver.script("later", [Behaviour::exits_after(0, secs(5))]);
+    let mut plan = plan(vec![service("web", &[]), run("later", &["web"])]);
+    plan.resume.insert("web".into(), 2);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    // The output is followed by a task of its own, so its lines and the step's end interleave
+    // as the scheduler has it.
+    let (lines, steps): (Vec<EventKind>, Vec<EventKind>) =
+        of_step(&events, "web").into_iter().partition(|kind| matches!(kind, EventKind::Log { .. }));
+    assert_eq!(steps, [started("web", 1), succeeded("web", Some(&adopted))]);
+    assert_eq!(lines, [log("web", "three")], "only the line not reported before the restart");
+    let calls = driver.calls();
+    assert!(calls.contains(&Call::Logs(adopted.clone())), "{calls:?}");
+    let touched = |call: &Call| matches!(call, Call::Start(id) | Call::Attach(id) | Call::Remove(id) | Call::Stop(id) if *id == adopted);
+    assert_eq!(calls.iter().filter(|call| touched(call)).count(), 0, "{calls:?}");
+}
