@@ -1,5 +1,7 @@
 //! Compiles `proto/pmesh/v1/*.proto` with protox (pure Rust), so no system `protoc` is needed,
-//! and writes the encoded descriptor set that gRPC reflection serves.
+//! into the protocol's messages only, and writes the encoded descriptor set that gRPC
+//! reflection serves. The services (clients and servers) are generated in pmesh-rt, which owns
+//! the transport.
 
 use prost::Message;
 
@@ -11,8 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("pmesh_descriptor.bin"), descriptors.encode_to_vec())?;
-    // No transport: the generated clients take any channel, and the daemons dial through
-    // pmesh-rt, so proto needs none of tonic's sockets.
-    tonic_prost_build::configure().build_transport(false).compile_fds(descriptors)?;
+    // Messages only: no client or server code, so proto needs nothing of tonic.
+    prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

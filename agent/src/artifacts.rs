@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use pmesh_proto::identity::Identity;
-use pmesh_proto::v1::{master_client::MasterClient, ReadArtifactRequest};
+use pmesh_proto::v1::ReadArtifactRequest;
 use pmesh_rt::fetch::{Auth, ByteStream, Cache, FetchConfig, FetchError, Fetcher, RangeSource, Source, Want};
+use pmesh_rt::v1::master_client::MasterClient;
 
 use crate::config::ArtifactConfig;
 use crate::executor::contract::{ArtifactGuard, Artifacts, Transfer};

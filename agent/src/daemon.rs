@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pmesh_proto::tls::{ClientAuth, ReloadableCert};
-use pmesh_proto::v1::agent_server::AgentServer;
+use pmesh_rt::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

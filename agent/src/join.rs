@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use pmesh_proto::identity::{fingerprint, inspect, parse_fingerprint, validate_name, Identity, Role};
 use pmesh_proto::tls::ReloadableCert;
-use pmesh_proto::v1::{master_client::MasterClient, JoinRequest};
+use pmesh_proto::v1::JoinRequest;
+use pmesh_rt::v1::master_client::MasterClient;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 

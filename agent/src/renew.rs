@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pmesh_proto::identity::Identity;
 use pmesh_proto::tls::ReloadableCert;
-use pmesh_proto::v1::{master_client::MasterClient, RenewRequest};
+use pmesh_proto::v1::RenewRequest;
+use pmesh_rt::v1::master_client::MasterClient;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;

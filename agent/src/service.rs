@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pmesh_proto::identity::{CertFacts, Identity};
-use pmesh_proto::v1::{self, agent_server::Agent};
+use pmesh_proto::v1;
 use pmesh_rt::authz::{is_introspection, Policy};
+use pmesh_rt::v1::agent_server::Agent;
 use tonic::{Request, Response, Status};
 
 use crate::bundles::{BundleStore, StoreError};

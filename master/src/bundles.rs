@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use pmesh_proto::bundle;
-use pmesh_proto::v1::agent_client::AgentClient;
 use pmesh_proto::v1::{HasBundleRequest, PushBundleRequest};
+use pmesh_rt::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use crate::identity::PkiPaths;

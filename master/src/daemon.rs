@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use pmesh_proto::identity::{Identity, Role};
 use pmesh_proto::tls::{ClientAuth, ReloadableCert};
-use pmesh_proto::v1::master_server::MasterServer;
+use pmesh_rt::v1::master_server::MasterServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use pmesh_proto::event::Kind;
-use pmesh_proto::v1::{self, agent_client::AgentClient};
+use pmesh_proto::v1;
 use pmesh_rt::net::Dialled;
+use pmesh_rt::v1::agent_client::AgentClient;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 

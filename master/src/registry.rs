@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pmesh_proto::identity::{Identity, Role};
-use pmesh_proto::v1::{agent_client::AgentClient, AgentInfo, InfoRequest};
+use pmesh_proto::v1::{AgentInfo, InfoRequest};
 use pmesh_rt::net::{dial, Dialled};
+use pmesh_rt::v1::agent_client::AgentClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 

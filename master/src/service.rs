@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pmesh_proto::identity::{validate_name, Identity, Role};
-use pmesh_proto::v1::{self, master_server::Master};
+use pmesh_proto::v1;
 use pmesh_rt::authz::Caller;
+use pmesh_rt::v1::master_server::Master;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 

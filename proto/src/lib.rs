@@ -1,6 +1,7 @@
 //! The pmesh contract, shared by the master, the agent and the CLI.
 //!
-//! - [`v1`]: the generated gRPC protocol (`pmesh.v1`), and the descriptor set for reflection.
+//! - [`v1`]: the generated messages of protocol v1 (`pmesh.v1`), and the descriptor set for
+//!   reflection; the services are generated in pmesh-rt (`pmesh_rt::v1`), with tonic.
 //! - [`identity`]: who a certificate speaks for (role and name), fingerprints.
 //! - [`event`]: a run's events, one shape from the runner to the screen; [`progress`]: how far
 //!   a transfer is.
@@ -16,10 +17,10 @@ pub mod pattern;
 pub mod progress;
 pub mod tls;
 
-/// Protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.
+/// The messages of protocol v1, generated from `proto/pmesh/v1/*.proto` at build time.
 #[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod v1 {
-    tonic::include_proto!("pmesh.v1");
+    include!(concat!(env!("OUT_DIR"), "/pmesh.v1.rs"));
 
     /// The encoded `FileDescriptorSet` of protocol v1, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pmesh_descriptor.bin"));

@@ -180,7 +180,7 @@ fn removing_an_agent_revokes_its_certificate() -> anyhow::Result<()> {
     let status = runtime.block_on(async {
         let dialled = pmesh_rt::net::dial(&mesh.master_address(), &pmesh_proto::identity::Identity::master(), tls, Duration::from_secs(5))
             .expect("channel");
-        pmesh_proto::v1::master_client::MasterClient::new(dialled.channel)
+        pmesh_rt::v1::master_client::MasterClient::new(dialled.channel)
             .renew(pmesh_proto::v1::RenewRequest { csr_pem: String::new() })
             .await
             .expect_err("a removed agent cannot renew")

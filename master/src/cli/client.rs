@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pmesh_proto::identity::Identity;
 use pmesh_proto::tls::Explanation;
-use pmesh_proto::v1::master_client::MasterClient;
+use pmesh_rt::v1::master_client::MasterClient;
 
 use crate::credentials::{self, Credentials};
 use crate::error::now_unix;

@@ -31,3 +31,10 @@ pub mod process;
 pub mod serve;
 
 pub use serve::serve;
+
+/// The services of protocol v1 (`Master`, `Agent`): clients and servers generated over
+/// `pmesh_proto::v1`'s messages, here because they need tonic.
+#[allow(clippy::all, missing_docs, unused_qualifications)]
+pub mod v1 {
+    tonic::include_proto!("pmesh.v1");
+}
