@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod chaos;
 pub mod docker;
 pub mod http;
 pub mod proxy;
@@ -298,6 +299,37 @@ impl Mesh {
                 advertise,
             ],
         );
+        if run.code != 0 {
+            bail!("join {name} failed ({}): {}", run.code, run.stderr);
+        }
+        Ok(())
+    }
+
+    /// Joins `name` with the master reached at `master` and the agent advertised at
+    /// `advertise`: proxies, say, so that a test can partition either direction.
+    ///
+    /// # Errors
+    /// When the token or the join fails.
+    pub fn enrol_through(&self, name: &str, master: &str, advertise: &str, token_args: &[&str]) -> anyhow::Result<()> {
+        let (token, fingerprint) = self.token(token_args)?;
+        let data_dir = self.agent_dir(name);
+        let data_dir = data_dir.to_str().expect("utf-8");
+        let args = [
+            "join",
+            "--data-dir",
+            data_dir,
+            "--master",
+            master,
+            "--token",
+            &token,
+            "--ca-fingerprint",
+            &fingerprint,
+            "--name",
+            name,
+            "--advertise",
+            advertise,
+        ];
+        let run = self.command("pmesh-agent", &args);
         if run.code != 0 {
             bail!("join {name} failed ({}): {}", run.code, run.stderr);
         }
