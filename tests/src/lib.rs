@@ -350,6 +350,26 @@ impl Mesh {
         Ok(daemon)
     }
 
+    /// Starts `pmesh-agent run` for an enrolled agent under `wrapper` (a command that execs the
+    /// rest of its arguments, such as `env LD_PRELOAD=… FAKETIME=-10m`), and waits until it listens.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_agent_wrapped(&self, name: &str, wrapper: &[&str]) -> anyhow::Result<Daemon> {
+        let (program, wrapper_args) = wrapper.split_first().context("an empty wrapper")?;
+        let data_dir = self.agent_dir(name);
+        let enrolment: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("agent.json"))?)?;
+        let advertise = enrolment["advertise"].as_str().context("advertise")?.to_owned();
+        let agent = bin("pmesh-agent");
+        let mut args: Vec<&str> = wrapper_args.to_vec();
+        args.extend([agent.to_str().expect("utf-8"), "run", "--data-dir", data_dir.to_str().expect("utf-8"), "--listen", &advertise]);
+        let log = self.dir.path().join(format!("agent-{name}-{}.log", unique()));
+        let daemon = spawn(Path::new(program), &args, &log)?;
+        wait_until("the agent to listen", Duration::from_secs(20), || std::net::TcpStream::connect(&advertise).is_ok())
+            .with_context(|| daemon.log_text())?;
+        Ok(daemon)
+    }
+
     /// Starts `pmesh-agent run` for an enrolled agent and waits until it listens.
     ///
     /// # Errors

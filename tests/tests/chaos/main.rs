@@ -12,7 +12,7 @@
 //! every count is 0.
 //!
 //! Bounds and replay, from the environment:
-//! - `PMESH_CHAOS_ROUNDS`: rounds to run (default 3: about 3 to 5 minutes on a 2-core
+//! - `PMESH_CHAOS_ROUNDS`: rounds to run (default 4: about 3 to 4 minutes on a 2-core
 //!   machine shared with other builds);
 //! - `PMESH_CHAOS_SECONDS`: run rounds until this many seconds have passed instead (at least
 //!   one), for a longer soak on demand;
@@ -25,6 +25,7 @@
 mod audit;
 mod faults;
 mod runs;
+mod skew;
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use pmesh_tests::chaos::ChaosMesh;
 use pmesh_tests::docker::require_tools_image;
 use rand::SeedableRng;
 
-const DEFAULT_ROUNDS: usize = 3;
+const DEFAULT_ROUNDS: usize = 4;
 const RUNS_PER_ROUND: usize = 20;
 const N_AGENTS: usize = 3;
 const LINES_PER_STEP: u32 = 10;
