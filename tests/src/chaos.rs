@@ -122,3 +122,58 @@ impl ChaosMesh {
         Ok(())
     }
 }
+
+/// A small tmpfs mounted (as root) over a directory, unmounted when dropped: a disk the test
+/// can fill.
+pub struct Tmpfs {
+    pub path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (such as `32m`) on `path`, created if missing.
+    ///
+    /// # Errors
+    /// When `mount` fails (the tests run as root; the message says so).
+    pub fn mount(path: &std::path::Path, size: &str) -> anyhow::Result<Tmpfs> {
+        std::fs::create_dir_all(path)?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(path)
+            .output()
+            .context("running mount")?;
+        anyhow::ensure!(
+            mounted.status.success(),
+            "mounting a tmpfs on {} failed (the full-disk tests need root): {}",
+            path.display(),
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        Ok(Tmpfs { path: path.to_path_buf() })
+    }
+
+    /// Fills the file system with `fill`, writing until it is full; returns the file.
+    ///
+    /// # Errors
+    /// When a write fails for another reason than a full disk.
+    pub fn fill(&self) -> anyhow::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let path = self.path.join("fill");
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(28) => break,
+                Err(err) => return Err(err).context("filling the tmpfs"),
+            }
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a daemon killed a moment ago may still hold a file open.
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).output();
+    }
+}

@@ -11,6 +11,10 @@
 //! It prints the counts per round and in total, with one line per finding, and asserts that
 //! every count is 0.
 //!
+//! Beside it, in the same binary: `skew` (an agent whose clock is behind by more than
+//! `clock_skew`, under libfaketime) and `full_disk` (a full tmpfs under an agent's data
+//! directory).
+//!
 //! Bounds and replay, from the environment:
 //! - `PMESH_CHAOS_ROUNDS`: rounds to run (default 4: about 3 to 4 minutes on a 2-core
 //!   machine shared with other builds);
@@ -24,6 +28,7 @@
 
 mod audit;
 mod faults;
+mod full_disk;
 mod runs;
 mod skew;
 
