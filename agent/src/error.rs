@@ -48,12 +48,26 @@ impl From<AgentError> for Status {
             AgentError::Invalid(message) => Status::invalid_argument(message),
             AgentError::Unauthenticated(message) => Status::unauthenticated(message),
             AgentError::Denied(message) => Status::permission_denied(message),
+            AgentError::Internal(err) if disk_full(&err) => {
+                tracing::error!(error = format!("{err:#}"), "the disk is full");
+                Status::resource_exhausted("the agent's disk is full (no space left on device): free space in its data directory and retry")
+            }
             AgentError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 Status::internal("the agent hit an internal error; see the agent's log")
             }
         }
     }
+}
+
+/// Whether a fault comes from a full disk: the one internal fault the operator can fix
+/// without reading the agent's log, so the master is told what it is.
+fn disk_full(err: &anyhow::Error) -> bool {
+    let full = |io: &std::io::Error| io.kind() == std::io::ErrorKind::StorageFull;
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(full)
+            || matches!(cause.downcast_ref::<sled::Error>(), Some(sled::Error::Io(io)) if full(io))
+    })
 }
 
 #[cfg(test)]
@@ -75,6 +89,12 @@ mod tests {
             tonic::Code::Internal,
             "the agent hit an internal error; see the agent's log",
         );
+        // Found by the chaos suite's full-disk test: the operator was sent to the agent's log.
+        let full = std::io::Error::from_raw_os_error(28);
+        let full_disk = "the agent's disk is full (no space left on device): free space in its data directory and retry";
+        check(AgentError::Internal(anyhow::Error::new(full).context("storing a bundle")), tonic::Code::ResourceExhausted, full_disk);
+        let sled_full = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        check(AgentError::Internal(anyhow::Error::new(sled_full).context("journalling")), tonic::Code::ResourceExhausted, full_disk);
     }
 
     #[test]

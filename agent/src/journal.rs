@@ -17,7 +17,7 @@
 //! transaction as the segment that carries the events: after a crash the line count a resumed
 //! step skips is exactly what the journal holds, so a re-adopted step repeats no line. For the
 //! same reason a resumed run does not announce again what it already announced (its start, an
-//! image, a step's attempt).
+//! image, a step's attempt, the end of a step that had ended).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -105,14 +105,18 @@ pub enum StepState {
 
 impl RunRecord {
     /// Whether `event` only repeats what this run already journalled: a resumed run announces
-    /// its start, its images and its running steps' attempts again.
+    /// its start, its images and its running steps' attempts again, and converges the steps
+    /// that had ended before the restart, which start again and end "unchanged".
     fn repeats(&self, event: &EventKind) -> bool {
+        let done = |step: &str| self.steps.get(step).is_some_and(|progress| progress.state == StepState::Done);
         match event {
             EventKind::RunStarted { .. } => self.announced,
             EventKind::ImageReady { reference, .. } => self.images.contains(reference),
             EventKind::StepStarted { step, attempt } => {
-                self.steps.get(step).is_some_and(|progress| progress.state == StepState::Running && progress.attempt == *attempt)
+                done(step)
+                    || self.steps.get(step).is_some_and(|progress| progress.state == StepState::Running && progress.attempt == *attempt)
             }
+            EventKind::StepUnchanged { step, .. } | EventKind::StepSucceeded { step, .. } => done(step),
             _ => false,
         }
     }
@@ -542,6 +546,23 @@ mod tests {
         assert_eq!(journal.append(&[retry]).await.unwrap(), 4);
         let kinds: Vec<Kind> = journal.read_from(0, 100).unwrap().iter().map(|record| record.kind).collect();
         assert_eq!(kinds, [Kind::RunStarted, Kind::ImageReady, Kind::StepStarted, Kind::StepStarted]);
+    }
+
+    /// A run resumed after its first step ended converges that step again: its second start
+    /// and its "unchanged" are not journalled, while a step that never ended still is.
+    /// (Found by the chaos suite: an agent SIGKILLed during a run's last step re-announced
+    /// every earlier step.)
+    #[tokio::test]
+    async fn a_resumed_run_does_not_announce_an_ended_step_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert_run(&run_record("r1")).unwrap();
+        let started = |step: &str| at("r1", EventKind::StepStarted { step: step.into(), attempt: 1 });
+        let unchanged = |step: &str| at("r1", EventKind::StepUnchanged { step: step.into(), container_id: None });
+        let succeeded = at("r1", EventKind::StepSucceeded { step: "a".into(), container_id: None });
+        assert_eq!(journal.append(&[started("a"), succeeded, started("b")]).await.unwrap(), 3);
+        assert_eq!(journal.append(&[started("a"), unchanged("a"), started("b")]).await.unwrap(), 3, "nothing new to journal");
+        assert_eq!(journal.append(&[started("c"), unchanged("c")]).await.unwrap(), 5, "a step that had not ended is journalled");
     }
 
     /// Run records written before the states were typed keep decoding, an unstarted step

@@ -114,9 +114,13 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
     let chain = vec![master_cert.clone(), ca.cert_der().clone()];
     let server_certs = Arc::new(ReloadableCert::new(chain, master_key.clone_key())?);
     let server_tls = pmesh_proto::tls::server_config(ca.cert_der(), server_certs, ClientAuth::Optional)?;
-    let client_tls = pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert], master_key)))?;
+    let client_tls = pmesh_proto::tls::client_config(ca.cert_der(), Some((vec![master_cert.clone()], master_key)))?;
 
-    let connections = Arc::new(crate::registry::Connections::new(Arc::new(client_tls), crate::dispatch::CALL_TIMEOUT));
+    let presented = pmesh_proto::identity::inspect(master_cert.as_ref())?;
+    let connections = Arc::new(
+        crate::registry::Connections::new(Arc::new(client_tls), crate::dispatch::CALL_TIMEOUT)
+            .presenting(presented.not_before, presented.not_after),
+    );
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), connections.clone()));
     let depot = crate::depot::Depot::open(&crate::depot::dir(data_dir), store.clone(), pmesh_rt::fetch::FetchConfig::default())?;
     let state = Arc::new(MasterState {

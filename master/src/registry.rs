@@ -31,12 +31,24 @@ pub struct Connections {
     call_timeout: Duration,
     /// Agent name → the address dialled and its channel.
     channels: Mutex<HashMap<String, (String, Dialled)>>,
+    /// When the master's certificate is valid (unix seconds), so that an agent refusing it
+    /// as "expired" is explained by the clocks when it is not expired.
+    presented: Option<(i64, i64)>,
 }
 
 impl Connections {
     /// Connections that dial with `tls`, each call bounded by `call_timeout`.
     pub fn new(tls: Arc<rustls::ClientConfig>, call_timeout: Duration) -> Connections {
-        Connections { tls, call_timeout, channels: Mutex::new(HashMap::new()) }
+        Connections { tls, call_timeout, channels: Mutex::new(HashMap::new()), presented: None }
+    }
+
+    /// Notes the validity of the certificate the master presents to agents: an agent whose
+    /// clock is behind refuses it with the alert an expired one gets, and the agent's
+    /// `last_error` should then say that a clock is wrong, not that the master's certificate
+    /// expired.
+    pub fn presenting(mut self, not_before: i64, not_after: i64) -> Connections {
+        self.presented = Some((not_before, not_after));
+        self
     }
 
     /// The channel to `agent`, dialled (lazily: nothing connects until a call) if there is
@@ -51,7 +63,10 @@ impl Connections {
                 return Ok(dialled.clone());
             }
         }
-        let dialled = dial(&agent.address, &Identity::new(Role::Agent, &agent.name)?, self.tls.clone(), self.call_timeout)?;
+        let mut dialled = dial(&agent.address, &Identity::new(Role::Agent, &agent.name)?, self.tls.clone(), self.call_timeout)?;
+        if let Some((not_before, not_after)) = self.presented {
+            dialled = dialled.presenting(not_before, not_after);
+        }
         channels.insert(agent.name.clone(), (agent.address.clone(), dialled.clone()));
         Ok(dialled)
     }

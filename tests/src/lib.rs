@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod chaos;
 pub mod docker;
 pub mod http;
 pub mod proxy;
@@ -304,6 +305,37 @@ impl Mesh {
         Ok(())
     }
 
+    /// Joins `name` with the master reached at `master` and the agent advertised at
+    /// `advertise`: proxies, say, so that a test can partition either direction.
+    ///
+    /// # Errors
+    /// When the token or the join fails.
+    pub fn enrol_through(&self, name: &str, master: &str, advertise: &str, token_args: &[&str]) -> anyhow::Result<()> {
+        let (token, fingerprint) = self.token(token_args)?;
+        let data_dir = self.agent_dir(name);
+        let data_dir = data_dir.to_str().expect("utf-8");
+        let args = [
+            "join",
+            "--data-dir",
+            data_dir,
+            "--master",
+            master,
+            "--token",
+            &token,
+            "--ca-fingerprint",
+            &fingerprint,
+            "--name",
+            name,
+            "--advertise",
+            advertise,
+        ];
+        let run = self.command("pmesh-agent", &args);
+        if run.code != 0 {
+            bail!("join {name} failed ({}): {}", run.code, run.stderr);
+        }
+        Ok(())
+    }
+
     /// Starts `pmesh-agent run` on `listen` (not its advertised address).
     ///
     /// # Errors
@@ -314,6 +346,26 @@ impl Mesh {
         let log = self.dir.path().join(format!("agent-{name}-{}.log", unique()));
         let daemon = spawn(&bin("pmesh-agent"), &args, &log)?;
         wait_until("the agent to listen", Duration::from_secs(20), || std::net::TcpStream::connect(listen).is_ok())
+            .with_context(|| daemon.log_text())?;
+        Ok(daemon)
+    }
+
+    /// Starts `pmesh-agent run` for an enrolled agent under `wrapper` (a command that execs the
+    /// rest of its arguments, such as `env LD_PRELOAD=… FAKETIME=-10m`), and waits until it listens.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_agent_wrapped(&self, name: &str, wrapper: &[&str]) -> anyhow::Result<Daemon> {
+        let (program, wrapper_args) = wrapper.split_first().context("an empty wrapper")?;
+        let data_dir = self.agent_dir(name);
+        let enrolment: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("agent.json"))?)?;
+        let advertise = enrolment["advertise"].as_str().context("advertise")?.to_owned();
+        let agent = bin("pmesh-agent");
+        let mut args: Vec<&str> = wrapper_args.to_vec();
+        args.extend([agent.to_str().expect("utf-8"), "run", "--data-dir", data_dir.to_str().expect("utf-8"), "--listen", &advertise]);
+        let log = self.dir.path().join(format!("agent-{name}-{}.log", unique()));
+        let daemon = spawn(Path::new(program), &args, &log)?;
+        wait_until("the agent to listen", Duration::from_secs(20), || std::net::TcpStream::connect(&advertise).is_ok())
             .with_context(|| daemon.log_text())?;
         Ok(daemon)
     }

@@ -106,15 +106,18 @@ impl Said {
         record.text.split(' ').next().unwrap_or_default().to_owned()
     }
 
-    /// Whether `record` only repeats what was said: the run's start, an image, or the start of
-    /// the attempt a step is running.
+    /// Whether `record` only repeats what was said: the run's start, an image, the start of
+    /// the attempt a step is running, or the start or end of a step that had ended (a resumed
+    /// run converges it again).
     fn repeats(&self, record: &RunEvent) -> bool {
+        let done = self.steps.get(&record.step).is_some_and(|step| step.state == StepState::Done);
         match record.kind {
             Kind::RunStarted => self.announced,
             Kind::ImageReady => self.images.contains(&Said::image(record)),
             Kind::StepStarted => {
-                self.steps.get(&record.step).is_some_and(|step| step.state == StepState::Running && step.attempt == record.attempt)
+                done || self.steps.get(&record.step).is_some_and(|step| step.state == StepState::Running && step.attempt == record.attempt)
             }
+            Kind::StepSucceeded | Kind::StepUnchanged => done,
             _ => false,
         }
     }
@@ -135,7 +138,7 @@ impl Said {
                 step.attempt = record.attempt;
             }
             Kind::Log => self.step(record).lines += 1,
-            Kind::StepSucceeded => self.step(record).state = StepState::Done,
+            Kind::StepSucceeded | Kind::StepUnchanged => self.step(record).state = StepState::Done,
             Kind::StepFailed | Kind::StepSkipped => self.step(record).state = StepState::Failed,
             _ => {}
         }
