@@ -297,6 +297,7 @@ impl Driver for DockerDriver {
         for summary in containers {
             let id = summary.id.unwrap_or_default();
             let running = summary.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            let started = summary.state != Some(bollard::models::ContainerSummaryStateEnum::CREATED);
             let exit_code = if running {
                 None
             } else {
@@ -306,6 +307,7 @@ impl Driver for DockerDriver {
                 name: summary.names.unwrap_or_default().first().map(|name| name.trim_start_matches('/').to_owned()).unwrap_or_default(),
                 labels: summary.labels.unwrap_or_default(),
                 running,
+                started,
                 exit_code,
                 id,
             });

@@ -61,6 +61,10 @@ pub struct Found {
     pub name: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
+    /// Whether it was ever started. A container created but never started (an agent killed
+    /// between the two) has no output, and Docker reports exit code 0 for it: it must not
+    /// count as a step that ran.
+    pub started: bool,
     /// The exit code, once it has exited.
     pub exit_code: Option<i64>,
 }

@@ -103,6 +103,7 @@ impl Container {
             name: self.name.clone(),
             labels: self.labels.clone(),
             running: self.running,
+            started: self.running || self.exit_code.is_some(),
             exit_code: self.exit_code,
         }
     }
@@ -177,6 +178,25 @@ impl FakeDriver {
     /// `ensure_image` of `reference` answers `action` (otherwise `Present`).
     pub fn image(&self, reference: &str, action: ImageAction) {
         self.lock().images.insert(reference.to_owned(), action);
+    }
+
+    /// A container created before the run but never started (an agent killed between create
+    /// and start): it has no output, and Docker would answer a wait on it with 0 at once.
+    pub fn created(&self, name: &str, owner: &OwnerLabels) -> String {
+        let mut state = self.lock();
+        state.n_created += 1;
+        let id = format!("p{}", state.n_created);
+        let container = Container {
+            id: id.clone(),
+            name: name.to_owned(),
+            labels: owner.to_map(),
+            running: false,
+            exit_code: None,
+            behaviour: Behaviour::exits(0),
+            exited: CancellationToken::new(),
+        };
+        state.containers.push(container);
+        id
     }
 
     /// A container that exists before the run: `exit_code` `None` means it is running (and

@@ -13,6 +13,16 @@ use super::{container_name, instance_filter, network_name, Attempt, Failure, Run
 use crate::executor::contract::{labels, Found, OutputStream};
 use crate::executor::plan::{Action, ContainerSpec, Plan, PlannedStep};
 
+/// What an agent restart left of a step that was running.
+enum Adoption {
+    /// Its container, started before the restart: re-adopted.
+    Running(Found),
+    /// Its container was created but never started, and is removed: the step starts afresh.
+    NeverStarted,
+    /// No container of this run: it vanished while the agent was down.
+    Gone,
+}
+
 impl Runner {
     /// One attempt of `step`, whatever its kind.
     pub(super) async fn attempt(&self, plan: &Plan, step: &PlannedStep, cancel: &CancellationToken) -> Attempt {
@@ -50,9 +60,19 @@ impl Runner {
     }
 
     /// After an agent restart: the step's container from this run, if it still exists.
-    async fn adoptable(&self, plan: &Plan, step: &str) -> Result<Option<Found>, Failure> {
+    async fn adoptable(&self, plan: &Plan, step: &str) -> Result<Adoption, Failure> {
         let found = self.existing(plan, step).await?;
-        Ok(found.into_iter().find(|container| container.label(labels::RUN) == plan.run_id))
+        match found.into_iter().find(|container| container.label(labels::RUN) == plan.run_id) {
+            Some(container) if container.started => Ok(Adoption::Running(container)),
+            // Created, but the agent stopped before starting it: nothing of it ran, so it is
+            // removed and the step starts afresh.
+            Some(container) => {
+                tracing::info!(step, container = %container.name, "removing a container created but never started before a restart");
+                self.driver.remove(&container.id).await?;
+                Ok(Adoption::NeverStarted)
+            }
+            None => Ok(Adoption::Gone),
+        }
     }
 
     fn vanished(step: &str) -> Failure {

@@ -2,6 +2,7 @@
 //! when its last container of the same spec exited 0, re-adopted after an agent restart.
 
 use super::super::{Attempt, Failure, Runner};
+use super::Adoption;
 use crate::executor::contract::labels;
 use crate::executor::plan::{ContainerSpec, Plan, PlannedStep};
 
@@ -15,16 +16,22 @@ impl Runner {
         kind: &str,
     ) -> Result<Attempt, Failure> {
         if let Some(reported) = plan.resume.get(&step.name) {
-            let container = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?;
-            tracing::info!(step = %step.name, container = %container.name, "re-adopting a container after a restart");
-            let tail = self.follow_logs(plan, step, self.driver.logs(&container.id), *reported).await;
-            let exit_code = self.driver.wait(&container.id).await?;
-            return Ok(Self::exited(container.id, exit_code, tail.into()));
+            match self.adoptable(plan, &step.name).await? {
+                Adoption::Running(container) => {
+                    tracing::info!(step = %step.name, container = %container.name, "re-adopting a container after a restart");
+                    let tail = self.follow_logs(plan, step, self.driver.logs(&container.id), *reported).await;
+                    let exit_code = self.driver.wait(&container.id).await?;
+                    return Ok(Self::exited(container.id, exit_code, tail.into()));
+                }
+                Adoption::NeverStarted => {}
+                Adoption::Gone => return Err(Self::vanished(&step.name)),
+            }
         }
         let hash = spec.spec_hash();
         let existing = self.existing(plan, &step.name).await?;
-        if let Some(done) =
-            existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && !found.running && found.exit_code == Some(0))
+        if let Some(done) = existing
+            .iter()
+            .find(|found| found.label(labels::SPEC_HASH) == hash && found.started && !found.running && found.exit_code == Some(0))
         {
             return Ok(Attempt::Unchanged(Some(done.id.clone())));
         }

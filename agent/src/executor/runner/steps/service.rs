@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Attempt, Failure, Runner};
+use super::Adoption;
 use crate::executor::contract::{labels, Health};
 use crate::executor::plan::{ContainerSpec, Plan, PlannedStep};
 
@@ -25,11 +26,18 @@ impl Runner {
         // A service that was running when the agent stopped is re-adopted before convergence
         // is asked: it runs with this run's spec, and its output is read from its log file,
         // after the lines reported before the restart.
-        let (id, output, skip) = if let Some(reported) = plan.resume.get(&step.name) {
-            let container = self.adoptable(plan, &step.name).await?.ok_or_else(|| Self::vanished(&step.name))?;
+        let adopted = match plan.resume.get(&step.name) {
+            Some(reported) => match self.adoptable(plan, &step.name).await? {
+                Adoption::Running(container) => Some((container, *reported)),
+                Adoption::NeverStarted => None,
+                Adoption::Gone => return Err(Self::vanished(&step.name)),
+            },
+            None => None,
+        };
+        let (id, output, skip) = if let Some((container, reported)) = adopted {
             tracing::info!(step = %step.name, container = %container.name, "re-adopting a service after a restart");
             let output = self.driver.logs(&container.id);
-            (container.id, output, *reported)
+            (container.id, output, reported)
         } else {
             let hash = spec.spec_hash();
             let existing = self.existing(plan, &step.name).await?;

@@ -109,6 +109,28 @@ async fn a_restarted_agent_readopts_its_running_container_and_reports_only_new_l
     assert!(!calls.iter().any(|call| matches!(call, Call::Logs(id) | Call::Wait(id) if *id == earlier)));
 }
 
+/// An agent killed between creating a step's container and starting it: after the restart
+/// the container is removed and the step runs afresh, every line reported, instead of being
+/// taken over (it never ran, and Docker reports exit code 0 for it). Found by the chaos suite.
+#[tokio::test(start_paused = true)]
+async fn a_container_created_but_never_started_runs_afresh_after_a_restart() {
+    let driver = FakeDriver::new();
+    let hash = spec("late").spec_hash();
+    let never_started = driver.created("pmesh-inst-late", &owner(RUN_ID, "late", &hash, "run"));
+    driver.script("late", [Behaviour::exits(0).lines(&["one", "two"])]);
+    let mut plan = plan(vec![run("late", &[])]);
+    plan.resume.insert("late".into(), 0);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let fresh = creates(&driver);
+    assert_eq!(fresh.len(), 1, "one new container: {:?}", driver.calls());
+    let steps = of_step(&events, "late");
+    assert_eq!(steps[1..3], [log("late", "one"), log("late", "two")], "{steps:?}");
+    let calls = driver.calls();
+    assert!(calls.contains(&Call::Remove(never_started.clone())), "{calls:?}");
+    assert!(!calls.iter().any(|call| matches!(call, Call::Logs(id) | Call::Wait(id) if *id == never_started)), "{calls:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_container_gone_while_the_agent_was_down_fails_its_step() {
     let driver = FakeDriver::new();
