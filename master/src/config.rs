@@ -103,7 +103,7 @@ impl MasterConfig {
         within("token_ttl", self.token_ttl, Duration::from_secs(1), 30 * DAY)?;
         within("shutdown_grace", self.shutdown_grace, Duration::ZERO, HOUR)?;
         if let Some(advertise) = &self.advertise {
-            advertise_problem(advertise).map_or(Ok(()), |reason| Err(InvalidValue { key: "advertise", reason }))?;
+            advertise_problem(advertise).map_or(Ok(()), |reason| Err(InvalidValue { key: "advertise".to_owned(), reason }))?;
         }
         Ok(())
     }
@@ -114,45 +114,11 @@ impl MasterConfig {
     }
 }
 
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The CA's lifetime: a leaf certificate cannot outlive it.
 const MAX_CERT_LIFETIME: Duration = Duration::from_secs(3650 * 24 * 3600);
 
-/// A configuration value out of its range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}`: {reason}")]
-pub struct InvalidValue {
-    /// The key, as written in `master.toml`.
-    pub key: &'static str,
-    /// Why the value is refused.
-    pub reason: String,
-}
-
-/// A duration in its largest whole unit (`1d`, `90s`, `100ms`), as a range is written.
-fn shown(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        _ if duration.subsec_nanos() != 0 => format!("{}ms", duration.as_millis()),
-        0 => "0s".to_owned(),
-        _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
-        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
-        _ if secs.is_multiple_of(60) => format!("{}m", secs / 60),
-        _ => format!("{secs}s"),
-    }
-}
-
-fn within(key: &'static str, value: Duration, min: Duration, max: Duration) -> Result<(), InvalidValue> {
-    if value >= min && value <= max {
-        return Ok(());
-    }
-    let reason = match (value < min, min.is_zero()) {
-        (true, false) if value.is_zero() => format!("must be longer than 0s (at least {})", shown(min)),
-        (true, _) => format!("{} is out of range: at least {}", shown(value), shown(min)),
-        (false, _) => format!("{} is out of range: at most {}", shown(value), shown(max)),
-    };
-    Err(InvalidValue { key, reason })
-}
+pub use pmesh_rt::config::InvalidValue;
+use pmesh_rt::config::{within, DAY, HOUR};
 
 /// Why `HOST:PORT` is not an address others can dial, if it is not.
 fn advertise_problem(advertise: &str) -> Option<String> {

@@ -11,6 +11,7 @@
 //!   message;
 //! - [`cli`]: both binaries' `main`, exit codes (one mapping from a failed call's status) and
 //!   the CLI's one-sentence error;
+//! - [`mod@config`]: the range checks both daemons' configurations share;
 //! - [`files`]: atomic writes, private files created 0600;
 //! - [`durable`]: group commit, one flush shared by every task waiting for one;
 //! - [`fetch`]: artifacts by checksum: resumable, verified downloads into a cache with leases;
@@ -21,6 +22,7 @@
 pub mod accept;
 pub mod authz;
 pub mod cli;
+pub mod config;
 pub mod durable;
 pub mod fetch;
 pub mod files;
