@@ -404,7 +404,7 @@ mod tests {
 
     /// Opens the journal in `dir` once sled has let go of it: a dropped database's flusher
     /// thread can hold the directory's lock for a moment (until its next tick).
-    fn reopen(dir: &Path) -> Journal {
+    pub(super) fn reopen(dir: &Path) -> Journal {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Journal::open(dir) {

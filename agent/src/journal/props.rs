@@ -9,7 +9,7 @@
 //! on, in whole segments; and each run's record saying what its journalled events say.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use pmesh_proto::event::{Kind, RunEvent};
 use proptest::prelude::*;
@@ -197,18 +197,6 @@ fn seqs(records: &[RunEvent]) -> Vec<u64> {
     records.iter().map(|record| record.seq).collect()
 }
 
-/// Opens the journal in `dir` once sled has let go of it (see `tests::reopen`).
-fn open(dir: &Path) -> Journal {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Journal::open(dir) {
-            Ok(journal) => return journal,
-            Err(err) if Instant::now() > deadline => panic!("reopening the journal: {err:#}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
 /// Appends `batch` and takes what it journalled into the model (nothing is acknowledged past
 /// the last number, so the new events are all still held).
 async fn append(journal: &Journal, model: &mut Model, batch: &[Event]) -> u64 {
@@ -328,7 +316,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         for op in ops {
             if let Op::Reopen = op {
                 drop(journal);
-                journal = open(dir.path());
+                journal = tests::reopen(dir.path());
             }
             apply(&journal, &mut model, op).await?;
             check(&journal, &model)?;

@@ -233,13 +233,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
             }
         }
     }
-    let run = connection
-        .client
-        .clone()
-        .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
-        .await
-        .map_err(|status| connection.failed(status))?
-        .into_inner();
+    let run = get_run(connection, run_id).await?;
     if format == Format::Text {
         for agent in &run.agents {
             let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
@@ -304,13 +298,7 @@ fn run_json(run: &v1::RunSummary) -> serde_json::Value {
 /// # Errors
 /// When the run is unknown or the master unreachable.
 pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Result<(), CliError> {
-    let run = connection
-        .client
-        .clone()
-        .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
-        .await
-        .map_err(|status| connection.failed(status))?
-        .into_inner();
+    let run = get_run(connection, run_id).await?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&run_json(&run)).unwrap_or_default()),
         Format::Text => {
@@ -365,4 +353,10 @@ pub async fn cancel(connection: &Connection, run_id: &str, format: Format) -> Re
         ),
     }
     Ok(())
+}
+
+/// The run's record from the master.
+async fn get_run(connection: &Connection, run_id: &str) -> Result<v1::RunSummary, CliError> {
+    let request = v1::GetRunRequest { run_id: run_id.to_owned() };
+    Ok(connection.client.clone().get_run(request).await.map_err(|status| connection.failed(status))?.into_inner())
 }

@@ -106,8 +106,7 @@ where
             );
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let request = if caller.is_none() { request.map(limited) } else { request };
-        let mut request = request;
+        let mut request = if caller.is_none() { request.map(limited) } else { request };
         request.extensions_mut().insert(Caller(caller));
         Box::pin(self.inner.call(request))
     }

@@ -137,24 +137,9 @@ async fn events_until(rx: &mut mpsc::Receiver<Event>, until: impl Fn(&EventKind)
     }
 }
 
-fn step_of(kind: &EventKind) -> Option<&str> {
-    match kind {
-        EventKind::StepStarted { step, .. }
-        | EventKind::StepUnchanged { step, .. }
-        | EventKind::Log { step, .. }
-        | EventKind::Progress { step, .. }
-        | EventKind::Transfer { step, .. }
-        | EventKind::StepRetrying { step, .. }
-        | EventKind::StepSucceeded { step, .. }
-        | EventKind::StepFailed { step, .. }
-        | EventKind::StepSkipped { step, .. } => Some(step),
-        EventKind::RunStarted { .. } | EventKind::ImageReady { .. } | EventKind::RunFinished { .. } => None,
-    }
-}
-
 /// The events of `step`, in order.
 fn of_step(events: &[EventKind], step: &str) -> Vec<EventKind> {
-    events.iter().filter(|kind| step_of(kind) == Some(step)).cloned().collect()
+    events.iter().filter(|kind| kind.step() == Some(step)).cloned().collect()
 }
 
 fn started(step: &str, attempt: u32) -> EventKind {
