@@ -9,8 +9,11 @@
 # the repository's corpus. Exits non-zero when any target crashes, times out or runs out of
 # memory, and prints where the input that did it is (the temporary directory is then kept).
 # Builds without AddressSanitizer: pmesh forbids unsafe code, and ASan would halve the runs.
+# The fuzz build has its own target directory outside the checkout (PMESH_FUZZ_TARGET_DIR,
+# default ~/.cache/pmesh/fuzz-target), so that CI's clean clones reuse the built dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${PMESH_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pmesh/fuzz-target}"
 
 seconds="${1:-600}"
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
