@@ -17,9 +17,12 @@ use crate::executor::plan::{Action, ContainerSpec, Plan, PlannedStep};
 enum Adoption {
     /// Its container, started before the restart: re-adopted.
     Running(Found),
-    /// Its container was created but never started, and is removed: the step starts afresh.
+    /// Nothing of it ran: its container was created but never started (and is removed), or
+    /// was never created (the agent stopped between the step's start and the container's
+    /// creation). The step starts afresh.
     NeverStarted,
-    /// No container of this run: it vanished while the agent was down.
+    /// No container of this run, though it had printed lines: it vanished while the agent
+    /// was down.
     Gone,
 }
 
@@ -59,8 +62,9 @@ impl Runner {
         Ok((id, output))
     }
 
-    /// After an agent restart: the step's container from this run, if it still exists.
-    async fn adoptable(&self, plan: &Plan, step: &str) -> Result<Adoption, Failure> {
+    /// After an agent restart: the step's container from this run, if it still exists, given
+    /// the lines of it journalled before the restart.
+    async fn adoptable(&self, plan: &Plan, step: &str, reported: u64) -> Result<Adoption, Failure> {
         let found = self.existing(plan, step).await?;
         match found.into_iter().find(|container| container.label(labels::RUN) == plan.run_id) {
             Some(container) if container.started => Ok(Adoption::Running(container)),
@@ -69,6 +73,10 @@ impl Runner {
             Some(container) => {
                 tracing::info!(step, container = %container.name, "removing a container created but never started before a restart");
                 self.driver.remove(&container.id).await?;
+                Ok(Adoption::NeverStarted)
+            }
+            None if reported == 0 => {
+                tracing::info!(step, "no container was created for the step before a restart; it starts afresh");
                 Ok(Adoption::NeverStarted)
             }
             None => Ok(Adoption::Gone),

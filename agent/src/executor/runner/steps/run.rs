@@ -16,7 +16,7 @@ impl Runner {
         kind: &str,
     ) -> Result<Attempt, Failure> {
         if let Some(reported) = plan.resume.get(&step.name) {
-            match self.adoptable(plan, &step.name).await? {
+            match self.adoptable(plan, &step.name, *reported).await? {
                 Adoption::Running(container) => {
                     tracing::info!(step = %step.name, container = %container.name, "re-adopting a container after a restart");
                     let tail = self.follow_logs(plan, step, self.driver.logs(&container.id), *reported).await;

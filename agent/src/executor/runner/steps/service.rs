@@ -27,7 +27,7 @@ impl Runner {
         // is asked: it runs with this run's spec, and its output is read from its log file,
         // after the lines reported before the restart.
         let adopted = match plan.resume.get(&step.name) {
-            Some(reported) => match self.adoptable(plan, &step.name).await? {
+            Some(reported) => match self.adoptable(plan, &step.name, *reported).await? {
                 Adoption::Running(container) => Some((container, *reported)),
                 Adoption::NeverStarted => None,
                 Adoption::Gone => return Err(Self::vanished(&step.name)),

@@ -131,11 +131,25 @@ async fn a_container_created_but_never_started_runs_afresh_after_a_restart() {
     assert!(!calls.iter().any(|call| matches!(call, Call::Logs(id) | Call::Wait(id) if *id == never_started)), "{calls:?}");
 }
 
+/// An agent killed after journalling a step's start but before Docker created its container
+/// left nothing of it: the step runs, once.
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_container_was_never_created_runs_afresh() {
+    let driver = FakeDriver::new();
+    driver.script("early", [Behaviour::exits(0).lines(&["one"])]);
+    let mut plan = plan(vec![run("early", &[])]);
+    plan.resume.insert("early".into(), 0);
+    let (outcome, events) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(creates(&driver).len(), 1, "one new container: {:?}", driver.calls());
+    assert_eq!(of_step(&events, "early")[1], log("early", "one"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_container_gone_while_the_agent_was_down_fails_its_step() {
     let driver = FakeDriver::new();
     let mut plan = plan(vec![run("gone", &[])]);
-    plan.resume.insert("gone".into(), 0);
+    plan.resume.insert("gone".into(), 3);
     let (outcome, events) = apply(&driver, plan).await;
     assert_eq!(outcome, Outcome::Failed);
     let reason = "the container of step gone vanished while the agent was down";
