@@ -98,7 +98,16 @@ impl Artifacts for AgentArtifacts {
         let report = move |at: pmesh_rt::fetch::Progress| {
             progress(at);
         };
-        let lease = self.fetcher()?.ensure(&want, report).await?;
+        let lease = self.fetcher()?.ensure(&want, report).await.map_err(|err| match err {
+            // Say what the kernel said, too: the operator may be searching logs for it.
+            FetchError::DiskFull { .. } => {
+                anyhow::anyhow!(
+                    "artifact {}: {err} (ENOSPC: no space left on device); free space in the artifact cache and run again",
+                    artifact.name
+                )
+            }
+            other => anyhow::Error::new(other),
+        })?;
         anyhow::ensure!(
             lease.path() == artifact.path,
             "artifact {} landed at {}, not at {}",

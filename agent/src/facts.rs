@@ -1,5 +1,5 @@
 //! Facts about the host: identity, OS, kernel, CPUs, memory and free disk, read from `/proc`,
-//! `/etc/os-release` and `statvfs`, plus Docker's status.
+//! `/etc/os-release` and `statvfs`, plus Docker's status and the problems the agent reports.
 
 use std::path::Path;
 
@@ -66,6 +66,12 @@ pub fn disk_free(path: &Path) -> u64 {
         Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
         Err(_) => 0,
     }
+}
+
+/// The conditions an operator should act on, one sentence each, for `pmesh agents ls`: today
+/// the journal's own report of a disk that fails ("journal: disk full at PATH").
+pub fn problems(journal: &crate::journal::Journal) -> Vec<String> {
+    journal.problem().into_iter().collect()
 }
 
 /// Usable CPUs.

@@ -20,8 +20,8 @@
 //! image, a step's attempt, the end of a step that had ended).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use pmesh_proto::event::RunEvent;
@@ -140,21 +140,59 @@ impl RunRecord {
             EventKind::StepFailed { step, .. } | EventKind::StepSkipped { step, .. } => {
                 self.steps.entry(step.clone()).or_default().state = StepState::Failed;
             }
+            // The run's end moves with the event that says it: a restart never resumes a run
+            // whose end is journalled, even if recording the outcome afterwards failed.
+            EventKind::RunFinished { outcome } => self.state = RunState::from(*outcome),
             _ => {}
         }
     }
 }
 
+/// Why an append failed, and whether the journal kept the batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub struct AppendError {
+    /// The batch is numbered and held by the journal, which writes it (again, after a
+    /// reopen) until a flush succeeds: wait with [`Journal::sync`] rather than append it again.
+    pub accepted: bool,
+    pub error: anyhow::Error,
+}
+
+impl AppendError {
+    fn refused(error: anyhow::Error) -> AppendError {
+        AppendError { accepted: false, error }
+    }
+
+    fn accepted(error: anyhow::Error) -> AppendError {
+        AppendError { accepted: true, error }
+    }
+}
+
 /// The journal.
 pub struct Journal {
-    db: sled::Db,
-    segments: sled::Tree,
-    runs: sled::Tree,
-    /// The next sequence number; held while appending so numbers are gap-free.
-    next_seq: Mutex<u64>,
+    dir: PathBuf,
+    /// The database, swapped for a fresh one after a failed write poisoned it.
+    slot: disk::Slot,
+    /// Held while numbering and writing, so numbers are gap-free, and while reopening.
+    writes: Mutex<Writes>,
+    /// Taken last: nothing else is locked while it is held.
+    health: Mutex<disk::Health>,
+    /// The last durable sequence number: readers see nothing after it.
     last_seq: watch::Sender<u64>,
     /// Concurrent appends (several runs) share flushes.
     flusher: pmesh_rt::durable::GroupFlush,
+}
+
+/// What the write lock guards.
+struct Writes {
+    /// The next sequence number.
+    next_seq: u64,
+    next_ticket: u64,
+    /// Segments written since the last flush that succeeded.
+    pending: Vec<disk::Pending>,
+    /// Runs whose record may have reached sled though recording them failed (the start was
+    /// refused): removed at the next reopen.
+    forget: Vec<String>,
 }
 
 impl Journal {
@@ -164,28 +202,108 @@ impl Journal {
     /// When sled cannot open it (another agent process holds it), a newer agent wrote it, or a
     /// record is damaged.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
-        // A small page cache: the journal is written once and read sequentially, and an idle
-        // agent should stay small.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(4 * 1024 * 1024)
-            .open()
-            .with_context(|| format!("opening the journal in {} (is another agent running?)", dir.display()))?;
-        let segments = db.open_tree("segments")?;
-        migrate_per_event_records(&db, &segments)?;
-        let runs = db.open_tree("runs")?;
-        let meta = db.open_tree("meta")?;
-        check_schema(&meta, dir)?;
+        let handles = disk::Handles::open(dir)?;
+        disk::migrate_per_event_records(&handles.db, &handles.segments)?;
+        disk::check_schema(&handles.meta, dir)?;
         // The next number continues after the last event, or after the last trimmed one.
-        let last_event = segments.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
-        let trimmed = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
+        let last_event = handles.segments.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
+        let trimmed = handles.meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
         let last = last_event.max(trimmed);
         let (last_seq, _) = watch::channel(last);
+        let slot: disk::Slot = Arc::new(RwLock::new(Some(Arc::new(handles))));
         let flusher = {
-            let db = db.clone();
-            pmesh_rt::durable::GroupFlush::new(move || db.flush().map(drop).map_err(std::io::Error::other))
+            let (slot, dir) = (slot.clone(), dir.to_owned());
+            pmesh_rt::durable::GroupFlush::new(move || {
+                let handles = disk::current(&slot, &dir).map_err(std::io::Error::other)?;
+                // sled's own I/O error, so that a full disk reads as one.
+                handles.db.flush().map(drop).map_err(|err| match err {
+                    sled::Error::Io(io) => io,
+                    other => std::io::Error::other(other),
+                })
+            })
         };
-        Ok(Journal { db, segments, runs, next_seq: Mutex::new(last + 1), last_seq, flusher })
+        let writes = Writes { next_seq: last + 1, next_ticket: 1, pending: Vec::new(), forget: Vec::new() };
+        Ok(Journal { dir: dir.to_owned(), slot, writes: Mutex::new(writes), health: Mutex::default(), last_seq, flusher })
+    }
+
+    fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, disk::Health> {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is wrong with the journal's disk, for the agent's facts: "journal: disk full at
+    /// PATH" from a failed write until a flush succeeds again.
+    pub fn problem(&self) -> Option<String> {
+        self.health().problem.clone()
+    }
+
+    /// Notes a failed write when the error is the database's or the disk's (a record that
+    /// does not decode poisons nothing).
+    fn failed(&self, err: &anyhow::Error) {
+        if err.chain().any(|cause| cause.is::<sled::Error>() || cause.is::<std::io::Error>()) {
+            self.health().failed(&self.dir, err);
+        }
+    }
+
+    /// The database for a write: opened again first when a write failed since it was opened
+    /// (see [`disk`]), with the pending segments written again and the whole journal read
+    /// back.
+    fn writable(&self, writes: &mut Writes) -> anyhow::Result<Arc<disk::Handles>> {
+        self.writable_if_room(writes, true)
+    }
+
+    /// [`Journal::writable`]; with `need_room`, refused while the file system has less than
+    /// [`disk::MIN_ROOM`] free, before sled can meet a full disk.
+    fn writable_if_room(&self, writes: &mut Writes, need_room: bool) -> anyhow::Result<Arc<disk::Handles>> {
+        let closed = self.slot.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_none();
+        {
+            let mut health = self.health();
+            if !health.poisoned && !closed {
+                if need_room && disk::room(&self.dir).is_some_and(|free| free < disk::MIN_ROOM) {
+                    health.low(&self.dir);
+                    return Err(health.refusal());
+                }
+                drop(health);
+                return disk::current(&self.slot, &self.dir);
+            }
+            if !health.may_reopen(&self.dir) {
+                return Err(health.refusal());
+            }
+        }
+        let reopened = disk::reopen(&self.slot, &self.dir).and_then(|handles| {
+            for write in &writes.pending {
+                write.apply(&handles)?;
+            }
+            for run_id in &writes.forget {
+                handles.runs.remove(run_id.as_bytes())?;
+            }
+            Ok(handles)
+        });
+        let handles = reopened.inspect_err(|err| self.health().failed(&self.dir, err))?;
+        writes.forget.clear();
+        let verified = disk::verify(&handles).inspect_err(|err| self.health().damaged(&self.dir, err))?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments = verified.segments,
+            first = verified.first,
+            last = verified.last,
+            runs = verified.runs,
+            pending = writes.pending.len(),
+            "the journal was opened again after a failed write, and read back whole"
+        );
+        self.health().poisoned = false;
+        Ok(handles)
+    }
+
+    /// The database for a read: a poisoned one still reads; a closed one is opened again.
+    fn readable(&self) -> anyhow::Result<Arc<disk::Handles>> {
+        match disk::current(&self.slot, &self.dir) {
+            Ok(handles) => Ok(handles),
+            Err(_) => self.writable(&mut self.writes()),
+        }
     }
 
     /// Appends `batch`, less what only repeats what its runs already journalled, with the
@@ -193,74 +311,97 @@ impl Journal {
     /// Returns the last sequence number written.
     ///
     /// # Errors
-    /// When the disk fails; nothing of the batch is written or announced then.
-    pub async fn append(&self, batch: &[Event]) -> anyhow::Result<u64> {
-        let last = {
-            let mut next = self.next_seq.lock().expect("journal lock poisoned only if an append panicked");
-            let (events, runs) = self.fold(batch)?;
+    /// When the disk fails. Refused (not [`AppendError::accepted`]): nothing of the batch is
+    /// written, numbered or announced; append it again later. Accepted: the batch is numbered
+    /// and held; [`Journal::sync`] until it succeeds, and it is on disk.
+    pub async fn append(&self, batch: &[Event]) -> Result<u64, AppendError> {
+        let (last, ticket) = {
+            let mut writes = self.writes();
+            let handles = self.writable(&mut writes).map_err(AppendError::refused)?;
+            let (events, runs) = fold(&handles.runs, batch).map_err(AppendError::refused)?;
             if events.is_empty() {
-                return Ok(*next - 1);
+                return Ok(writes.next_seq - 1);
             }
-            let records: Vec<RunEvent> = events.iter().enumerate().map(|(offset, event)| event.record(*next + offset as u64)).collect();
-            let last = *next + records.len() as u64 - 1;
-            let segment = serde_json::to_vec(&records)?;
-            let runs: Vec<(String, Vec<u8>)> =
-                runs.into_iter().map(|(run_id, run)| Ok((run_id, serde_json::to_vec(&run)?))).collect::<anyhow::Result<_>>()?;
-            (&self.segments, &self.runs)
-                .transaction(|(segments, run_tree)| {
-                    segments.insert(&last.to_be_bytes(), segment.as_slice())?;
-                    for (run_id, run) in &runs {
-                        run_tree.insert(run_id.as_bytes(), run.as_slice())?;
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(|err: TransactionError<()>| anyhow::anyhow!("writing a journal segment: {err:?}"))?;
-            *next = last + 1;
-            last
+            let next = writes.next_seq;
+            let records: Vec<RunEvent> = events.iter().enumerate().map(|(offset, event)| event.record(next + offset as u64)).collect();
+            let last = next + records.len() as u64 - 1;
+            let encoded = serde_json::to_vec(&records).map_err(anyhow::Error::from).and_then(|segment| {
+                let runs = runs.into_iter().map(|(run_id, run)| Ok((run_id, serde_json::to_vec(&run)?))).collect::<anyhow::Result<_>>()?;
+                Ok((segment, runs))
+            });
+            let (segment, runs) = encoded.map_err(AppendError::refused)?;
+            let write = disk::Pending { ticket: writes.next_ticket, last, segment, runs };
+            let written = write.apply(&handles);
+            drop(handles);
+            // Written or not, the batch is the journal's now: a reopen writes it again.
+            writes.next_seq = last + 1;
+            writes.next_ticket += 1;
+            let ticket = write.ticket;
+            writes.pending.push(write);
+            if let Err(err) = written {
+                self.failed(&err);
+                return Err(AppendError::accepted(err));
+            }
+            (last, ticket)
         };
-        self.flusher.flush().await.context("flushing the journal")?;
-        // Another run's append may have announced a later number already; it never goes back.
-        self.last_seq.send_if_modified(|announced| {
-            let newer = last > *announced;
-            if newer {
-                *announced = last;
-            }
-            newer
-        });
+        self.settle(ticket).await.map_err(AppendError::accepted)?;
         Ok(last)
     }
 
-    /// The events of `batch` worth journalling, and the records of the runs they move.
-    fn fold<'a>(&self, batch: &'a [Event]) -> anyhow::Result<(Vec<&'a Event>, BTreeMap<String, RunRecord>)> {
-        let mut runs: BTreeMap<String, RunRecord> = BTreeMap::new();
-        let mut kept = Vec::with_capacity(batch.len());
-        for event in batch {
-            if !runs.contains_key(&event.run_id) {
-                if let Some(run) = self.run(&event.run_id)? {
-                    runs.insert(event.run_id.clone(), run);
+    /// Makes every accepted batch durable: after a failed append, this (retried until it
+    /// succeeds) rather than appending the batch again.
+    ///
+    /// # Errors
+    /// While the disk still fails.
+    pub async fn sync(&self) -> Result<(), AppendError> {
+        let ticket = {
+            let mut writes = self.writes();
+            self.writable(&mut writes).map_err(AppendError::accepted)?;
+            writes.next_ticket - 1
+        };
+        self.settle(ticket).await.map_err(AppendError::accepted)
+    }
+
+    /// Flushes; once every write up to `ticket` is durable, drops them from the pending list
+    /// and announces the last number they hold.
+    async fn settle(&self, ticket: u64) -> anyhow::Result<()> {
+        self.flusher.flush().await.context("flushing the journal").inspect_err(|err| self.failed(err))?;
+        let durable = {
+            let mut writes = self.writes();
+            let durable = writes.pending.iter().filter(|write| write.ticket <= ticket).map(|write| write.last).max();
+            writes.pending.retain(|write| write.ticket > ticket);
+            durable
+        };
+        self.health().flushed();
+        // Another run's append may have announced a later number already; it never goes back.
+        if let Some(durable) = durable {
+            self.last_seq.send_if_modified(|announced| {
+                let newer = durable > *announced;
+                if newer {
+                    *announced = durable;
                 }
-            }
-            match runs.get_mut(&event.run_id) {
-                Some(run) if run.repeats(&event.kind) => continue,
-                Some(run) => run.fold(&event.kind),
-                // Events of a run without a record (a local apply's journal, tests) are kept.
-                None => {}
-            }
-            kept.push(event);
+                newer
+            });
         }
-        Ok((kept, runs))
+        Ok(())
     }
 
     /// Journalled events with `seq >= from`, oldest first: whole segments until at least
-    /// `limit` events are gathered.
+    /// `limit` events are gathered. Only durable events are read: none that a failed flush
+    /// could still take back.
     ///
     /// # Errors
-    /// When a record is damaged.
+    /// When a record is damaged, or the journal is closed after a failed write.
     pub fn read_from(&self, from: u64, limit: usize) -> anyhow::Result<Vec<RunEvent>> {
+        let handles = self.readable()?;
+        let durable = *self.last_seq.borrow();
         let mut records = Vec::new();
         // A segment's key is its last number: the first key at or after `from` holds `from`.
-        for entry in self.segments.range(from.to_be_bytes()..) {
-            let (_, value) = entry?;
+        for entry in handles.segments.range(from.to_be_bytes()..) {
+            let (key, value) = entry?;
+            if seq_of(&key) > durable {
+                break;
+            }
             let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
             records.extend(segment.into_iter().filter(|record| record.seq >= from));
             if records.len() >= limit {
@@ -282,25 +423,11 @@ impl Journal {
     /// # Errors
     /// When the disk fails.
     pub fn trim(&self, up_to: u64) -> anyhow::Result<u64> {
-        let mut batch = sled::Batch::default();
-        for key in self.segments.range(..=up_to.to_be_bytes()).keys() {
-            batch.remove(key?);
-        }
-        self.segments.apply_batch(batch)?;
-        let trimmed = self.db.open_tree("meta")?.update_and_fetch("trimmed_up_to", |old| {
-            let old = old.map(seq_of).unwrap_or(0);
-            Some(old.max(up_to).to_be_bytes().to_vec())
-        })?;
-        // An emptied journal answers the number after the highest acknowledgement (the next
-        // it will write), not after this one: a stale acknowledgement must not claim that
-        // events dropped by an earlier one are still held.
-        let next = trimmed.map(|value| seq_of(&value)).unwrap_or(up_to) + 1;
-        match self.segments.first()? {
-            Some((_, value)) => {
-                let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
-                Ok(segment.first().map(|record| record.seq).unwrap_or(next))
-            }
-            None => Ok(next),
+        match self.writable_if_room(&mut self.writes(), false) {
+            Ok(handles) => trim(&handles, up_to).inspect_err(|err| self.failed(err)),
+            // A journal that cannot be written keeps what it holds (a trim only allows dropping
+            // it): the condition is reported already, and the next acknowledgement trims.
+            Err(_) => oldest(&*self.readable()?, None, up_to),
         }
     }
 
@@ -309,18 +436,26 @@ impl Journal {
     /// # Errors
     /// When the record is damaged.
     pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
-        self.runs.get(run_id)?.map(|value| serde_json::from_slice(&value).context("a run record does not decode")).transpose()
+        run_in(&self.readable()?.runs, run_id)
     }
 
     /// Records a run, atomically refusing a second record with the same id: `Ok(false)` when
     /// the run was known already (a retried start).
     ///
     /// # Errors
-    /// When the disk fails.
+    /// When the disk fails; the record is not kept then (a reopen removes it if it reached
+    /// sled).
     pub fn insert_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
-        let inserted = self.runs.compare_and_swap(&run.run_id, None as Option<&[u8]>, Some(serde_json::to_vec(run)?))?.is_ok();
-        self.db.flush()?;
-        Ok(inserted)
+        let value = serde_json::to_vec(run)?;
+        let handles = self.writable(&mut self.writes())?;
+        let inserted = handles.runs.compare_and_swap(&run.run_id, None as Option<&[u8]>, Some(value)).map(|swapped| swapped.is_ok());
+        let result = inserted.and_then(|inserted| handles.db.flush().map(|_| inserted)).map_err(anyhow::Error::from);
+        drop(handles);
+        if let Err(err) = &result {
+            self.failed(err);
+            self.writes().forget.push(run.run_id.clone());
+        }
+        result
     }
 
     /// Runs that were running when the agent stopped.
@@ -329,7 +464,7 @@ impl Journal {
     /// When a record is damaged.
     pub fn interrupted_runs(&self) -> anyhow::Result<Vec<RunRecord>> {
         let mut interrupted = Vec::new();
-        for value in self.runs.iter().values() {
+        for value in self.readable()?.runs.iter().values() {
             let run: RunRecord = serde_json::from_slice(&value?).context("a run record does not decode")?;
             if run.state == RunState::Running {
                 interrupted.push(run);
@@ -343,258 +478,95 @@ impl Journal {
     /// # Errors
     /// When the disk fails.
     pub fn set_run_state(&self, run_id: &str, state: RunState) -> anyhow::Result<()> {
-        if let Some(mut run) = self.run(run_id)? {
-            run.state = state;
-            self.runs.insert(run_id, serde_json::to_vec(&run)?)?;
-            self.db.flush()?;
+        let handles = self.writable(&mut self.writes())?;
+        let result = (|| {
+            if let Some(mut run) = run_in(&handles.runs, run_id)? {
+                run.state = state;
+                handles.runs.insert(run_id, serde_json::to_vec(&run)?)?;
+                handles.db.flush()?;
+            }
+            Ok(())
+        })();
+        drop(handles);
+        result.inspect_err(|err| self.failed(err))
+    }
+}
+
+/// The events of `batch` worth journalling, and the records of the runs they move.
+fn fold<'a>(run_tree: &sled::Tree, batch: &'a [Event]) -> anyhow::Result<(Vec<&'a Event>, BTreeMap<String, RunRecord>)> {
+    let mut runs: BTreeMap<String, RunRecord> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    for event in batch {
+        if !runs.contains_key(&event.run_id) {
+            if let Some(run) = run_in(run_tree, &event.run_id)? {
+                runs.insert(event.run_id.clone(), run);
+            }
         }
-        Ok(())
+        match runs.get_mut(&event.run_id) {
+            Some(run) if run.repeats(&event.kind) => continue,
+            Some(run) => run.fold(&event.kind),
+            // Events of a run without a record (a local apply's journal, tests) are kept.
+            None => {}
+        }
+        kept.push(event);
     }
+    Ok((kept, runs))
 }
 
-/// Journals written before segments kept one record per key in the tree `events`; they move
-/// into one segment (idempotently: a crash midway repeats the same write).
-fn migrate_per_event_records(db: &sled::Db, segments: &sled::Tree) -> anyhow::Result<()> {
-    let legacy = db.open_tree("events")?;
-    if legacy.is_empty() {
-        return Ok(());
-    }
-    let records: Vec<RunEvent> = legacy
-        .iter()
-        .values()
-        .map(|value| serde_json::from_slice(&value?).context("a journal record does not decode"))
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(last) = records.last().map(|record| record.seq) {
-        segments.insert(last.to_be_bytes(), serde_json::to_vec(&records)?)?;
-        db.flush()?;
-    }
-    legacy.clear()?;
-    db.flush()?;
-    Ok(())
+fn run_in(run_tree: &sled::Tree, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
+    run_tree.get(run_id)?.map(|value| serde_json::from_slice(&value).context("a run record does not decode")).transpose()
 }
 
-/// Refuses a journal a newer agent wrote, and records this build's version otherwise (schema
-/// 1 journals read as they are: their records' `"v"` is ignored).
-fn check_schema(meta: &sled::Tree, dir: &Path) -> anyhow::Result<()> {
-    let found = meta.get("schema")?.map(|value| seq_of(&value)).unwrap_or(1);
-    if found > SCHEMA_VERSION {
-        anyhow::bail!(
-            "the journal in {} has schema version {found}, newer than this agent's {SCHEMA_VERSION}: run the newer agent, or move the directory aside",
-            dir.display()
-        );
+/// [`Journal::trim`] on an open database.
+fn trim(handles: &disk::Handles, up_to: u64) -> anyhow::Result<u64> {
+    let keys: Vec<sled::IVec> = handles.segments.range(..=up_to.to_be_bytes()).keys().collect::<Result<_, _>>()?;
+    // The segments go and the high-water mark moves in one transaction: a crash between the
+    // two must never leave the segments gone with the mark behind, or the next start would
+    // number events again from below what the master acknowledged, and the master would drop
+    // them as seen.
+    let trimmed = (&handles.segments, &handles.meta)
+        .transaction(|(segments, meta)| {
+            let old = meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
+            let mark = old.max(up_to);
+            meta.insert("trimmed_up_to", &mark.to_be_bytes())?;
+            for key in &keys {
+                segments.remove(key)?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(mark)
+        })
+        .map_err(|err: TransactionError<()>| anyhow::anyhow!("trimming the journal: {err:?}"))?;
+    oldest(handles, Some(trimmed), up_to)
+}
+
+/// The oldest sequence number held; none held, the one after the highest acknowledgement
+/// (`trimmed`, read from `meta` when not given).
+fn oldest(handles: &disk::Handles, trimmed: Option<u64>, up_to: u64) -> anyhow::Result<u64> {
+    let trimmed = match trimmed {
+        Some(trimmed) => Some(trimmed),
+        None => handles.meta.get("trimmed_up_to")?.map(|value| seq_of(&value)),
+    };
+    // An emptied journal answers the number after the highest acknowledgement (the next
+    // it will write), not after this one: a stale acknowledgement must not claim that
+    // events dropped by an earlier one are still held.
+    let next = trimmed.unwrap_or(up_to).max(up_to) + 1;
+    match handles.segments.first()? {
+        Some((_, value)) => {
+            let segment: Vec<RunEvent> = serde_json::from_slice(&value).context("a journal segment does not decode")?;
+            Ok(segment.first().map(|record| record.seq).unwrap_or(next))
+        }
+        None => Ok(next),
     }
-    if found < SCHEMA_VERSION {
-        meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())?;
-    }
-    Ok(())
 }
 
 fn seq_of(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
+mod disk;
+pub mod pump;
+
 #[cfg(test)]
 mod props;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pmesh_proto::event::Kind;
-    use std::time::SystemTime;
-
-    /// Opens the journal in `dir` once sled has let go of it: a dropped database's flusher
-    /// thread can hold the directory's lock for a moment (until its next tick).
-    pub(super) fn reopen(dir: &Path) -> Journal {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Journal::open(dir) {
-                Ok(journal) => return journal,
-                Err(err) if std::time::Instant::now() > deadline => panic!("reopening the journal: {err:#}"),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn event(line: &str) -> Event {
-        Event { at: SystemTime::now(), run_id: "r1".into(), kind: EventKind::Log { step: "s".into(), line: line.into() } }
-    }
-
-    #[tokio::test]
-    async fn sequence_numbers_are_gap_free_across_reopen_and_trim() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let journal = Journal::open(dir.path()).unwrap();
-            assert_eq!(journal.append(&[event("a"), event("b")]).await.unwrap(), 2);
-            assert_eq!(journal.append(&[event("c")]).await.unwrap(), 3);
-            let read: Vec<u64> = journal.read_from(2, 10).unwrap().iter().map(|record| record.seq).collect();
-            assert_eq!(read, [2, 3]);
-            assert_eq!(journal.trim(3).unwrap(), 4, "everything acknowledged");
-        }
-        let journal = reopen(dir.path());
-        assert_eq!(journal.append(&[event("d")]).await.unwrap(), 4, "numbering continues after a trim and a restart");
-        assert_eq!(journal.read_from(0, 10).unwrap()[0].text, "d");
-    }
-
-    #[test]
-    fn a_run_id_is_recorded_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let run = run_record("r1");
-        assert!(journal.insert_run(&run).unwrap());
-        assert!(!journal.insert_run(&run).unwrap());
-        journal.set_run_state("r1", RunState::Succeeded).unwrap();
-        assert_eq!(journal.run("r1").unwrap().unwrap().state, RunState::Succeeded);
-    }
-
-    #[tokio::test]
-    async fn reads_resume_inside_a_segment_and_trims_keep_a_partly_acknowledged_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&[event("a"), event("b"), event("c")]).await.unwrap();
-        journal.append(&[event("d"), event("e")]).await.unwrap();
-        let seqs = |from, limit| journal.read_from(from, limit).unwrap().iter().map(|record| record.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(2, 100), [2, 3, 4, 5]);
-        assert_eq!(seqs(2, 1), [2, 3], "whole segments, from the one holding `from`");
-        assert_eq!(seqs(6, 100), Vec::<u64>::new());
-        assert_eq!(journal.trim(2).unwrap(), 1, "a segment with unacknowledged events stays whole");
-        assert_eq!(journal.trim(3).unwrap(), 4);
-        assert_eq!(seqs(4, 100), [4, 5]);
-    }
-
-    /// A journal written one record per key (before segments) is read after an upgrade, and
-    /// numbering continues after it.
-    #[tokio::test]
-    async fn a_per_event_journal_is_migrated_into_a_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let legacy = db.open_tree("events").unwrap();
-            for seq in [4u64, 5] {
-                let v1 = format!(r#"{{"v":1,"seq":{seq},"run_id":"r1","at_unix_ms":1,"kind":"log","step":"s","text":"line-{seq}"}}"#);
-                legacy.insert(seq.to_be_bytes(), v1.as_bytes()).unwrap();
-            }
-            db.flush().unwrap();
-        }
-        let journal = reopen(dir.path());
-        let texts: Vec<String> = journal.read_from(0, 10).unwrap().into_iter().map(|record| record.text).collect();
-        assert_eq!(texts, ["line-4", "line-5"]);
-        assert_eq!(journal.append(&[event("next")]).await.unwrap(), 6);
-    }
-
-    /// Journal records written by schema v1 keep decoding.
-    #[test]
-    fn reads_v1_records() {
-        let v1 = r#"{"v":1,"seq":7,"run_id":"r1","at_unix_ms":1,"kind":"step_failed","step":"named",
-            "text":"exited with code 1","percent":0.0,"exit_code":1,"tail":["x"],"attempt":1,
-            "instance":"","pattern":""}"#;
-        let record: RunEvent = serde_json::from_str(v1).unwrap();
-        assert_eq!(record.kind, Kind::StepFailed);
-        assert_eq!(record.exit_code, Some(1));
-    }
-
-    fn run_record(run_id: &str) -> RunRecord {
-        RunRecord {
-            v: 1,
-            run_id: run_id.into(),
-            instance: "i".into(),
-            bundle_digest: "d".into(),
-            started_at_unix_ms: 0,
-            state: RunState::Running,
-            values_json: "{}".into(),
-            steps: Default::default(),
-            announced: false,
-            images: Default::default(),
-        }
-    }
-
-    fn at(run_id: &str, kind: EventKind) -> Event {
-        Event { at: SystemTime::now(), run_id: run_id.into(), kind }
-    }
-
-    /// The step progress a resume relies on moves with the events: what the record says was
-    /// journalled is exactly what was.
-    #[tokio::test]
-    async fn step_progress_is_written_with_its_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        journal.insert_run(&run_record("r1")).unwrap();
-        let log = |line: &str| at("r1", EventKind::Log { step: "s".into(), line: line.into() });
-        journal.append(&[at("r1", EventKind::StepStarted { step: "s".into(), attempt: 1 }), log("a"), log("b")]).await.unwrap();
-        journal.append(&[log("c")]).await.unwrap();
-        let step = journal.run("r1").unwrap().unwrap().steps["s"].clone();
-        assert_eq!(step, StepProgress { state: StepState::Running, lines: 3, attempt: 1 });
-        assert_eq!(journal.read_from(0, 100).unwrap().len(), 4);
-    }
-
-    /// A resumed run's second "run started", "image ready" and "step started" (same attempt)
-    /// are not journalled again; a new attempt is.
-    #[tokio::test]
-    async fn a_resumed_run_does_not_announce_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        journal.insert_run(&run_record("r1")).unwrap();
-        let announcements = || {
-            [
-                at("r1", EventKind::RunStarted { instance: "i".into(), pattern: "p@1".into(), n_steps: 1 }),
-                at("r1", EventKind::ImageReady { reference: "img".into(), action: crate::executor::events::ImageAction::Present }),
-                at("r1", EventKind::StepStarted { step: "s".into(), attempt: 1 }),
-            ]
-        };
-        assert_eq!(journal.append(&announcements()).await.unwrap(), 3);
-        assert_eq!(journal.append(&announcements()).await.unwrap(), 3, "nothing new to journal");
-        let retry = at("r1", EventKind::StepStarted { step: "s".into(), attempt: 2 });
-        assert_eq!(journal.append(&[retry]).await.unwrap(), 4);
-        let kinds: Vec<Kind> = journal.read_from(0, 100).unwrap().iter().map(|record| record.kind).collect();
-        assert_eq!(kinds, [Kind::RunStarted, Kind::ImageReady, Kind::StepStarted, Kind::StepStarted]);
-    }
-
-    /// A run resumed after its first step ended converges that step again: its second start
-    /// and its "unchanged" are not journalled, while a step that never ended still is.
-    /// (Found by the chaos suite: an agent SIGKILLed during a run's last step re-announced
-    /// every earlier step.)
-    #[tokio::test]
-    async fn a_resumed_run_does_not_announce_an_ended_step_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        journal.insert_run(&run_record("r1")).unwrap();
-        let started = |step: &str| at("r1", EventKind::StepStarted { step: step.into(), attempt: 1 });
-        let unchanged = |step: &str| at("r1", EventKind::StepUnchanged { step: step.into(), container_id: None });
-        let succeeded = at("r1", EventKind::StepSucceeded { step: "a".into(), container_id: None });
-        assert_eq!(journal.append(&[started("a"), succeeded, started("b")]).await.unwrap(), 3);
-        assert_eq!(journal.append(&[started("a"), unchanged("a"), started("b")]).await.unwrap(), 3, "nothing new to journal");
-        assert_eq!(journal.append(&[started("c"), unchanged("c")]).await.unwrap(), 5, "a step that had not ended is journalled");
-    }
-
-    /// Run records written before the states were typed keep decoding, an unstarted step
-    /// (`""`) included.
-    #[test]
-    fn reads_schema_1_run_records() {
-        let v1 = r#"{"v":1,"run_id":"r1","instance":"i","bundle_digest":"d","started_at_unix_ms":0,"state":"running",
-            "values_json":"{}","steps":{"a":{"state":"running","lines":4},"b":{"state":"","lines":0},"c":{"state":"done","lines":1}}}"#;
-        let run: RunRecord = serde_json::from_str(v1).unwrap();
-        assert_eq!(run.state, RunState::Running);
-        let states: Vec<StepState> = run.steps.values().map(|step| step.state).collect();
-        assert_eq!(states, [StepState::Running, StepState::Unstarted, StepState::Done]);
-        assert!(!run.announced);
-    }
-
-    #[test]
-    fn a_newer_journal_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            db.open_tree("meta").unwrap().insert("schema", &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let err = loop {
-            match Journal::open(dir.path()) {
-                Err(err) if format!("{err:#}").contains("schema version") => break err,
-                Ok(_) => panic!("a newer journal opened"),
-                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Err(err) => panic!("{err:#}"),
-            }
-        };
-        assert!(format!("{err:#}").contains("newer than this agent's"), "{err:#}");
-    }
-}
+mod tests;

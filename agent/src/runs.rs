@@ -21,6 +21,7 @@ use crate::docker::DockerDriver;
 use crate::executor::events::{Event, EventKind, Outcome};
 use crate::executor::preview::{preview, Planned};
 use crate::executor::runner::Runner;
+use crate::journal::pump::{self, MAX_BATCH};
 use crate::journal::{Journal, RunRecord, RunState, StepState};
 use crate::state::{self, Paths};
 
@@ -36,9 +37,6 @@ pub enum StartError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
-
-/// The most events written to the journal in one flush.
-const MAX_BATCH: usize = 512;
 
 /// The agent's runs.
 pub struct Runs {
@@ -187,23 +185,10 @@ impl Runs {
     }
 
     async fn drive(&self, compiled: compile::Compiled, cancel: CancellationToken) -> Outcome {
-        let (tx, mut rx) = mpsc::channel::<Event>(4 * MAX_BATCH);
+        let (tx, rx) = mpsc::channel::<Event>(4 * MAX_BATCH);
         let journal = self.journal.clone();
-        let pump = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(event) => batch.push(event),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(err) = journal.append(&batch).await {
-                    // The journal is the run's record: without it, events would be lost.
-                    tracing::error!(error = format!("{err:#}"), "journalling events failed");
-                }
-            }
-        });
+        // A batch the journal cannot write is retried, not dropped: the runner waits meanwhile.
+        let pump = tokio::spawn(async move { pump::pump(journal.as_ref(), rx).await });
         let run_id = compiled.plan.run_id.clone();
         let outcome = match DockerDriver::connect().await {
             Ok(driver) => {

@@ -75,6 +75,7 @@ impl AgentService {
             agent_version: pmesh_proto::VERSION.to_owned(),
             labels: enrolment.labels.into_iter().collect(),
             cert_not_after_unix,
+            problems: facts::problems(self.runs.journal()),
         })
     }
 

@@ -365,6 +365,9 @@ impl Dispatcher {
         // Whatever the stream holds already is persisted in one transaction: one commit per
         // burst rather than per event.
         let mut batches = stream.ready_chunks(MAX_BATCH);
+        // The cursor as this consumer has moved it: the store refuses a batch when its cursor
+        // is behind (writes lost to a full disk), and the stream starts again from there.
+        let mut cursor = from_seq - 1;
         let mut unacked = 0usize;
         let mut flush_timer = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -393,7 +396,8 @@ impl Dispatcher {
                     }
                 }
             }
-            let kept = self.store.persist(name, &events)?;
+            let kept = self.store.persist_following(name, cursor, &events)?;
+            cursor = kept.last().map_or(cursor, |(_, event)| event.event.seq);
             unacked += kept.len();
             for (index, event) in kept {
                 match event.event.kind {

@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+use crate::store::StorageError;
+
 /// Why an RPC failed, by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,10 +34,16 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::Denied(message) => Status::permission_denied(message),
             ApiError::Failed(message) => Status::failed_precondition(message),
-            ApiError::Internal(err) => {
-                tracing::error!(error = format!("{err:#}"), "internal error");
-                Status::internal("the master hit an internal error; see its log")
-            }
+            // The database's disk: the one internal fault the caller is told about, since the
+            // operator can act on it (the store has logged it once already).
+            ApiError::Internal(err) => match err.chain().find_map(|cause| cause.downcast_ref::<StorageError>()) {
+                Some(full @ StorageError::DiskFull { .. }) => Status::resource_exhausted(full.to_string()),
+                Some(other) => Status::unavailable(other.to_string()),
+                None => {
+                    tracing::error!(error = format!("{err:#}"), "internal error");
+                    Status::internal("the master hit an internal error; see its log")
+                }
+            },
         }
     }
 }

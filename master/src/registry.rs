@@ -178,6 +178,7 @@ fn facts(info: &AgentInfo) -> FactsRecord {
         docker_version: docker.version,
         docker_error: docker.error,
         agent_version: info.agent_version.clone(),
+        problems: info.problems.clone(),
     }
 }
 

@@ -276,6 +276,7 @@ pub fn agent_status(record: AgentRecord) -> v1::AgentStatus {
         labels: record.labels.clone().into_iter().collect(),
         cert_not_after_unix: record.cert_not_after,
         arch: facts.arch,
+        problems: facts.problems,
     });
     v1::AgentStatus {
         name: record.name,

@@ -150,6 +150,21 @@ impl Tmpfs {
         Ok(Tmpfs { path: path.to_path_buf() })
     }
 
+    /// Mounts a tmpfs of `size` on the existing directory `path`, keeping what it holds: the
+    /// contents move onto the new file system (a master's data directory after `ca init`).
+    ///
+    /// # Errors
+    /// When moving the contents or mounting fails.
+    pub fn mount_keeping(path: &std::path::Path, size: &str) -> anyhow::Result<Tmpfs> {
+        let aside = path.with_extension("before-tmpfs");
+        std::fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
+        let tmpfs = Tmpfs::mount(path, size)?;
+        let copied = std::process::Command::new("cp").arg("-a").arg(aside.join(".")).arg(path).output().context("running cp")?;
+        anyhow::ensure!(copied.status.success(), "copying {} onto the tmpfs: {}", aside.display(), String::from_utf8_lossy(&copied.stderr));
+        std::fs::remove_dir_all(&aside)?;
+        Ok(tmpfs)
+    }
+
     /// Fills the file system with `fill`, writing until it is full; returns the file.
     ///
     /// # Errors

@@ -34,6 +34,8 @@ pub struct AgentView {
     pub enrolled_at_unix: i64,
     pub cert_serial: String,
     pub cert_not_after_unix: i64,
+    /// What the agent reported wrong, such as "journal: disk full at PATH".
+    pub problems: Vec<String>,
 }
 
 impl From<AgentStatus> for AgentView {
@@ -66,6 +68,7 @@ impl From<AgentStatus> for AgentView {
             enrolled_at_unix: agent.enrolled_at_unix,
             cert_serial: agent.cert_serial,
             cert_not_after_unix: agent.cert_not_after_unix,
+            problems: info.problems,
         }
     }
 }
@@ -135,10 +138,11 @@ pub fn agents_table(agents: &[AgentView]) -> String {
                 agent.docker_text(),
                 if agent.agent_version.is_empty() { "-".into() } else { agent.agent_version.clone() },
                 ago(agent.last_seen_unix),
+                if agent.problems.is_empty() { "-".into() } else { agent.problems.join("; ") },
             ]
         })
         .collect();
-    table(&["NAME", "ADDRESS", "STATUS", "LABELS", "OS", "DOCKER", "AGENT", "LAST SEEN"], &rows)
+    table(&["NAME", "ADDRESS", "STATUS", "LABELS", "OS", "DOCKER", "AGENT", "LAST SEEN", "PROBLEMS"], &rows)
 }
 
 fn bytes(n: u64) -> String {
@@ -160,6 +164,9 @@ pub fn agent_detail(agent: &AgentView) -> String {
     ];
     if let Some(error) = &agent.last_error {
         lines.push(("Last error", error.clone()));
+    }
+    if !agent.problems.is_empty() {
+        lines.push(("Problems", agent.problems.join("; ")));
     }
     lines.extend([
         ("OS", agent.os.clone()),

@@ -185,4 +185,12 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// When the disk fails.
     fn flush(&self) -> anyhow::Result<()>;
+
+    /// Removes `key` when the database is next opened again after a failed write, before it
+    /// takes another: a write whose caller was told it failed must not come back with what the
+    /// reopen recovers. A backend that never loses or recovers writes after an error does
+    /// nothing.
+    fn forget_on_reopen(&self, namespace: Namespace, key: &[u8]) {
+        let _ = (namespace, key);
+    }
 }

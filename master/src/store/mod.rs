@@ -39,7 +39,7 @@ pub use records::{
     AgentRecord, AgentState, ArtifactRecord, FactsRecord, Health, IssuedRecord, PatternRecord, Record, RunRecord, RunState, Segment,
     StoredEvent, TokenRecord, UnknownRunState,
 };
-pub use sled_backend::SledBackend;
+pub use sled_backend::{SledBackend, StorageError};
 
 /// The schema this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -60,6 +60,9 @@ pub struct FactsRecord {
     pub docker_version: String,
     pub docker_error: String,
     pub agent_version: String,
+    /// What the agent reported wrong ("journal: disk full at PATH"); absent in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A join token, stored by the sha256 of its text so the database never holds a usable token.

@@ -99,10 +99,12 @@ impl Store {
     /// Records a run (and flushes).
     ///
     /// # Errors
-    /// When the disk fails.
+    /// When the disk fails; the run is not recorded then, even if the write reached the
+    /// database before the disk filled (it is removed when the database is opened again).
     pub fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        self.put(&run.run_id, run)?;
-        self.flush()
+        self.put(&run.run_id, run)
+            .and_then(|()| self.flush())
+            .inspect_err(|_| self.backend.forget_on_reopen(Namespace::Runs, run.run_id.as_bytes()))
     }
 
     /// The run `run_id`.
@@ -157,8 +159,24 @@ impl Store {
     /// # Errors
     /// When the disk fails; then nothing of the batch is kept.
     pub fn persist(&self, agent: &str, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
+        self.persist_numbered(agent, None, batch)
+    }
+
+    /// [`Store::persist`] for a consumer following the agent's journal from `cursor` (the
+    /// cursor as it read it, moved by what it persisted since): refused when the stored cursor
+    /// is behind it, which happens when the database lost writes that had not reached the
+    /// disk (reopened after a full disk). The consumer then follows again from the stored
+    /// cursor rather than leave a gap.
+    ///
+    /// # Errors
+    /// As [`Store::persist`], and when the cursor went back.
+    pub fn persist_following(&self, agent: &str, cursor: u64, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
+        self.persist_numbered(agent, Some(cursor), batch)
+    }
+
+    fn persist_numbered(&self, agent: &str, following: Option<u64>, batch: &[StoredEvent]) -> anyhow::Result<Vec<(u64, StoredEvent)>> {
         loop {
-            let Some(numbered) = self.number(agent, batch)? else { return Ok(Vec::new()) };
+            let Some(numbered) = self.number(agent, following, batch)? else { return Ok(Vec::new()) };
             if self.backend.commit(&numbered.txn)? {
                 return Ok(numbered.kept);
             }
@@ -167,9 +185,14 @@ impl Store {
 
     /// The transaction that keeps `batch`'s new events, conditional on the cursor and
     /// counters read here, and the events with their indexes; `None` when nothing is new.
-    fn number(&self, agent: &str, batch: &[StoredEvent]) -> anyhow::Result<Option<Numbered>> {
+    fn number(&self, agent: &str, following: Option<u64>, batch: &[StoredEvent]) -> anyhow::Result<Option<Numbered>> {
         let stored_cursor = self.backend.get(Namespace::Cursors, agent.as_bytes())?;
         let mut cursor = counter(stored_cursor.as_deref());
+        if let Some(believed) = following.filter(|believed| *believed > cursor) {
+            anyhow::bail!(
+                "the stored cursor of {agent} went back from {believed} to {cursor} (writes that had not reached the disk were lost); following again from it"
+            );
+        }
         let mut txn = Txn::default();
         let mut next_index: BTreeMap<&str, u64> = BTreeMap::new();
         let mut segments: BTreeMap<&str, Segment> = BTreeMap::new();

@@ -11,9 +11,10 @@
 //! It prints the counts per round and in total, with one line per finding, and asserts that
 //! every count is 0.
 //!
-//! Beside it, in the same binary: `skew` (an agent whose clock is behind by more than
-//! `clock_skew`, under libfaketime). (A full-disk test waits on the agent failing a run whose
-//! events its journal cannot take; see the notes of issue 17.)
+//! Beside it, in the same binary: `skew` (an agent whose clock is behind or ahead by more than
+//! `clock_skew`, under libfaketime) and `full_disk` (a small tmpfs filled under the agent's
+//! journal, the agent's artifact cache and the master's data directory, then freed: a clear
+//! error or a held run, nothing lost, duplicated or corrupted, and recovery).
 //!
 //! Bounds and replay, from the environment:
 //! - `PMESH_CHAOS_ROUNDS`: rounds to run (default 4: about 3 to 4 minutes on a 2-core
@@ -28,6 +29,7 @@
 
 mod audit;
 mod faults;
+mod full_disk;
 mod runs;
 mod skew;
 
