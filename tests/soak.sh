@@ -201,7 +201,7 @@ echo "| samples | $samples, every 10 s, over $elapsed s |"
 echo "| false downs (agent-samples not up / distinct agents) | $false_downs / ${#ever_down[@]} |"
 echo "| \"agent is down\" lines in the master's log | $downs_in_log |"
 echo "| master CPU | $(awk -v t="$cpu" -v h="$ticks" -v e="$elapsed" 'BEGIN { printf "%.1f s (%.1f%% of one core)", t / h, t * 100 / h / e }') |"
-echo "| master RSS per agent (last) | $(awk -v k="$rss_last" -v n="$agents" 'BEGIN { printf "%.1f KiB", k / n }') |"
+echo "| master RSS ÷ agents (last sample, its own baseline included) | $(awk -v k="$rss_last" -v n="$agents" 'BEGIN { printf "%.1f KiB", k / n }') |"
 echo "| simulated agents' process: CPU, RSS | $(awk -v t="$sim_cpu" -v h="$ticks" -v e="$elapsed" 'BEGIN { printf "%.1f s (%.1f%% of one core)", t / h, t * 100 / h / e }'), $(mib "$sim_rss") MiB ($(awk -v k="$sim_rss" -v n="$agents" 'BEGIN { printf "%.1f KiB", k / n }') per identity) |"
 echo
 

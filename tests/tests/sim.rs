@@ -1,12 +1,14 @@
 //! `pmesh-agent simulate` against a real master: five identities join with their own tokens,
 //! the master's heartbeat records each of them up at its own loopback address, SIGTERM stops
 //! them all (and the master then sees them down), a restart serves the same identities without
-//! tokens, and a count with identities that have no token is refused before anything changes.
+//! tokens (and, with the real Docker engine, runs a container-less pattern on all five), and a
+//! count with identities that have no token is refused before anything changes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pmesh_tests::docker::Instance;
 use pmesh_tests::{bin, wait_until, Mesh};
 
 /// The simulation's process, killed on drop.
@@ -19,7 +21,7 @@ impl Drop for Sim {
     }
 }
 
-fn simulate(mesh: &Mesh, count: &str, extra: &[&str]) -> Command {
+fn simulate(mesh: &Mesh, count: &str, extra: &[&str], docker: bool) -> Command {
     let data = mesh.dir.path().join("sim");
     let mut command = Command::new(bin("pmesh-agent"));
     command
@@ -27,9 +29,11 @@ fn simulate(mesh: &Mesh, count: &str, extra: &[&str]) -> Command {
         .arg(&data)
         .args(["--for", "5m"])
         .args(extra)
-        // The identities' Info asks no Docker engine; a missing socket answers at once.
-        .env("DOCKER_HOST", format!("unix://{}", mesh.dir.path().join("no-docker.sock").display()))
         .env("RUST_LOG", "info");
+    if !docker {
+        // The identities' Info asks no Docker engine; a missing socket answers at once.
+        command.env("DOCKER_HOST", format!("unix://{}", mesh.dir.path().join("no-docker.sock").display()));
+    }
     command
 }
 
@@ -81,7 +85,7 @@ fn five_simulated_agents_join_and_answer_the_heartbeat() {
     std::fs::write(&token_file, tokens).expect("token file");
     let log = mesh.dir.path().join("sim.log");
     let token_path = token_file.to_str().expect("utf-8");
-    let mut sim = start(simulate(&mesh, "5", &["--token-file", token_path, "--ca-fingerprint", &fingerprint]), &log);
+    let mut sim = start(simulate(&mesh, "5", &["--token-file", token_path, "--ca-fingerprint", &fingerprint], false), &log);
 
     let expected: Vec<String> = (1..=5).map(|index| format!("sim-{index:05}")).collect();
     let all_up = wait_until("five simulated agents up", Duration::from_secs(60), || with_status(&mesh, "up") == expected);
@@ -101,13 +105,24 @@ fn five_simulated_agents_join_and_answer_the_heartbeat() {
     wait_until("all five down once stopped", Duration::from_secs(30), || with_status(&mesh, "down") == expected).expect("down");
 
     // Six identities, one of them without a token: refused with a usage error, nothing joined.
-    let refused = simulate(&mesh, "6", &[]).output().expect("simulate");
+    let refused = simulate(&mesh, "6", &[], false).output().expect("simulate");
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("1 identities are not enrolled yet: pass --token-file"), "{refused:?}");
     assert!(!mesh.dir.path().join("sim/sim-00006").exists());
 
-    // The same five again, from their data directories, without a token.
-    let mut again = start(simulate(&mesh, "5", &[]), &mesh.dir.path().join("sim-again.log"));
+    // The same five again, from their data directories, without a token, with Docker: the
+    // real service takes a bundle and a run, and streams the run's events back.
+    let log = mesh.dir.path().join("sim-again.log");
+    let mut again = start(simulate(&mesh, "5", &[], true), &log);
     wait_until("the five up again", Duration::from_secs(60), || with_status(&mesh, "up") == expected).expect("up again");
+    let push = mesh.pmesh(&["pattern", "push", concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/noop")]);
+    assert_eq!(push.code, 0, "{push:?}");
+    let instance = Instance::new("sim");
+    let port = mesh.master_port.to_string();
+    let run = mesh.pmesh(&["run", "noop", "--all", "--instance", &instance.0, "-p", &format!("port={port}")]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    for name in &expected {
+        assert!(run.stdout.contains(name.as_str()) || run.stderr.contains(name.as_str()), "{name} missing from {run:?}");
+    }
     assert!(terminate(&mut again).success());
 }
