@@ -7,7 +7,8 @@
 //! - [`facts`] and [`docker`]: what the agent reports about its host;
 //! - [`state`]: the identity on disk; [`config`]: settings;
 //! - [`runs`], [`compile`], [`executor`], [`journal`]: runs the master starts, and their events;
-//! - [`artifacts`]: the artifact cache, fetched from the master's depot or a pattern's URLs.
+//! - [`artifacts`]: the artifact cache, fetched from the master's depot or a pattern's URLs;
+//! - [`sim`]: many real identities in one process, for soak and scale tests.
 
 pub mod artifacts;
 pub mod bundles;
@@ -27,4 +28,5 @@ pub mod local;
 pub mod renew;
 pub mod runs;
 pub mod service;
+pub mod sim;
 pub mod state;

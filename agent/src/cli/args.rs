@@ -27,6 +27,9 @@ pub enum Command {
     Pattern(PatternCommand),
     /// Run the agent daemon.
     Run(RunArgs),
+    /// Serve many enrolled agent identities from one process (soak and scale tests).
+    #[command(hide = true)]
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,4 +91,30 @@ pub struct RunArgs {
     /// How often to check for renewal (overrides `renew_check_interval`), such as 60s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub renew_check_interval: Option<std::time::Duration>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// How many identities to serve, named PREFIX-00001 and on.
+    #[arg(long)]
+    pub count: usize,
+    /// The master's HOST:PORT.
+    #[arg(long)]
+    pub master: String,
+    /// Join tokens for the identities not enrolled yet, one a line: bare, or as
+    /// `pmesh token create -o json` prints them.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The mesh CA fingerprint, sha256:HEX, for bare tokens.
+    #[arg(long)]
+    pub ca_fingerprint: Option<String>,
+    /// The directory holding one data directory per identity.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The identities' name prefix.
+    #[arg(long, default_value = "sim")]
+    pub prefix: String,
+    /// Stop after this long, such as 10m [default: only on SIGTERM].
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
 }

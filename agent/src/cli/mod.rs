@@ -5,6 +5,7 @@ pub mod args;
 mod join;
 mod pattern;
 mod run;
+mod simulate;
 
 pub use args::Cli;
 
@@ -20,5 +21,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Join(args) => join::run(args, &cli.data_dir).await,
         Command::Pattern(command) => pattern::run(command, &cli.data_dir).await,
         Command::Run(args) => run::run(args, &cli.data_dir).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
