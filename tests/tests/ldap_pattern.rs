@@ -130,13 +130,17 @@ impl Lab {
     }
 
     fn agent(&self, verb: &str, directory: &Directory) -> Run {
+        self.agent_with(verb, &self.values_file(directory))
+    }
+
+    fn agent_with(&self, verb: &str, values: &Path) -> Run {
         let output = Command::new(bin("pmesh-agent"))
             .args(["--data-dir", self.dir.path().join("agent").to_str().expect("utf-8"), "pattern", verb])
             .arg(pattern())
             .args(["--instance", &self.instance, "--config"])
             .arg(self.dir.path().join("agent.toml"))
             .arg("-f")
-            .arg(self.values_file(directory))
+            .arg(values)
             .output()
             .expect("running pmesh-agent");
         output.into()
@@ -265,6 +269,18 @@ fn the_ldap_pattern_serves_vcenter_shaped_entries_converges_and_keeps_its_data()
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
     let alice_uuid = check_directory(&lab, &directory);
     let slapd = docker(&["inspect", "-f", "{{.Id}}", &lab.slapd()]);
+
+    // A user without a password fails the run before anything changes.
+    let mut broken = alice_and_bob();
+    broken.users.insert("dave", ("Dave Null", String::new()));
+    broken.bind_password = directory.bind_password.clone();
+    std::fs::write(lab.dir.path().join("broken.yaml"), broken.values(lab.ldap_port, lab.ldaps_port).replace("\n  dave:\n", "\n"))
+        .expect("values");
+    let refused = lab.agent_with("apply", &lab.dir.path().join("broken.yaml"));
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(refused.stdout.contains("user dave has no password in user_passwords"), "{}", refused.stdout);
+    let users = lab.search(&Lab::bind_dn(), &directory.bind_password, "(objectClass=inetOrgPerson)", &["uid"]);
+    assert_eq!(users.len(), 2, "dave was not added: {users:?}");
 
     // Bob leaves, Carol arrives: only the directory step runs again.
     directory.users.remove("bob");

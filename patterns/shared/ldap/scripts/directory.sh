@@ -50,6 +50,20 @@ done
 cp /pmesh/secrets/bind.password "$work/bind.password"
 [ -s "$work/bind.password" ] || fail "bind_password is empty"
 
+# Every user's password, checked before anything changes: a line "uid:password" per user.
+grep -h '^uid: ' "$work"/entry.* | sed 's/^uid: //' > "$work/uids" || true
+while IFS= read -r line || [ -n "$line" ]; do
+  case "$line" in '' | '#'*) continue ;; esac
+  uid="${line%%:*}"
+  [ "$uid" != "$line" ] || fail "a line of user_passwords is not \"uid:password\""
+  grep -qxF "$uid" "$work/uids" || fail "user_passwords has a password for \"$uid\", which is not one of the users"
+  printf '%s' "${line#*:}" > "$work/password.$uid"
+  [ -s "$work/password.$uid" ] || fail "the password of $uid is empty"
+done < /pmesh/secrets/passwords
+while IFS= read -r uid; do
+  [ -s "$work/password.$uid" ] || fail "user $uid has no password in user_passwords"
+done < "$work/uids"
+
 exists() {
   set +e
   ldapsearch -Q -LLL -Y EXTERNAL -H "$ldapi" -b "$1" -s base dn > /dev/null 2>&1
@@ -98,7 +112,7 @@ for container in "$USERS_DN" "$GROUPS_DN" "$SERVICES_DN"; do
     done
 done
 
-# Passwords: a line "uid:password" per user; the bind account's in its own file.
+# Passwords: set unless the account already binds with it.
 set_password() { # DN FILE
   if ldapwhoami -x -H "$ldapi" -D "$1" -y "$2" > /dev/null 2>&1; then
     return 0
@@ -109,19 +123,8 @@ set_password() { # DN FILE
   echo "directory: set the password of $1"
 }
 set_password "$BIND_DN" "$work/bind.password"
-grep -h '^uid: ' "$work"/entry.* | sed 's/^uid: //' > "$work/uids" || true
-while IFS= read -r line || [ -n "$line" ]; do
-  case "$line" in '' | '#'*) continue ;; esac
-  uid="${line%%:*}"
-  [ "$uid" != "$line" ] || fail "a line of user_passwords is not \"uid:password\""
-  grep -qxF "$uid" "$work/uids" || fail "user_passwords has a password for \"$uid\", which is not one of the users"
-  printf '%s' "${line#*:}" > "$work/password"
-  [ -s "$work/password" ] || fail "the password of $uid is empty"
-  set_password "uid=$uid,$USERS_DN" "$work/password"
-  echo "$uid" >> "$work/with-password"
-done < /pmesh/secrets/passwords
 while IFS= read -r uid; do
-  grep -qxF "$uid" "$work/with-password" 2>/dev/null || fail "user $uid has no password in user_passwords"
+  set_password "uid=$uid,$USERS_DN" "$work/password.$uid"
 done < "$work/uids"
 
 # The end-to-end check: the bind account reads the directory over LDAPS, verifying the
