@@ -10,6 +10,8 @@ set -euo pipefail
 images=(
   "pmesh-test/tools:bookworm-1|bind9,bind9-dnsutils,ca-certificates,curl,netcat-openbsd,procps"
   "pmesh-test/sshd:bookworm-1|systemd,systemd-sysv,openssh-server,sudo,iproute2,iptables,procps,ca-certificates"
+  "pmesh-test/ldap:bookworm-1|slapd,ldap-utils,openssl,ca-certificates"
+  "pmesh-test/nfs:bookworm-1|nfs-ganesha,nfs-ganesha-vfs,rpcbind,nfs-common,libnfs-utils,netbase"
 )
 
 need_root_tools() {
