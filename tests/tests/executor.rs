@@ -30,7 +30,6 @@ fn container(command: &[&str]) -> ContainerSpec {
         workdir: None,
         user: None,
         inputs: BTreeMap::new(),
-        reload: None,
     }
 }
 
