@@ -62,10 +62,7 @@ pub fn memory_bytes() -> u64 {
 
 /// Bytes available to unprivileged users on the file system holding `path`.
 pub fn disk_free(path: &Path) -> u64 {
-    match rustix::fs::statvfs(path) {
-        Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
-        Err(_) => 0,
-    }
+    pmesh_rt::disk::free_bytes(path).unwrap_or(0)
 }
 
 /// The conditions an operator should act on, one sentence each, for `pmesh agents ls`: today

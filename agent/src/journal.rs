@@ -170,6 +170,8 @@ impl AppendError {
 
 /// The journal.
 pub struct Journal {
+    /// This journal's identity ([`disk::identity`]), kept across restarts.
+    id: String,
     dir: PathBuf,
     /// The database, swapped for a fresh one after a failed write poisoned it.
     slot: disk::Slot,
@@ -205,6 +207,7 @@ impl Journal {
         let handles = disk::Handles::open(dir)?;
         disk::migrate_per_event_records(&handles.db, &handles.segments)?;
         disk::check_schema(&handles.meta, dir)?;
+        let id = disk::identity(&handles.meta)?;
         // The next number continues after the last event, or after the last trimmed one.
         let last_event = handles.segments.last()?.map(|(key, _)| seq_of(&key)).unwrap_or(0);
         let trimmed = handles.meta.get("trimmed_up_to")?.map(|value| seq_of(&value)).unwrap_or(0);
@@ -223,7 +226,7 @@ impl Journal {
             })
         };
         let writes = Writes { next_seq: last + 1, next_ticket: 1, pending: Vec::new(), forget: Vec::new() };
-        Ok(Journal { dir: dir.to_owned(), slot, writes: Mutex::new(writes), health: Mutex::default(), last_seq, flusher })
+        Ok(Journal { id, dir: dir.to_owned(), slot, writes: Mutex::new(writes), health: Mutex::default(), last_seq, flusher })
     }
 
     fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
@@ -232,6 +235,12 @@ impl Journal {
 
     fn health(&self) -> std::sync::MutexGuard<'_, disk::Health> {
         self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This journal's identity: another journal under the same agent name (the host installed
+    /// again) numbers its events from 1 again, and a master tells the two apart by it.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// What is wrong with the journal's disk, for the agent's facts: "journal: disk full at
@@ -262,7 +271,7 @@ impl Journal {
         {
             let mut health = self.health();
             if !health.poisoned && !closed {
-                if need_room && disk::room(&self.dir).is_some_and(|free| free < disk::MIN_ROOM) {
+                if need_room && pmesh_rt::disk::free_bytes(&self.dir).is_some_and(|free| free < disk::MIN_ROOM) {
                     health.low(&self.dir);
                     return Err(health.refusal());
                 }

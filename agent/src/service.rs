@@ -149,6 +149,7 @@ impl Agent for AgentService {
 
     async fn watch_events(&self, request: Request<v1::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
         let journal = self.runs.journal().clone();
+        let journal_id = journal.id().parse().map_err(|_| AgentError::Internal(anyhow::anyhow!("the journal's id is not ASCII")))?;
         let mut next = request.get_ref().from_seq.max(1);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -176,7 +177,9 @@ impl Agent for AgentService {
                 }
             }
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let mut response = Response::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        response.metadata_mut().insert(pmesh_proto::event::JOURNAL_ID_METADATA, journal_id);
+        Ok(response)
     }
 
     async fn ack_events(&self, request: Request<v1::AckEventsRequest>) -> Result<Response<v1::AckEventsResponse>, Status> {

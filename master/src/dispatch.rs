@@ -357,11 +357,22 @@ impl Dispatcher {
     async fn follow(&self, name: &str) -> anyhow::Result<()> {
         let agent = self.store.agent(name)?.ok_or_else(|| anyhow::anyhow!("agent {name} is gone"))?;
         let dialled = self.channel(&agent)?;
-        let from_seq = self.store.cursor(name)? + 1;
-        // A long-lived stream: no per-call timeout.
-        let mut request = tonic::Request::new(v1::WatchEventsRequest { from_seq });
-        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
-        let stream = AgentClient::new(dialled.channel.clone()).watch_events(request).await?.into_inner();
+        let mut from_seq = self.store.cursor(name)? + 1;
+        let stream = loop {
+            // A long-lived stream: no per-call timeout.
+            let mut request = tonic::Request::new(v1::WatchEventsRequest { from_seq });
+            request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+            let response = AgentClient::new(dialled.channel.clone()).watch_events(request).await?;
+            // An agent older than journal ids names none: its cursor is kept as it is.
+            let journal = response.metadata().get(pmesh_proto::event::JOURNAL_ID_METADATA).and_then(|id| id.to_str().ok());
+            let Some(journal) = journal else { break response.into_inner() };
+            let cursor = self.store.follow_journal(name, journal)?;
+            if cursor + 1 == from_seq {
+                break response.into_inner();
+            }
+            // Another journal than the cursor was into: from its start.
+            from_seq = cursor + 1;
+        };
         // Whatever the stream holds already is persisted in one transaction: one commit per
         // burst rather than per event.
         let mut batches = stream.ready_chunks(MAX_BATCH);

@@ -8,6 +8,7 @@
 //!   dispatch, re-dialled when the agent's address changes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -86,6 +87,7 @@ impl Connections {
 pub async fn monitor(store: Store, connections: Arc<Connections>, interval: Duration, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
     let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let failing = Arc::new(AtomicBool::new(false));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -106,16 +108,17 @@ pub async fn monitor(store: Store, connections: Arc<Connections>, interval: Dura
             let channel = match connections.get(&agent) {
                 Ok(dialled) => dialled,
                 Err(err) => {
-                    record(&store, &agent.name, Err(format!("{err:#}")));
+                    record(&store, &failing, &agent.name, Err(format!("{err:#}")));
                     continue;
                 }
             };
             let store = store.clone();
             let limit = limit.clone();
+            let failing = failing.clone();
             checks.spawn(async move {
                 let Ok(_permit) = limit.acquire().await else { return };
                 let outcome = check(&channel, timeout).await;
-                record(&store, &agent.name, outcome);
+                record(&store, &failing, &agent.name, outcome);
             });
         }
         while checks.join_next().await.is_some() {}
@@ -137,7 +140,9 @@ fn describe(dialled: &Dialled, status: &tonic::Status) -> String {
     dialled.explain(status).map(|explained| explained.message).unwrap_or_else(|| status.message().to_owned())
 }
 
-fn record(store: &Store, name: &str, outcome: Result<AgentInfo, String>) {
+/// Records a check's outcome. `failing` is set while recording fails (a full disk): the first
+/// failure is logged, and the recovery, not one line per agent per interval in between.
+fn record(store: &Store, failing: &AtomicBool, name: &str, outcome: Result<AgentInfo, String>) {
     let now = now_unix();
     let result = store.update_agent(name, |record| match &outcome {
         Ok(info) => {
@@ -157,8 +162,13 @@ fn record(store: &Store, name: &str, outcome: Result<AgentInfo, String>) {
             record.last_error = Some(reason.clone());
         }
     });
-    if let Err(err) = result {
-        tracing::error!(agent = %name, error = %err, "recording a check failed");
+    match result {
+        Err(err) if !failing.swap(true, Ordering::Relaxed) => {
+            tracing::error!(agent = %name, error = %err, "recording a check failed; further failures are not logged until recording works again");
+        }
+        Err(_) => {}
+        Ok(()) if failing.swap(false, Ordering::Relaxed) => tracing::info!("recording the agents' checks works again"),
+        Ok(()) => {}
     }
 }
 

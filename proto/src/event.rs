@@ -16,6 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::progress::Progress;
 use crate::v1;
 
+/// The gRPC metadata key under which `WatchEvents` names the journal it streams: a host
+/// installed again under the same agent name has another journal, numbered from 1 again.
+pub const JOURNAL_ID_METADATA: &str = "pmesh-journal-id";
+
 /// One event of a run, with the agent-wide, gap-free sequence number the agent's journal gave
 /// it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -373,3 +373,36 @@ fn runs_started_at_once_on_an_agent_without_the_bundle_all_succeed() -> anyhow::
     }
     Ok(())
 }
+
+/// A host installed again (its data directory gone) and enrolled again under its name with a
+/// `--force` token starts a new journal, numbered from 1 again, while the master's cursor is
+/// still far into the old one: the master must follow the new journal from its start, not skip
+/// its events as replays.
+#[test]
+fn a_host_installed_again_under_its_name_has_its_new_journal_followed() -> anyhow::Result<()> {
+    let (mesh, _master, mut agents) = lab(&["pc-1"])?;
+    let instance = Instance::new("again");
+    // Several runs move the cursor well past what the new journal's first run will number.
+    for _ in 0..3 {
+        let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "lines=3"]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    }
+    agents[0].terminate(Duration::from_secs(20))?;
+    std::fs::remove_dir_all(mesh.agent_dir("pc-1"))?;
+    mesh.enrol("pc-1", &["--name", "pc-1", "--force", "--label", "site=lab"])?;
+    let _agent = mesh.start_agent("pc-1", &[])?;
+
+    let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "lines=3", "--detach"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run_id = run_id_of(&run.stdout);
+    wait_until("the run on the new journal to end on the master", Duration::from_secs(90), || {
+        let shown = mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]);
+        shown.stdout.contains("succeeded") || shown.stdout.contains("failed")
+    })?;
+    let shown = mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]);
+    assert!(shown.stdout.contains("succeeded"), "{}", shown.stdout);
+    let all = events(&mesh, &run_id);
+    assert_contiguous(&all);
+    assert_eq!(all.first().and_then(|event| event["seq"].as_u64()), Some(1), "the new journal is read from its start: {all:?}");
+    Ok(())
+}

@@ -121,7 +121,7 @@ impl Health {
         self.poisoned = true;
         if self.problem.is_none() {
             let problem = describe(dir, err);
-            self.full = disk_full(err);
+            self.full = pmesh_rt::disk::is_full(err);
             tracing::error!(error = format!("{err:#}"), "{problem}; the runs' events are held and written once it can be");
             self.problem = Some(problem);
         }
@@ -174,31 +174,17 @@ impl Health {
             return false;
         }
         self.last_reopen = Some(Instant::now());
-        room(dir).is_none_or(|free| free >= MIN_ROOM)
+        pmesh_rt::disk::free_bytes(dir).is_none_or(|free| free >= MIN_ROOM)
     }
 }
 
 /// The condition a failed write reports, naming the journal's directory.
 pub fn describe(dir: &Path, err: &anyhow::Error) -> String {
-    if disk_full(err) {
+    if pmesh_rt::disk::is_full(err) {
         format!("journal: disk full at {}", dir.display())
     } else {
         format!("journal: cannot write at {}: {err:#}", dir.display())
     }
-}
-
-/// Whether an error comes from a full disk (or quota).
-pub fn disk_full(err: &anyhow::Error) -> bool {
-    let full = |io: &std::io::Error| matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
-    err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(full)
-            || matches!(cause.downcast_ref::<sled::Error>(), Some(sled::Error::Io(io)) if full(io))
-    })
-}
-
-/// Free bytes on `dir`'s file system, when it can tell.
-pub fn room(dir: &Path) -> Option<u64> {
-    rustix::fs::statvfs(dir).ok().map(|stat| stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Drops the database in `slot` and opens `dir` again, waiting for sled to let go of the old
@@ -216,7 +202,7 @@ pub fn reopen(slot: &Slot, dir: &Path) -> anyhow::Result<Arc<Handles>> {
         match Handles::open(dir) {
             Ok(handles) => break Arc::new(handles),
             // A full disk does not get better by waiting here: the next attempt is later.
-            Err(err) if disk_full(&err) || Instant::now() > deadline => return Err(err),
+            Err(err) if pmesh_rt::disk::is_full(&err) || Instant::now() > deadline => return Err(err),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
@@ -306,4 +292,27 @@ pub fn check_schema(meta: &sled::Tree, dir: &Path) -> anyhow::Result<()> {
         meta.insert("schema", &super::SCHEMA_VERSION.to_be_bytes())?;
     }
     Ok(())
+}
+
+/// The journal's identity, made when the journal is (or, for a journal an older agent wrote,
+/// when it is first opened by this one): random, so that a master following the journal
+/// can tell it from the one an earlier installation under the same agent name wrote, whose
+/// sequence numbers this one repeats.
+pub fn identity(meta: &sled::Tree) -> anyhow::Result<String> {
+    if let Some(found) = meta.get("id")? {
+        return String::from_utf8(found.to_vec()).context("the journal's id is not text");
+    }
+    let made = format!("{:032x}", rand::random::<u128>());
+    match meta.compare_and_swap("id", None as Option<&[u8]>, Some(made.as_bytes()))? {
+        // Durable before any master can learn it: an id that changed after a crash would
+        // make a master read this journal's old events again.
+        Ok(()) => {
+            meta.flush()?;
+            Ok(made)
+        }
+        Err(current) => {
+            let current = current.current.context("the journal's id vanished")?;
+            String::from_utf8(current.to_vec()).context("the journal's id is not text")
+        }
+    }
 }

@@ -230,7 +230,7 @@ async fn a_full_disk_refuses_batches_before_sled_fails_and_loses_nothing() {
         }
         assert!(written < 100_000, "8 MiB never filled");
     };
-    assert!(!refused.accepted && disk::disk_full(&refused.error), "{refused:#}");
+    assert!(!refused.accepted && pmesh_rt::disk::is_full(&refused.error), "{refused:#}");
     assert!(written > 0);
     assert_eq!(journal.problem(), Some(format!("journal: disk full at {}", dir.display())));
     assert_eq!(journal.read_from(0, usize::MAX).unwrap().len(), written, "reads go on");
@@ -249,4 +249,15 @@ async fn a_full_disk_refuses_batches_before_sled_fails_and_loses_nothing() {
     drop(journal);
     let reopened = reopen(&dir);
     assert_eq!(reopened.read_from(0, usize::MAX).unwrap().len(), written, "and on disk");
+}
+
+/// The journal's id is made once and kept across reopenings; another journal has another.
+#[test]
+fn a_journal_keeps_its_id_and_another_has_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Journal::open(dir.path()).unwrap().id().to_owned();
+    assert_eq!(first.len(), 32, "{first}");
+    assert_eq!(Journal::open(dir.path()).unwrap().id(), first, "kept across a reopen");
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(Journal::open(other.path()).unwrap().id(), first);
 }

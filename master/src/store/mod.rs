@@ -17,6 +17,7 @@
 mod agents;
 mod artifacts;
 pub mod backend;
+mod cursors;
 #[cfg(test)]
 mod memory;
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!   index of the segment's last event → a [`Segment`] of that run's events with consecutive
 //!   indexes, in the order the master persisted them: one write per run per persisted batch
 //!   rather than per event. `Namespace::RunCounters` holds each run's next index.
-//! - `Namespace::Cursors`: agent → the last sequence number persisted from its journal. It
+//! - `Namespace::Cursors`: agent → the last sequence number persisted from its journal (and
+//!   which journal: `cursors`). It
 //!   moves in the same transaction as the events, on the condition that it and the runs'
 //!   counters still hold what the batch was numbered from, so after any crash the master
 //!   resumes exactly after the last event it kept: nothing lost, nothing stored twice.
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
+use super::cursors::Cursor;
 use super::records::{PatternRecord, RunRecord, RunState, Segment, StoredEvent};
 use super::{decode, encode, AgentState, Namespace, Store, Txn};
 
@@ -142,14 +144,6 @@ impl Store {
         .map(drop)
     }
 
-    /// The last sequence number persisted from `agent`'s journal (0 for none).
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub fn cursor(&self, agent: &str) -> anyhow::Result<u64> {
-        Ok(counter(self.backend.get(Namespace::Cursors, agent.as_bytes())?.as_deref()))
-    }
-
     /// Persists a batch of one agent's events and moves its cursor, in one transaction;
     /// returns the events it kept with their indexes in their runs. Events the cursor is
     /// already past (a replay after a reconnect) are skipped. When another writer moved the
@@ -187,7 +181,8 @@ impl Store {
     /// counters read here, and the events with their indexes; `None` when nothing is new.
     fn number(&self, agent: &str, following: Option<u64>, batch: &[StoredEvent]) -> anyhow::Result<Option<Numbered>> {
         let stored_cursor = self.backend.get(Namespace::Cursors, agent.as_bytes())?;
-        let mut cursor = counter(stored_cursor.as_deref());
+        let journal = Cursor::decode(stored_cursor.as_deref());
+        let mut cursor = journal.seq;
         if let Some(believed) = following.filter(|believed| *believed > cursor) {
             anyhow::bail!(
                 "the stored cursor of {agent} went back from {believed} to {cursor} (writes that had not reached the disk were lost); following again from it"
@@ -224,7 +219,7 @@ impl Store {
         for (run_id, index) in &next_index {
             txn.put(Namespace::RunCounters, run_id.as_bytes(), index.to_be_bytes());
         }
-        txn.put(Namespace::Cursors, agent.as_bytes(), cursor.to_be_bytes());
+        txn.put(Namespace::Cursors, agent.as_bytes(), journal.at(cursor).encode());
         Ok(Some(Numbered { txn, kept }))
     }
 

@@ -55,6 +55,7 @@ for_each_backend!(
     revocation_by_identity_and_unknown_serials,
     an_update_does_not_bring_a_removed_agent_back,
     a_removed_agent_leaves_no_cursor,
+    a_cursor_into_another_journal_starts_again,
 );
 
 fn token(expires_at: i64) -> TokenRecord {
@@ -251,6 +252,21 @@ fn a_removed_agent_leaves_no_cursor(fixture: Fixture) {
     assert_eq!(store.cursor("pc-1").unwrap(), 0);
     store.put_agent(&agent("pc-1")).unwrap();
     assert_eq!(store.persist("pc-1", &[event("pc-1", 1)]).unwrap().len(), 1, "the new journal's first event is kept");
+}
+
+/// An old cursor adopts the first journal id it is given; the same id keeps it, another one
+/// (the host installed again) starts it again, and events persisted after that keep the id.
+fn a_cursor_into_another_journal_starts_again(fixture: Fixture) {
+    let store = fixture.store();
+    store.persist("pc-1", &[event("pc-1", 1), event("pc-1", 2), event("pc-1", 3)]).unwrap();
+    assert_eq!(store.follow_journal("pc-1", "aaaa").unwrap(), 3, "adopted, not reset");
+    assert_eq!(store.follow_journal("pc-1", "aaaa").unwrap(), 3);
+    store.persist("pc-1", &[event("pc-1", 4)]).unwrap();
+    assert_eq!(store.follow_journal("pc-1", "aaaa").unwrap(), 4, "persisting keeps the journal's id");
+    assert_eq!(store.follow_journal("pc-1", "bbbb").unwrap(), 0, "another journal starts from its start");
+    assert_eq!(store.persist("pc-1", &[event("pc-1", 1)]).unwrap().len(), 1, "the new journal's first event is kept");
+    assert_eq!(store.cursor("pc-1").unwrap(), 1);
+    assert_eq!(store.follow_journal("pc-1", "bbbb").unwrap(), 1);
 }
 
 /// Records written by schema v1 must keep decoding; this is the v1 layout, frozen.

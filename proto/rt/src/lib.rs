@@ -13,6 +13,7 @@
 //!   the CLI's one-sentence error;
 //! - [`mod@config`]: the range checks both daemons' configurations share;
 //! - [`files`]: atomic writes, private files created 0600;
+//! - [`disk`]: free space, and whether an error is a full disk;
 //! - [`durable`]: group commit, one flush shared by every task waiting for one;
 //! - [`fetch`]: artifacts by checksum: resumable, verified downloads into a cache with leases;
 //! - [`pattern_dir`]: a pattern directory read from disk;
@@ -23,6 +24,7 @@ pub mod accept;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod durable;
 pub mod fetch;
 pub mod files;

@@ -176,12 +176,9 @@ impl Partial {
 /// Fails with [`FetchError::DiskFull`] when `dir`'s filesystem has less than `needed` bytes
 /// free for us. A filesystem that cannot say is not checked: the write will tell.
 pub(crate) fn check_space(dir: &Path, needed: u64) -> Result<(), FetchError> {
-    let available = match rustix::fs::statvfs(dir) {
-        Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
-        Err(error) => {
-            tracing::debug!(dir = %dir.display(), %error, "statvfs failed; not checking free space");
-            return Ok(());
-        }
+    let Some(available) = crate::disk::free_bytes(dir) else {
+        tracing::debug!(dir = %dir.display(), "statvfs failed; not checking free space");
+        return Ok(());
     };
     if needed > available {
         return Err(FetchError::DiskFull { path: dir.to_owned(), detail: format!("{needed} bytes needed, {available} free") });
