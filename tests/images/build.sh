@@ -12,6 +12,7 @@ images=(
   "pmesh-test/sshd:bookworm-1|systemd,systemd-sysv,openssh-server,sudo,iproute2,iptables,procps,ca-certificates"
   "pmesh-test/ldap:bookworm-1|slapd,ldap-utils,openssl,ca-certificates"
   "pmesh-test/nfs:bookworm-1|nfs-ganesha,nfs-ganesha-vfs,rpcbind,nfs-common,libnfs-utils,netbase"
+  "pmesh-test/ntp:bookworm-1|chrony,procps"
 )
 
 need_root_tools() {
