@@ -22,6 +22,7 @@ mod placeholder;
 pub mod spec;
 pub mod step;
 mod template;
+mod template_checks;
 mod values;
 mod yaml;
 

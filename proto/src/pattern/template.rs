@@ -38,6 +38,7 @@ fn environment() -> Environment<'static> {
         SyntaxConfig::builder().trim_blocks(true).keep_trailing_newline(true).build().expect("the default delimiters are a valid syntax");
     env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    super::template_checks::add(&mut env);
     env
 }
 
