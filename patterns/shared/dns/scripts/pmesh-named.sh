@@ -60,7 +60,8 @@ prepare() {
 
     # Checked: now replace what named reads, each file by rename.
     while IFS= read -r zone; do
-        mv "$STAGE/zones/$zone.db" "$OUT/zones/$zone.db"
+        # An unchanged zone keeps its file, so named does not load it again.
+        cmp -s "$STAGE/zones/$zone.db" "$OUT/zones/$zone.db" || mv "$STAGE/zones/$zone.db" "$OUT/zones/$zone.db"
         mv "$STAGE/zones/$zone.serial" "$OUT/serials/$zone"
     done < "$STAGE/list"
     mv "$STAGE/named.conf" "$OUT/named.conf"
@@ -85,6 +86,7 @@ case "${1:-}" in
         ;;
     check)
         named-checkconf -z "$OUT/named.conf"
+        echo OK
         ;;
     *)
         echo "usage: $0 start|reload|check" >&2
