@@ -24,7 +24,6 @@ mod placeholder;
 pub mod spec;
 pub mod step;
 mod template;
-mod template_checks;
 mod values;
 mod yaml;
 
