@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ImageConfig;
 use crate::executor::plan::{
     scope, Action, ContainerSpec, EnvValue, EnvVar, HealthSpec, ImageSource, MountSource, MountSpec, Plan, PlannedArtifact, PlannedStep,
-    PortSpec, Probe, Protocol, RegistryAuth, RestartPolicy, RetryPolicy,
+    PortSpec, Probe, Protocol, RegistryAuth, Reload, RestartPolicy, RetryPolicy,
 };
 
 /// Why a pattern could not be turned into a plan; the message names the step and field.
@@ -341,7 +341,7 @@ impl<'a> Compiler<'a> {
         let placeholders = &self.placeholders;
         let action = match &step.action {
             SpecAction::Run(container) | SpecAction::Teardown(container) => Action::Run(self.container_spec(container, &place)?),
-            SpecAction::Service(service) => Action::Service(self.service(service, &place)?),
+            SpecAction::Service(service) => Action::Service(self.service(service, &place, name)?),
             SpecAction::Exec(exec) => Action::Exec {
                 service: exec.service.clone(),
                 command: placeholders.texts(&exec.command, &format!("{place}.command"))?,
@@ -367,8 +367,19 @@ impl<'a> Compiler<'a> {
 
     /// A service: its container, and the restart policy, ports and healthcheck a one-shot
     /// container has not.
-    fn service(&mut self, service: &Service, place: &str) -> Result<ContainerSpec, CompileError> {
+    fn service(&mut self, service: &Service, place: &str, name: &str) -> Result<ContainerSpec, CompileError> {
         let mut spec = self.container_spec(&service.container, place)?;
+        // With a reload command, the files of `dir` mounts leave the spec hash: a change of
+        // them alone reloads the running container instead of replacing it.
+        if !service.reload.is_empty() {
+            let (reloadable, others) = std::mem::take(&mut spec.inputs).into_iter().partition(|(key, _)| key.starts_with("dir:"));
+            spec.inputs = others;
+            spec.reload = Some(Reload {
+                command: self.placeholders.texts(&service.reload, &format!("{place}.reload"))?,
+                inputs: reloadable,
+                record: self.inputs.work_dir.join("reloaded").join(name),
+            });
+        }
         spec.restart = match service.restart {
             Restart::No => RestartPolicy::No,
             Restart::OnFailure => RestartPolicy::OnFailure,
@@ -430,11 +441,12 @@ impl<'a> Compiler<'a> {
             workdir: None,
             user: None,
             inputs: used_inputs,
+            reload: None,
         })
     }
 
-    /// A mount; a pattern file's digest goes into `used_inputs`, so a changed file restarts the
-    /// container that mounts it.
+    /// A mount; a pattern file's digest (each file's, for a directory) goes into `used_inputs`,
+    /// so a changed file restarts the container that mounts it (or reloads it: see `service`).
     fn mount(&self, mount: &Mount, place: &str, used_inputs: &mut BTreeMap<String, String>) -> Result<MountSpec, CompileError> {
         let target = self.placeholders.text(&mount.target, &format!("{place}.mounts"))?;
         let (source, read_only) = match &mount.source {
@@ -442,6 +454,14 @@ impl<'a> Compiler<'a> {
                 let digest =
                     self.file_digests.get(name).ok_or_else(|| CompileError(format!("{place}.mounts: no file with dest {name}")))?;
                 used_inputs.insert(format!("file:{name}"), digest.clone());
+                (MountSource::Host(self.inputs.work_dir.join("files").join(name)), mount.readonly)
+            }
+            // A directory: every file under it counts, so a changed one is seen.
+            SpecMount::Dir(name) => {
+                let prefix = format!("{name}/");
+                for (dest, digest) in self.file_digests.iter().filter(|(dest, _)| dest.starts_with(&prefix)) {
+                    used_inputs.insert(format!("dir:{dest}"), digest.clone());
+                }
                 (MountSource::Host(self.inputs.work_dir.join("files").join(name)), mount.readonly)
             }
             SpecMount::Artifact(name) => {

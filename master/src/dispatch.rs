@@ -144,7 +144,8 @@ impl Dispatcher {
         }
         let (pattern, signed, parsed) = self.registered(&request.pattern)?;
         let values_text = if request.values_json.trim().is_empty() { "{}" } else { request.values_json.as_str() };
-        patterns::values(&parsed, values_text)?;
+        let params = patterns::values(&parsed, values_text)?;
+        patterns::render_templates(&signed.archive, &parsed, &params)?;
         let targets = self.targets(&request)?;
         let instance = if request.instance.is_empty() { pattern.name.clone() } else { request.instance.clone() };
         pmesh_proto::identity::validate_name(&instance).map_err(|err| ApiError::Invalid(format!("instance: {err}")))?;

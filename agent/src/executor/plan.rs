@@ -132,6 +132,46 @@ pub struct ContainerSpec {
     /// Digests of what the container reads by path (rendered files), so that a changed file
     /// changes the spec hash.
     pub inputs: BTreeMap<String, String>,
+    /// How a running service takes new files without being replaced; absent from the hash
+    /// when unset, so specs without it hash as they always did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Reload>,
+}
+
+/// A service's reload: the command run in its container when only the files of its `dir`
+/// mounts changed. Those files' digests are not in the spec hash; a record file says which
+/// container last loaded which of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reload {
+    /// Run in the running container; in the spec hash, so a changed command replaces it.
+    pub command: Vec<String>,
+    /// The digests of the files of the `dir` mounts, by name.
+    #[serde(skip)]
+    pub inputs: BTreeMap<String, String>,
+    /// Where the runner records `CONTAINER_ID DIGEST` once a container has them loaded.
+    #[serde(skip)]
+    pub record: PathBuf,
+}
+
+impl Reload {
+    /// One digest of every reloadable input.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(&self.inputs).expect("plain data serialises");
+        hex::encode(&Sha256::digest(json)[..12])
+    }
+
+    /// Whether container `id` has loaded the current inputs (as its record says).
+    pub fn loaded_by(&self, id: &str) -> bool {
+        std::fs::read_to_string(&self.record).is_ok_and(|text| text.trim() == format!("{id} {}", self.digest()))
+    }
+
+    /// Records that container `id` has the current inputs loaded.
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn record_loaded(&self, id: &str) -> anyhow::Result<()> {
+        pmesh_rt::files::write_atomic(&self.record, format!("{id} {}\n", self.digest()).as_bytes(), 0o644)
+    }
 }
 
 /// An environment variable; secret values are kept out of logs and events.
@@ -319,6 +359,7 @@ mod tests {
             workdir: None,
             user: None,
             inputs: BTreeMap::new(),
+            reload: None,
         }
     }
 
@@ -329,6 +370,28 @@ mod tests {
         let mut with_file = spec("1");
         with_file.inputs.insert("zone".into(), "abc".into());
         assert_ne!(spec("1").spec_hash(), with_file.spec_hash());
+    }
+
+    #[test]
+    fn reloadable_inputs_stay_out_of_the_hash_and_are_recorded_per_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let reload = |digest: &str| Reload {
+            command: vec!["rndc".into(), "reload".into()],
+            inputs: BTreeMap::from([("dir:conf/zones".to_owned(), digest.to_owned())]),
+            record: dir.path().join("reloaded/named"),
+        };
+        let with = |digest: &str| ContainerSpec { reload: Some(reload(digest)), ..spec("1") };
+        assert_eq!(with("a").spec_hash(), with("b").spec_hash(), "a reloadable file does not replace");
+        assert_ne!(with("a").spec_hash(), spec("1").spec_hash(), "adding a reload does");
+        let mut other_command = with("a");
+        other_command.reload.as_mut().unwrap().command = vec!["kill".into()];
+        assert_ne!(other_command.spec_hash(), with("a").spec_hash());
+
+        assert!(!reload("a").loaded_by("c1"), "nothing recorded yet");
+        reload("a").record_loaded("c1").unwrap();
+        assert!(reload("a").loaded_by("c1"));
+        assert!(!reload("b").loaded_by("c1"), "other files");
+        assert!(!reload("a").loaded_by("c2"), "another container");
     }
 
     #[test]

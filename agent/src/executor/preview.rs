@@ -16,7 +16,7 @@ pub struct Planned {
     pub kind: &'static str,
     pub name: String,
     /// `pull`, `load`, `build`, `present`; `fetch`, `cached`; `create`, `replace`,
-    /// `unchanged`, `run`, `check`.
+    /// `reload`, `unchanged`, `run`, `check`.
     pub action: &'static str,
     pub detail: String,
 }
@@ -62,7 +62,10 @@ pub async fn preview(driver: &dyn Driver, artifacts: &dyn Artifacts, plan: &Plan
                 } else {
                     existing.iter().any(|found| same(&found) && !found.running && found.exit_code == Some(0))
                 };
-                if converged {
+                let stale = spec.reload.as_ref().filter(|reload| existing.first().is_some_and(|found| !reload.loaded_by(&found.id)));
+                if let (true, Some(reload)) = (converged, stale) {
+                    ("reload", format!("its files changed: {} in {}", reload.command.join(" "), existing[0].name))
+                } else if converged {
                     ("unchanged", String::new())
                 } else if let Some(old) = existing.first() {
                     let why = if !existing.iter().any(|found| same(&found)) {

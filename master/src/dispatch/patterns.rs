@@ -105,6 +105,22 @@ pub fn values(pattern: &Pattern, values_text: &str) -> Result<Params, ApiError> 
     pmesh_proto::pattern::validate_values(pattern, &supplied).map_err(|problems| ApiError::Invalid(lines(&problems)))
 }
 
+/// Renders the templates of the bundle `archive` with a run's checked `params`, as each agent
+/// will, so a value only a template refuses (its `fail()`) is refused here, before any agent
+/// is asked or anything is recorded.
+///
+/// # Errors
+/// [`ApiError::Invalid`] naming the template and why.
+pub fn render_templates(archive: &[u8], pattern: &Pattern, params: &Params) -> Result<(), ApiError> {
+    let files = pmesh_proto::bundle::open(archive).map_err(|err| ApiError::Invalid(err.to_string()))?;
+    for file in pattern.files.iter().filter(|file| file.template) {
+        let text = files.get(&file.path).and_then(|found| std::str::from_utf8(&found.contents).ok());
+        let text = text.ok_or_else(|| ApiError::Invalid(format!("files: {} is not a UTF-8 file of the bundle", file.path)))?;
+        pmesh_proto::pattern::render(text, params).map_err(|err| ApiError::Invalid(format!("files: {}: {err}", file.path)))?;
+    }
+    Ok(())
+}
+
 fn lines<T: ToString>(problems: &[T]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
@@ -151,6 +167,28 @@ mod tests {
                 Err(ApiError::Invalid(message)) => assert!(message.contains(expected), "{text:?}: {message}"),
                 other => panic!("{text:?}: expected a refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn templates_render_at_the_master_so_their_refusals_come_first() {
+        let yaml =
+            "apiVersion: pmesh/v1\nkind: Pattern\nmetadata:\n  name: p\n  version: 1.0.0\n  description: d\n  category: basic-tool\n\
+                    params:\n  name:\n    type: string\n    required: true\n\
+                    files:\n  - {path: t.j2, template: true}\n\
+                    steps:\n  s:\n    kind: wait\n    probe:\n      tcp: {host: 127.0.0.1, port: 1}\n    deadline: 1s\n";
+        let template = "{% if name is not matching('[a-z]+') %}{{ fail('name: `' ~ name ~ '` is not lowercase') }}{% endif %}{{ name }}\n";
+        let files = BTreeMap::from([("pattern.yaml".to_owned(), BundleFile::new(yaml)), ("t.j2".to_owned(), BundleFile::new(template))]);
+        let archive = pmesh_proto::bundle::pack(&files).expect("pack");
+        let pattern = parse(&archive).expect("parses");
+        let good = values(&pattern, r#"{"name": "www"}"#).expect("valid");
+        assert!(render_templates(&archive, &pattern, &good).is_ok());
+        let bad = values(&pattern, r#"{"name": "WWW"}"#).expect("valid for the param");
+        match render_templates(&archive, &pattern, &bad) {
+            Err(ApiError::Invalid(message)) => {
+                assert_eq!(message, "files: t.j2: 1:43: invalid operation: name: `WWW` is not lowercase");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 }

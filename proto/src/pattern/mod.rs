@@ -13,6 +13,8 @@
 //! the model of `spec`, `step` and
 //! `param_value`, and `graph` checks the step DAG; `values` checks supplied values against it.
 
+#[cfg(test)]
+mod catalog_dns_tests;
 mod decode;
 mod diagnostic;
 pub mod formats;

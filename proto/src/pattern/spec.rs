@@ -196,6 +196,11 @@ pub struct Validation {
     /// The type of list items or map values (list, map); string when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<ParamType>,
+    /// List items or map values that are mappings with these fields, each checked as a
+    /// scalar param (the long form, as Compose's long syntax); with a `pattern`, an item may
+    /// also be a string matching it (the short form).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, Param>,
 }
 
 impl Validation {

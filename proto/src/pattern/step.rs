@@ -94,7 +94,7 @@ impl StepKind {
             StepKind::Service => {
                 fields.extend(CONTROL_FIELDS);
                 fields.extend(CONTAINER_FIELDS);
-                fields.extend(["ports", "restart", "healthcheck"]);
+                fields.extend(["ports", "restart", "healthcheck", "reload"]);
             }
             StepKind::Exec => {
                 fields.extend(CONTROL_FIELDS);
@@ -161,6 +161,9 @@ pub struct Service {
     pub restart: Restart,
     /// Docker's healthcheck; the step is ready once it passes.
     pub healthcheck: Option<Healthcheck>,
+    /// A command run in the running container when only files of its `dir` mounts changed,
+    /// instead of replacing it (`[rndc, reload]`); empty: any change replaces it.
+    pub reload: Vec<String>,
 }
 
 /// A command inside a running service.
@@ -273,12 +276,16 @@ pub struct Mount {
     pub readonly: bool,
 }
 
-/// The source of a mount: exactly one of three.
+/// The source of a mount: exactly one of four.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MountSource {
     /// A file from `files`, by its `dest`.
     File(String),
+    /// A directory of the work directory: the files whose `dest` is under `NAME/`. Files
+    /// rewritten in it (by rename) are seen by the running container, as a single-file bind
+    /// mount's are not.
+    Dir(String),
     /// A downloaded artifact, by name (mounted read-only).
     Artifact(String),
     /// A named volume the instance owns, created on first use and removed by destroy.
@@ -435,6 +442,8 @@ struct StepRepr {
     restart: Option<Restart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     healthcheck: Option<Healthcheck>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reload: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,6 +472,7 @@ impl StepRepr {
             ("ports", !self.ports.is_empty()),
             ("restart", self.restart.is_some()),
             ("healthcheck", self.healthcheck.is_some()),
+            ("reload", !self.reload.is_empty()),
             ("service", self.service.is_some()),
             ("probe", self.probe.is_some()),
             ("deadline", self.deadline.is_some()),
@@ -501,6 +511,7 @@ impl TryFrom<StepRepr> for Step {
                 ports: std::mem::take(&mut repr.ports),
                 restart: repr.restart.unwrap_or_default(),
                 healthcheck: repr.healthcheck.take(),
+                reload: std::mem::take(&mut repr.reload),
             }),
             StepKind::Exec => Action::Exec(Exec {
                 service: repr.service.take().ok_or("missing field `service`")?,
@@ -537,6 +548,7 @@ impl From<Step> for StepRepr {
             ports: Vec::new(),
             restart: None,
             healthcheck: None,
+            reload: Vec::new(),
             service: None,
             probe: None,
             deadline: None,
@@ -559,6 +571,7 @@ impl From<Step> for StepRepr {
                 repr.ports = service.ports;
                 repr.restart = Some(service.restart);
                 repr.healthcheck = service.healthcheck;
+                repr.reload = service.reload;
             }
             Action::Exec(exec) => {
                 repr.service = Some(exec.service);

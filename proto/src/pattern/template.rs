@@ -16,6 +16,8 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use regex::Regex;
 use thiserror::Error;
 
+mod checks;
+
 use super::diagnostic::{excerpt, tidy, Diagnostic, Mark};
 use super::values::Params;
 
@@ -38,6 +40,7 @@ fn environment() -> Environment<'static> {
         SyntaxConfig::builder().trim_blocks(true).keep_trailing_newline(true).build().expect("the default delimiters are a valid syntax");
     env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    checks::add(&mut env);
     env
 }
 
@@ -218,6 +221,30 @@ mod tests {
         check_lint("{%- import 'm.j2' as m %}", &[&format!("1:5: `{{% import %}}` {alone}")]);
         check_lint("{% from 'm.j2' import a %}", &[&format!("1:4: `{{% from %}}` {alone}")]);
         check_lint("{% extends 'base.j2' %}", &[&format!("1:4: `{{% extends %}}` {alone}")]);
+    }
+
+    fn checked() -> Params {
+        Params::from_values(BTreeMap::from([("name".to_owned(), ParamValue::String("www.lab".to_owned()))]))
+    }
+
+    #[test]
+    fn matching_tests_the_whole_value() {
+        let text = "{{ name is matching('[a-z.]+') }} {{ name is matching('www') }} {{ 3 is matching('3') }}";
+        assert_eq!(render(text, &checked()).as_deref(), Ok("True False False"));
+        let bad = render("{{ name is matching('(') }}", &checked()).expect_err("a bad regex");
+        assert!(bad.message.starts_with("invalid operation: invalid regex `(`"), "{}", bad.message);
+    }
+
+    #[test]
+    fn fail_stops_rendering_with_its_message() {
+        let text = "ok\n{% if name is not matching('[0-9.]+') %}{{ fail('record 1: `' ~ name ~ '` is not an IPv4 address') }}{% endif %}";
+        let err = render(text, &checked()).expect_err("fails");
+        assert_eq!(err.to_string(), "2:44: invalid operation: record 1: `www.lab` is not an IPv4 address");
+    }
+
+    #[test]
+    fn lint_knows_the_checks_templates_can_make() {
+        check_lint("{% if zone is not matching('x') %}{{ fail('no') }}{% endif %}", &[]);
     }
 
     #[test]

@@ -389,3 +389,53 @@ fn control_characters_need_multiline() {
     );
     assert_eq!(coerce(&param(ParamType::Map, true), map("a", "x\ny")), Ok(()));
 }
+
+/// `validation.fields`: list items are mappings whose fields are checked as params (required,
+/// defaults, types, patterns), or, with a `pattern`, strings matching it.
+#[test]
+fn mapping_items_are_checked_field_by_field() {
+    let field = |kind: ParamType, required: bool, default: Option<ParamValue>, pattern: Option<&str>| Param {
+        kind,
+        required,
+        default,
+        description: String::new(),
+        validation: Validation { pattern: pattern.map(str::to_owned), ..Validation::default() },
+    };
+    let fields = BTreeMap::from([
+        ("name".to_owned(), field(ParamType::String, true, None, Some("[a-z]+"))),
+        ("ttl".to_owned(), field(ParamType::Integer, false, Some(ParamValue::Integer(60)), None)),
+    ]);
+    let strict = Validation { fields: fields.clone(), ..Validation::default() };
+    let either = Validation { fields, pattern: Some("[a-z]+ [0-9]+".to_owned()), ..Validation::default() };
+    let text = |value: &str| ParamValue::String(value.to_owned());
+    let item =
+        |pairs: &[(&str, ParamValue)]| ParamValue::Map(pairs.iter().map(|(key, value)| ((*key).to_owned(), value.clone())).collect());
+    let coerce = |validation: &Validation, items: Vec<ParamValue>| {
+        values::coerce(ParamType::List, validation, &ParamValue::List(items)).map_err(|problems| problems.join("\n"))
+    };
+    assert_eq!(
+        coerce(&strict, vec![item(&[("name", text("www"))])]),
+        Ok(ParamValue::List(vec![item(&[("name", text("www")), ("ttl", ParamValue::Integer(60))])])),
+        "a default fills a missing field"
+    );
+    assert_eq!(coerce(&strict, vec![item(&[("name", text("www")), ("ttl", text("300"))])]).map(|_| ()), Ok(()));
+    let missing = coerce(&strict, vec![item(&[("ttl", text("x")), ("colour", text("red"))]), text("www 1")]).unwrap_err();
+    let expected = [
+        "item 1: unknown field `colour`; expected one of `name`, `ttl`",
+        "item 1: field `name`: required string value missing",
+        "item 1: field `ttl`: expected an integer, found `x`",
+        "item 2: expected a mapping with the fields `name`, `ttl`, found `www 1`",
+    ];
+    assert_eq!(missing, expected.join("\n"));
+    assert_eq!(coerce(&either, vec![text("www 1"), item(&[("name", text("www"))])]).map(|_| ()), Ok(()), "both forms");
+    let refused = coerce(&either, vec![text("www"), item(&[("name", text("WWW;"))]), ParamValue::Integer(3)]).unwrap_err();
+    assert_eq!(
+        refused,
+        [
+            "item 1: `www` does not match the pattern `[a-z]+ [0-9]+`",
+            "item 2: field `name`: `WWW;` does not match the pattern `[a-z]+`",
+            "item 3: expected a string or a mapping with the fields `name`, `ttl`, found `3`",
+        ]
+        .join("\n")
+    );
+}

@@ -136,7 +136,7 @@ fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValu
         other => other.clone(),
     };
     let mut problems = Vec::new();
-    let mut check = |label: String, item: &ParamValue| match coerce(item_kind, &item_validation, item) {
+    let mut check = |label: String, item: &ParamValue| match coerce_item(item_kind, &item_validation, &validation.fields, item) {
         Ok(item) => Some(item),
         Err(item_problems) => {
             problems.extend(item_problems.into_iter().map(|problem| format!("{label}: {problem}")));
@@ -162,6 +162,46 @@ fn coerce_collection(kind: ParamType, validation: &Validation, value: &ParamValu
     };
     if problems.is_empty() {
         Ok(coerced)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One list item or map value: a mapping of `fields` when there are fields (or, with a
+/// `pattern`, a string matching it), else a value of `kind`.
+fn coerce_item(
+    kind: ParamType,
+    validation: &Validation,
+    fields: &BTreeMap<String, Param>,
+    item: &ParamValue,
+) -> Result<ParamValue, Vec<String>> {
+    if fields.is_empty() {
+        return coerce(kind, validation, item);
+    }
+    let ParamValue::Map(entries) = item else {
+        let names = quoted_list(&fields.keys().collect::<Vec<_>>());
+        return match (item, &validation.pattern) {
+            (ParamValue::String(_), Some(_)) => coerce(ParamType::String, validation, item),
+            (_, Some(_)) => Err(vec![format!("expected a string or a mapping with the fields {names}, found {}", item.describe())]),
+            _ => Err(vec![format!("expected a mapping with the fields {names}, found {}", item.describe())]),
+        };
+    };
+    let mut problems = Vec::new();
+    for key in entries.keys().filter(|key| !fields.contains_key(*key)) {
+        problems.push(format!("unknown field `{}`; expected one of {}", excerpt(key), quoted_list(&fields.keys().collect::<Vec<_>>())));
+    }
+    let mut coerced = BTreeMap::new();
+    for (name, field) in fields {
+        match resolve(field, entries.get(name)) {
+            Ok(Some(value)) => {
+                coerced.insert(name.clone(), value);
+            }
+            Ok(None) => {}
+            Err(messages) => problems.extend(messages.into_iter().map(|message| format!("field `{name}`: {message}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(ParamValue::Map(coerced))
     } else {
         Err(problems)
     }

@@ -118,7 +118,7 @@ fn a_dns_pattern_runs_on_a_bootstrapped_agent_and_its_containers_survive_an_upgr
     assert_eq!(run.code, 0, "pmesh run dns\nstdout:\n{}\nstderr:\n{}\nthe agent's journal:\n{}", run.stdout, run.stderr, journal());
     assert!(run.stdout.contains("check-zone     | OK"), "{}", run.stdout);
     assert_eq!(dig(dns_port, "vcsa.lab.test"), "10.0.0.10");
-    let zone = shared.path().join("instances").join(&instance.0).join("files/zone.db");
+    let zone = shared.path().join("instances").join(&instance.0).join("files/bind/zones.txt");
     assert!(zone.is_file(), "the agent rendered {} where the engine mounts it from", zone.display());
     let containers = instance_containers(&instance.0);
     assert!(!containers.is_empty() && containers.iter().all(|state| state.contains("running=true")), "{containers:?}");

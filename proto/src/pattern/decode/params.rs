@@ -1,6 +1,8 @@
 //! Decoding `params`: names, types, validation that applies to the type, and defaults that
 //! fit both.
 
+use std::collections::BTreeMap;
+
 use super::super::formats;
 use super::super::param_value::ParamValue;
 use super::super::spec::{Param, ParamType, Validation};
@@ -9,7 +11,7 @@ use super::super::yaml::Node;
 use super::{Decoder, ParamInfo};
 
 const PARAM_FIELDS: [&str; 5] = ["type", "required", "default", "description", "validation"];
-const VALIDATION_FIELDS: [&str; 6] = ["min", "max", "pattern", "values", "items", "multiline"];
+const VALIDATION_FIELDS: [&str; 7] = ["min", "max", "pattern", "values", "items", "multiline", "fields"];
 
 /// The types each validation field applies to.
 fn applies(field: &str, kind: ParamType) -> bool {
@@ -151,8 +153,54 @@ impl Decoder<'_> {
             Some((_, node)) => self.boolean(node),
             None => Some(false),
         };
-        let validation = Validation { min: min?, max: max?, pattern: pattern?, values: allowed?, items: items?, multiline: multiline? };
+        let item_fields = match fields.get("fields").filter(|_| applies("fields", kind)) {
+            Some((fields_key, node)) => {
+                if let Some((items_key, _)) = fields.get("items") {
+                    self.report.error(items_key.mark, "`items` and `fields` exclude each other: with `fields`, items are mappings");
+                    ok = false;
+                }
+                self.item_fields(name, fields_key, node)
+            }
+            None => Some(BTreeMap::new()),
+        };
+        let validation = Validation {
+            min: min?,
+            max: max?,
+            pattern: pattern?,
+            values: allowed?,
+            items: items?,
+            multiline: multiline?,
+            fields: item_fields?,
+        };
         ok.then_some(validation)
+    }
+
+    /// `validation.fields`: the fields of mapping items, each a scalar param that is not a
+    /// secret.
+    fn item_fields(&mut self, name: &str, key: &Node, node: &Node) -> Option<BTreeMap<String, Param>> {
+        let entries = self.mapping(node)?;
+        if entries.is_empty() {
+            self.report.error(key.mark, "`fields` needs at least one field");
+            return None;
+        }
+        let mut decoded = Some(BTreeMap::new());
+        for (field_key, field_node) in entries {
+            let field = self.identifier(field_key).and_then(|field| {
+                let param = self.param_fields(&format!("{name}.{field}"), field_key, field_node)?;
+                if !param.kind.is_scalar() || param.kind == ParamType::Secret {
+                    self.report.error(field_key.mark, format!("field `{field}` must have a scalar type that is not a secret"));
+                    return None;
+                }
+                Some((field, param))
+            });
+            match (field, decoded.as_mut()) {
+                (Some((field, param)), Some(map)) => {
+                    map.insert(field, param);
+                }
+                _ => decoded = None,
+            }
+        }
+        decoded
     }
 
     fn enum_values(&mut self, node: &Node) -> Option<Vec<String>> {

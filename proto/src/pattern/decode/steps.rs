@@ -16,7 +16,7 @@ use super::{Decoder, Fields, Names};
 /// The most CPUs a step may ask for.
 const MAX_CPUS: f64 = 1024.0;
 const RETRIES_FIELDS: [&str; 2] = ["attempts", "backoff"];
-const MOUNT_FIELDS: [&str; 5] = ["file", "artifact", "volume", "target", "readonly"];
+const MOUNT_FIELDS: [&str; 6] = ["file", "dir", "artifact", "volume", "target", "readonly"];
 const PORT_FIELDS: [&str; 3] = ["container", "host", "protocol"];
 const HEALTHCHECK_FIELDS: [&str; 5] = ["command", "interval", "timeout", "retries", "start_period"];
 const RESOURCES_FIELDS: [&str; 2] = ["cpus", "memory"];
@@ -180,19 +180,20 @@ impl Decoder<'_> {
 
     fn mount(&mut self, node: &Node) -> Option<Mount> {
         let fields = self.fields(node, node.mark, &MOUNT_FIELDS, "mount")?;
-        let sources: Vec<(&Node, &Node)> = ["file", "artifact", "volume"].iter().filter_map(|field| fields.get(field)).collect();
+        let sources: Vec<(&Node, &Node)> = ["file", "dir", "artifact", "volume"].iter().filter_map(|field| fields.get(field)).collect();
         let source = match sources.as_slice() {
             [] => {
-                self.report.error(node.mark, "a mount needs one of `file`, `artifact` or `volume`");
+                self.report.error(node.mark, "a mount needs one of `file`, `dir`, `artifact` or `volume`");
                 None
             }
             [(key, value)] => match key.as_str() {
                 Some("file") => self.reference(value, "file").map(MountSource::File),
+                Some("dir") => self.dir_ref(value).map(MountSource::Dir),
                 Some("artifact") => self.reference(value, "artifact").map(MountSource::Artifact),
                 _ => self.label(value, "volume name").map(MountSource::Volume),
             },
             [_, (second, _), ..] => {
-                self.report.error(second.mark, "a mount takes one of `file`, `artifact` or `volume`, not several");
+                self.report.error(second.mark, "a mount takes one of `file`, `dir`, `artifact` or `volume`, not several");
                 None
             }
         };
@@ -261,7 +262,25 @@ impl Decoder<'_> {
             }
         });
         let healthcheck = optional(self, fields, "healthcheck", None, |decoder, node| decoder.healthcheck(node).map(Some));
-        Some(Service { container: container?, ports: ports?, restart: restart?, healthcheck: healthcheck? })
+        let reload = optional(self, fields, "reload", Vec::new(), Self::command);
+        if let (Some((key, _)), Some(container)) = (fields.get("reload"), &container) {
+            if !container.mounts.iter().any(|mount| matches!(mount.source, MountSource::Dir(_))) {
+                self.report
+                    .error(key.mark, "`reload` runs when only the files of `dir` mounts changed, and this service has no `dir` mount");
+            }
+        }
+        Some(Service { container: container?, ports: ports?, restart: restart?, healthcheck: healthcheck?, reload: reload? })
+    }
+
+    /// A directory of the work directory for a `dir` mount: some file's `dest` is under it.
+    fn dir_ref(&mut self, node: &Node) -> Option<String> {
+        let name = self.string(node)?;
+        let prefix = format!("{}/", name.trim_end_matches('/'));
+        if self.scope.file_dests.iter().any(|dest| dest.starts_with(&prefix)) {
+            return Some(name.trim_end_matches('/').to_owned());
+        }
+        self.report.error(node.mark, format!("no file of the pattern has a `dest` under `{}`", excerpt(&prefix)));
+        None
     }
 
     fn port_mapping(&mut self, node: &Node) -> Option<PortMapping> {

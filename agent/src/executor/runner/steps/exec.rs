@@ -15,7 +15,20 @@ impl Runner {
     ) -> Result<Attempt, Failure> {
         let id = self.service_container(plan, service).await?;
         let env: Vec<String> = env.iter().map(|var| format!("{}={}", var.name, var.value.expose())).collect();
-        let (exit_code, lines) = self.driver.exec(&id, command, &env).await?;
+        self.exec_in(plan, step, &id, command, &env).await
+    }
+
+    /// Runs `command` in container `id`, reporting its output as the step's; it succeeds on
+    /// exit 0 and fails with the output's tail otherwise.
+    pub(super) async fn exec_in(
+        &self,
+        plan: &Plan,
+        step: &PlannedStep,
+        id: &str,
+        command: &[String],
+        env: &[String],
+    ) -> Result<Attempt, Failure> {
+        let (exit_code, lines) = self.driver.exec(id, command, env).await?;
         for line in &lines {
             self.report_line(plan, step, line).await;
         }

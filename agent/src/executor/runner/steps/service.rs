@@ -1,6 +1,7 @@
-//! Service steps: a long-running container, left alone when it runs with the same spec,
-//! re-adopted after an agent restart, done once it is running (and healthy, if it has a
-//! check); its output is reported until the run ends.
+//! Service steps: a long-running container, left alone when it runs with the same spec (or
+//! reloaded in place when only the files of its `dir` mounts changed and it has a reload
+//! command), re-adopted after an agent restart, done once it is running (and healthy, if it
+//! has a check); its output is reported until the run ends.
 
 use std::time::Duration;
 
@@ -43,10 +44,12 @@ impl Runner {
             let existing = self.existing(plan, &step.name).await?;
             if let Some(current) = existing.iter().find(|found| found.label(labels::SPEC_HASH) == hash && found.running) {
                 if existing.len() == 1 {
-                    return Ok(Attempt::Unchanged(Some(current.id.clone())));
+                    return self.reload_if_changed(plan, step, spec, &current.id).await;
                 }
             }
             let (id, output) = self.launch(plan, &step.name, spec, "service").await?;
+            // A new container reads the current files when it starts.
+            Self::record_loaded(spec, &id);
             (id, output, 0)
         };
         // The service's output is reported until the run ends.
@@ -60,6 +63,35 @@ impl Runner {
             }
         });
         self.until_up(&id).await
+    }
+
+    /// A running service with the same spec: unchanged, unless the files of its `dir` mounts
+    /// changed since it loaded them; then its reload command runs in it, and it keeps running.
+    async fn reload_if_changed(&self, plan: &Plan, step: &PlannedStep, spec: &ContainerSpec, id: &str) -> Result<Attempt, Failure> {
+        let Some(reload) = spec.reload.as_ref().filter(|reload| !reload.loaded_by(id)) else {
+            return Ok(Attempt::Unchanged(Some(id.to_owned())));
+        };
+        self.report_line(plan, step, &format!("its files changed: reloading in place ({})", reload.command.join(" "))).await;
+        match self.exec_in(plan, step, id, &reload.command, &[]).await? {
+            Attempt::Failed(mut failure) => {
+                failure.reason = format!("the reload command {}", failure.reason);
+                Ok(Attempt::Failed(failure))
+            }
+            _ => {
+                Self::record_loaded(spec, id);
+                Ok(Attempt::Succeeded(Some(id.to_owned())))
+            }
+        }
+    }
+
+    /// Records that container `id` has the spec's reloadable files loaded; a record that
+    /// cannot be written only costs a needless reload next time.
+    fn record_loaded(spec: &ContainerSpec, id: &str) {
+        if let Some(reload) = &spec.reload {
+            if let Err(err) = reload.record_loaded(id) {
+                tracing::warn!(record = %reload.record.display(), error = %format!("{err:#}"), "recording a reload failed");
+            }
+        }
     }
 
     /// Waits until the service runs and its healthcheck (if any) passes.

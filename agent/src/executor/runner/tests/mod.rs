@@ -6,11 +6,13 @@
 //! - `attempts`: retries and backoff, step and run timeouts, cancellation;
 //! - `walk`: a failure skipping its dependents, needs, `max_parallel`;
 //! - `converge`: create, replace or leave alone, re-adoption after an agent restart;
-//! - `phases`: the step kinds' details, artifacts, preparation and destroy.
+//! - `phases`: the step kinds' details, artifacts, preparation and destroy;
+//! - `reload`: a service reloaded in place when only its `dir` files changed.
 
 mod attempts;
 mod converge;
 mod phases;
+mod reload;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,7 @@ fn spec(command: &str) -> ContainerSpec {
         workdir: None,
         user: None,
         inputs: BTreeMap::new(),
+        reload: None,
     }
 }
 
