@@ -17,6 +17,7 @@ mod decode;
 mod diagnostic;
 pub mod formats;
 mod graph;
+pub mod output;
 mod param_value;
 mod placeholder;
 pub mod spec;
@@ -31,6 +32,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Mark};
+pub use output::{FromFile, Output, OutputType, RunFacts};
 pub use param_value::{ParamValue, Secret};
 pub use placeholder::{substitute, SubstituteError};
 pub use spec::{Category, Param, ParamType, Pattern, Validation};
