@@ -6,10 +6,12 @@
 //! - `attempts`: retries and backoff, step and run timeouts, cancellation;
 //! - `walk`: a failure skipping its dependents, needs, `max_parallel`;
 //! - `converge`: create, replace or leave alone, re-adoption after an agent restart;
-//! - `phases`: the step kinds' details, artifacts, preparation and destroy.
+//! - `phases`: the step kinds' details, artifacts, preparation and destroy;
+//! - `outputs`: a succeeded run's outputs, from values and containers' files.
 
 mod attempts;
 mod converge;
+mod outputs;
 mod phases;
 mod walk;
 
@@ -89,6 +91,7 @@ fn plan(steps: Vec<PlannedStep>) -> Plan {
         max_parallel: 4,
         timeout: None,
         resume: BTreeMap::new(),
+        outputs: vec![],
     }
 }
 
@@ -176,7 +179,7 @@ fn skipped(step: &str, reason: &str) -> EventKind {
 }
 
 fn finished(outcome: Outcome) -> EventKind {
-    EventKind::RunFinished { outcome }
+    EventKind::RunFinished { outcome, outputs: vec![] }
 }
 
 fn secs(n: u64) -> Duration {
