@@ -14,6 +14,7 @@ pub mod instances;
 pub mod live;
 pub mod output;
 pub mod pattern;
+pub mod run_outputs;
 pub mod runs;
 pub mod serve;
 pub mod tokens;

@@ -292,7 +292,7 @@ fn run_json(run: &v1::RunSummary) -> serde_json::Value {
         .agents
         .iter()
         .map(|agent| {
-            let outputs = super::instances::outputs_json(&agent.outputs);
+            let outputs = super::run_outputs::outputs_json(&agent.outputs);
             (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error, "outputs": outputs }))
         })
         .collect();
@@ -313,7 +313,7 @@ pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Resu
                 run.agents.iter().map(|agent| vec![agent.agent.clone(), agent.state.clone(), agent.error.clone()]).collect();
             println!("\n{}", table(&["AGENT", "STATE", "ERROR"], &rows));
             for agent in run.agents.iter().filter(|agent| !agent.outputs.is_empty()) {
-                println!("\nOutputs on {}:\n{}", agent.agent, super::instances::outputs_text(&agent.outputs));
+                println!("\nOutputs on {}:\n{}", agent.agent, super::run_outputs::outputs_text(&agent.outputs));
             }
         }
     }

@@ -18,6 +18,7 @@ mod diagnostic;
 pub mod formats;
 mod graph;
 pub mod output;
+mod output_spec;
 mod param_value;
 mod placeholder;
 pub mod spec;

@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 
 use super::diagnostic::excerpt;
+pub use super::output_spec::{FromFile, Output, OutputType};
 use super::param_value::ParamValue;
 use super::placeholder::{self, Piece};
 use super::spec::{ParamType, Validation};
@@ -21,100 +21,6 @@ use super::values::{self, Params};
 
 /// The run facts an output's `value` may name, besides params.
 pub const FACTS: [&str; 2] = ["host.address", "host.name"];
-
-/// One output of a pattern.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Output {
-    /// The type of the value.
-    #[serde(rename = "type")]
-    pub kind: OutputType,
-    /// What the output is, shown with it.
-    #[serde(default)]
-    pub description: String,
-    /// Whether the value is redacted in every display and event (`<secret>`), shown only by
-    /// `pmesh instances show --reveal`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub secret: bool,
-    /// A string of placeholders; exactly one of `value` and `from` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// A file in a step's container; exactly one of `value` and `from` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<FromFile>,
-}
-
-/// A file read from a step's container after the run (`from: {step, path}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FromFile {
-    /// A `run` or `service` step of the pattern.
-    pub step: String,
-    /// An absolute path in that step's container.
-    pub path: String,
-}
-
-/// The type of an output's value: the param types a lab could feed it into, plus `url`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputType {
-    String,
-    Integer,
-    Boolean,
-    Ip,
-    Cidr,
-    Hostname,
-    Port,
-    /// `scheme://…` with no white space.
-    Url,
-    List,
-    Map,
-}
-
-impl OutputType {
-    /// Every type, as written in YAML.
-    pub const ALL: [&'static str; 10] = ["string", "integer", "boolean", "ip", "cidr", "hostname", "port", "url", "list", "map"];
-
-    /// The type named `name` in YAML.
-    pub fn from_name(name: &str) -> Option<OutputType> {
-        let index = Self::ALL.iter().position(|known| *known == name)?;
-        Some(
-            [
-                OutputType::String,
-                OutputType::Integer,
-                OutputType::Boolean,
-                OutputType::Ip,
-                OutputType::Cidr,
-                OutputType::Hostname,
-                OutputType::Port,
-                OutputType::Url,
-                OutputType::List,
-                OutputType::Map,
-            ][index],
-        )
-    }
-
-    /// The name of the type in YAML.
-    pub fn name(self) -> &'static str {
-        Self::ALL[self as usize]
-    }
-
-    /// The param type of the same values; `None` for `url`.
-    fn param_type(self) -> Option<ParamType> {
-        Some(match self {
-            OutputType::String => ParamType::String,
-            OutputType::Integer => ParamType::Integer,
-            OutputType::Boolean => ParamType::Boolean,
-            OutputType::Ip => ParamType::Ip,
-            OutputType::Cidr => ParamType::Cidr,
-            OutputType::Hostname => ParamType::Hostname,
-            OutputType::Port => ParamType::Port,
-            OutputType::List => ParamType::List,
-            OutputType::Map => ParamType::Map,
-            OutputType::Url => return None,
-        })
-    }
-}
 
 /// The facts of the run on its agent that `${host.address}` and `${host.name}` stand for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +159,7 @@ pub fn typed_text(kind: OutputType, text: &str, secret: bool) -> Result<serde_js
             })
         }
         scalar => {
-            let param_type = scalar.param_type().unwrap_or(ParamType::String);
+            let param_type = param_type(scalar).unwrap_or(ParamType::String);
             let value = ParamValue::String(text.trim().to_owned());
             match values::coerce(param_type, &Validation::default(), &value) {
                 Ok(ParamValue::Integer(number)) => Ok(serde_json::Value::from(number)),
@@ -264,6 +170,22 @@ pub fn typed_text(kind: OutputType, text: &str, secret: bool) -> Result<serde_js
             }
         }
     }
+}
+
+/// The param type of the same values as `kind`; `None` for `url`.
+fn param_type(kind: OutputType) -> Option<ParamType> {
+    Some(match kind {
+        OutputType::String => ParamType::String,
+        OutputType::Integer => ParamType::Integer,
+        OutputType::Boolean => ParamType::Boolean,
+        OutputType::Ip => ParamType::Ip,
+        OutputType::Cidr => ParamType::Cidr,
+        OutputType::Hostname => ParamType::Hostname,
+        OutputType::Port => ParamType::Port,
+        OutputType::List => ParamType::List,
+        OutputType::Map => ParamType::Map,
+        OutputType::Url => return None,
+    })
 }
 
 /// A value as one line of text, for tables: strings as they are, lists joined with `, `,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::output::{FromFile, Output, OutputType};
+pub use super::output_spec::{FromFile, Output, OutputType};
 use super::param_value::ParamValue;
 
 /// The only `apiVersion` this build understands.
