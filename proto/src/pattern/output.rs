@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-
 use super::diagnostic::excerpt;
 pub use super::output_spec::{FromFile, Output, OutputType};
 use super::param_value::ParamValue;
