@@ -67,6 +67,8 @@ pub struct Inputs<'a> {
     /// Artifacts already in the cache, by name.
     pub artifacts: &'a BTreeMap<String, PathBuf>,
     pub max_parallel: usize,
+    /// What `${host.address}` and `${host.name}` stand for in outputs.
+    pub facts: &'a pattern::RunFacts,
 }
 
 /// A compiled plan, its files, and the secret values to redact from its output.
@@ -224,6 +226,7 @@ impl<'a> Compiler<'a> {
         let (steps, teardown) = self.steps()?;
         let artifacts = self.artifacts(&steps)?;
         let (pattern, inputs) = (self.pattern, self.inputs);
+        let outputs = outputs::plan_outputs(pattern, inputs.params, inputs.facts)?;
         let plan = Plan {
             instance: inputs.instance.to_owned(),
             artifacts,
@@ -237,6 +240,7 @@ impl<'a> Compiler<'a> {
             max_parallel: inputs.max_parallel,
             resume: BTreeMap::new(),
             timeout: None,
+            outputs,
         };
         Ok(Compiled { plan, materials: self.materials, secrets: self.placeholders.secret_values() })
     }
@@ -556,5 +560,8 @@ pub fn new_run_id() -> String {
     format!("r{}{:04x}", now.as_secs(), rand::random::<u16>())
 }
 
+mod outputs;
 #[cfg(test)]
 mod tests;
+
+pub use outputs::host_of;

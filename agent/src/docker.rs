@@ -338,6 +338,26 @@ impl Driver for DockerDriver {
         Ok((inspect.exit_code.unwrap_or(-1), lines))
     }
 
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let mut archive = self.docker.download_from_container(id, Some(options));
+        // The tar around the file: a header per entry and padding, well under this.
+        let bound = limit.saturating_add(64 * 1024);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = archive.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => bail!("no file {path} in the container"),
+                Err(err) => return Err(anyhow::Error::new(err).context(format!("reading {path} from the container"))),
+            };
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > bound {
+                bail!("{path} is larger than {limit} bytes");
+            }
+        }
+        file_from_tar(&bytes, path, limit)
+    }
+
     async fn ensure_network(&self, name: &str, owner: &OwnerLabels) -> anyhow::Result<()> {
         let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
         let existing = self.docker.list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build())).await?;
@@ -369,5 +389,50 @@ impl Driver for DockerDriver {
             removed.push(volume.name);
         }
         Ok(removed)
+    }
+}
+
+/// The one regular file of the archive Docker answers a copy with, at most `limit` bytes.
+fn file_from_tar(bytes: &[u8], path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let mut archive = tar::Archive::new(bytes);
+    let mut entries = archive.entries().with_context(|| format!("reading {path} from the container"))?;
+    let mut entry = match entries.next() {
+        Some(entry) => entry.with_context(|| format!("reading {path} from the container"))?,
+        None => bail!("no file {path} in the container"),
+    };
+    if !entry.header().entry_type().is_file() {
+        bail!("{path} in the container is not a regular file");
+    }
+    if entry.size() > limit {
+        bail!("{path} is larger than {limit} bytes");
+    }
+    let mut contents = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut contents).with_context(|| format!("reading {path} from the container"))?;
+    Ok(contents)
+}
+
+#[cfg(test)]
+mod read_file_tests {
+    use super::*;
+
+    fn archive(entry_type: tar::EntryType, contents: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(entry_type);
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "ca.crt", contents).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_copy_answer_gives_its_file_within_the_bound() {
+        assert_eq!(file_from_tar(&archive(tar::EntryType::Regular, b"pem\n"), "/ca.crt", 10).unwrap(), b"pem\n");
+        let large = file_from_tar(&archive(tar::EntryType::Regular, &[b'x'; 11]), "/ca.crt", 10).unwrap_err();
+        assert_eq!(large.to_string(), "/ca.crt is larger than 10 bytes");
+        let dir = file_from_tar(&archive(tar::EntryType::Directory, b""), "/certs", 10).unwrap_err();
+        assert_eq!(dir.to_string(), "/certs in the container is not a regular file");
+        assert_eq!(file_from_tar(&[0u8; 1024], "/x", 10).unwrap_err().to_string(), "no file /x in the container");
     }
 }

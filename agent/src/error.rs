@@ -20,6 +20,9 @@ pub enum AgentError {
     /// bundle that does not verify against the master's key.
     #[error("{0}")]
     Denied(String),
+    /// What the caller asked about does not exist here (an instance's outputs).
+    #[error("{0}")]
+    NotFound(String),
     /// A fault of the agent itself (its enrolment, journal or disk, Docker behind a plan).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -48,6 +51,7 @@ impl From<AgentError> for Status {
             AgentError::Invalid(message) => Status::invalid_argument(message),
             AgentError::Unauthenticated(message) => Status::unauthenticated(message),
             AgentError::Denied(message) => Status::permission_denied(message),
+            AgentError::NotFound(message) => Status::not_found(message),
             AgentError::Internal(err) if disk_full(&err) => {
                 tracing::error!(error = format!("{err:#}"), "the disk is full");
                 Status::resource_exhausted("the agent's disk is full (no space left on device): free space in its data directory and retry")

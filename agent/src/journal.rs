@@ -57,6 +57,10 @@ pub struct RunRecord {
     /// The images whose readiness is journalled.
     #[serde(default)]
     pub images: BTreeSet<String>,
+    /// A succeeded run's outputs, secret values included (events carry those without one);
+    /// `pmesh instances show --reveal` reads them through `InstanceOutputs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<pmesh_proto::event::RunOutput>,
 }
 
 /// Where a run is.
@@ -142,7 +146,10 @@ impl RunRecord {
             }
             // The run's end moves with the event that says it: a restart never resumes a run
             // whose end is journalled, even if recording the outcome afterwards failed.
-            EventKind::RunFinished { outcome } => self.state = RunState::from(*outcome),
+            EventKind::RunFinished { outcome, outputs } => {
+                self.state = RunState::from(*outcome);
+                self.outputs = outputs.clone();
+            }
             _ => {}
         }
     }
@@ -467,19 +474,24 @@ impl Journal {
         result
     }
 
+    /// Every run this agent recorded.
+    ///
+    /// # Errors
+    /// When a record is damaged.
+    pub fn runs(&self) -> anyhow::Result<Vec<RunRecord>> {
+        let mut runs = Vec::new();
+        for value in self.readable()?.runs.iter().values() {
+            runs.push(serde_json::from_slice(&value?).context("a run record does not decode")?);
+        }
+        Ok(runs)
+    }
+
     /// Runs that were running when the agent stopped.
     ///
     /// # Errors
     /// When a record is damaged.
     pub fn interrupted_runs(&self) -> anyhow::Result<Vec<RunRecord>> {
-        let mut interrupted = Vec::new();
-        for value in self.readable()?.runs.iter().values() {
-            let run: RunRecord = serde_json::from_slice(&value?).context("a run record does not decode")?;
-            if run.state == RunState::Running {
-                interrupted.push(run);
-            }
-        }
-        Ok(interrupted)
+        Ok(self.runs()?.into_iter().filter(|run| run.state == RunState::Running).collect())
     }
 
     /// Sets a run's state.

@@ -93,6 +93,9 @@ async fn compile_for(
         Some(store) => parsed.artifacts.iter().map(|(name, artifact)| (name.clone(), store.path_of(&artifact.sha256))).collect(),
         None => parsed.artifacts.keys().map(|name| (name.clone(), PathBuf::new())).collect(),
     };
+    // A local apply has no advertised address: the host's name stands for both.
+    let host = crate::facts::hostname();
+    let facts = pattern::RunFacts { host_address: host.clone(), host_name: host };
     let inputs = Inputs {
         files: &files,
         params: &params,
@@ -103,6 +106,7 @@ async fn compile_for(
         images: &config.images,
         artifacts: &artifacts,
         max_parallel: config.max_parallel_steps,
+        facts: &facts,
     };
     let compiled = compile::compile(&parsed, &inputs).map_err(|err| usage(err.to_string()))?;
     Ok((compiled, store))
@@ -196,7 +200,7 @@ pub fn describe(event: &Event) -> String {
             (step.clone(), text)
         }
         EventKind::StepSkipped { step, reason } => (step.clone(), format!("skipped: {reason}")),
-        EventKind::RunFinished { outcome } => (String::from("run"), format!("{outcome:?}").to_lowercase()),
+        EventKind::RunFinished { outcome, .. } => (String::from("run"), format!("{outcome:?}").to_lowercase()),
     };
     format!("{time} {subject:<14} {text}")
 }

@@ -94,6 +94,7 @@ impl Runs {
             steps: BTreeMap::new(),
             announced: false,
             images: Default::default(),
+            outputs: vec![],
         };
         if !self.journal.insert_run(&record)? {
             return Ok(false);
@@ -103,11 +104,13 @@ impl Runs {
         Ok(true)
     }
 
-    /// The bundle store, keyed by the enrolment's bundle-signing key, and the agent's name.
-    fn bundle_store(&self) -> Result<(BundleStore, String), StartError> {
+    /// The bundle store, keyed by the enrolment's bundle-signing key, and the agent's name
+    /// and advertised address (what outputs' `${host.name}` and `${host.address}` are).
+    fn bundle_store(&self) -> Result<(BundleStore, pattern::RunFacts), StartError> {
         let enrolment = state::load_enrolment(&self.paths)?;
         let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
-        Ok((BundleStore::new(&self.paths.data_dir, key), enrolment.name))
+        let facts = pattern::RunFacts { host_address: compile::host_of(&enrolment.advertise).to_owned(), host_name: enrolment.name };
+        Ok((BundleStore::new(&self.paths.data_dir, key), facts))
     }
 
     /// Validates and compiles a run of a held bundle.
@@ -115,13 +118,13 @@ impl Runs {
     /// # Errors
     /// [`StartError::Invalid`] listing every problem.
     fn compile_run(&self, run_id: &str, digest: &str, instance: &str, values_json: &str) -> Result<compile::Compiled, StartError> {
-        let (store, agent) = self.bundle_store()?;
+        let (store, facts) = self.bundle_store()?;
         let files: BTreeMap<String, Vec<u8>> = match store.open(digest) {
             Ok(files) => files.into_iter().map(|(path, file)| (path, file.contents)).collect(),
             Err(StoreError::Missing(_)) => return Err(StartError::Invalid(format!("bundle {digest} is not on this agent; push it first"))),
             Err(err) => return Err(StartError::Invalid(err.to_string())),
         };
-        self.compile_files(&files, &agent, run_id, instance, values_json)
+        self.compile_files(&files, &facts, run_id, instance, values_json)
     }
 
     /// What a run of a bundle sent with the request would do here; nothing is stored,
@@ -138,7 +141,7 @@ impl Runs {
         instance: &str,
         values_json: &str,
     ) -> Result<Vec<Planned>, StartError> {
-        let (store, agent) = self.bundle_store()?;
+        let (store, facts) = self.bundle_store()?;
         let files: BTreeMap<String, Vec<u8>> = store
             .verify(digest, archive, signature)
             .map_err(|err| match err {
@@ -148,7 +151,7 @@ impl Runs {
             .into_iter()
             .map(|(path, file)| (path, file.contents))
             .collect();
-        let compiled = self.compile_files(&files, &agent, "plan", instance, values_json)?;
+        let compiled = self.compile_files(&files, &facts, "plan", instance, values_json)?;
         let driver = DockerDriver::connect().await?;
         Ok(preview(&driver, self.artifacts.as_ref(), &compiled.plan).await?)
     }
@@ -156,7 +159,7 @@ impl Runs {
     fn compile_files(
         &self,
         files: &BTreeMap<String, Vec<u8>>,
-        agent: &str,
+        facts: &pattern::RunFacts,
         run_id: &str,
         instance: &str,
         values_json: &str,
@@ -174,12 +177,13 @@ impl Runs {
             files,
             params: &params,
             instance,
-            agent,
+            agent: &facts.host_name,
             run_id,
             work_dir: &work_dir,
             images: &self.config.images,
             artifacts: &artifacts,
             max_parallel: self.config.max_parallel_steps,
+            facts,
         };
         compile::compile(&parsed, &inputs).map_err(|err| invalid(err.to_string()))
     }
@@ -204,7 +208,7 @@ impl Runs {
                         n_steps: compiled.plan.steps.len(),
                     },
                     EventKind::StepFailed { step: "prepare".into(), reason: format!("{err:#}"), exit_code: None, tail: vec![] },
-                    EventKind::RunFinished { outcome: Outcome::Failed },
+                    EventKind::RunFinished { outcome: Outcome::Failed, outputs: vec![] },
                 ];
                 for kind in events {
                     let _ = tx.send(Event { at: now, run_id: run_id.clone(), kind }).await;
@@ -264,6 +268,22 @@ impl Runs {
             }
             tracing::info!(run = %run_id, outcome = outcome.name(), "run finished");
         });
+    }
+
+    /// The outputs of `instance`'s run `run_id` (its last succeeded run here when empty),
+    /// secret values included; `None` when there is no such succeeded run.
+    ///
+    /// # Errors
+    /// When the journal cannot be read.
+    pub fn instance_outputs(&self, instance: &str, run_id: &str) -> anyhow::Result<Option<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .journal
+            .runs()?
+            .into_iter()
+            .filter(|run| run.instance == instance && run.state == RunState::Succeeded && (run_id.is_empty() || run.run_id == run_id))
+            .collect();
+        runs.sort_by_key(|run| run.started_at_unix_ms);
+        Ok(runs.pop())
     }
 
     /// Cancels a running run; `false` when it is not running here.

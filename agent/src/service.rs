@@ -186,6 +186,20 @@ impl Agent for AgentService {
         let oldest_seq = self.runs.journal().trim(request.get_ref().up_to_seq).map_err(AgentError::from)?;
         Ok(Response::new(v1::AckEventsResponse { oldest_seq }))
     }
+
+    async fn instance_outputs(
+        &self,
+        request: Request<v1::InstanceOutputsRequest>,
+    ) -> Result<Response<v1::InstanceOutputsResponse>, Status> {
+        let v1::InstanceOutputsRequest { instance, run_id } = request.into_inner();
+        let run = self.runs.instance_outputs(&instance, &run_id).map_err(AgentError::from)?.ok_or_else(|| {
+            let run = if run_id.is_empty() { "no succeeded run".to_owned() } else { format!("no succeeded run {run_id:?}") };
+            AgentError::NotFound(format!("{run} of instance {instance:?} on this agent"))
+        })?;
+        // Values included, secret ones too: only the master may call this (`AgentPolicy`).
+        let outputs = run.outputs.into_iter().map(v1::RunOutput::from).collect();
+        Ok(Response::new(v1::InstanceOutputsResponse { run_id: run.run_id, outputs }))
+    }
 }
 
 #[cfg(test)]

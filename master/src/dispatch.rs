@@ -10,6 +10,7 @@
 //!   stopped. Events are persisted (with the cursor, atomically) before they are broadcast;
 //!   the agent is told what it may drop only after a flush.
 
+mod instances;
 pub mod patterns;
 
 use std::collections::{HashMap, HashSet};
@@ -164,7 +165,7 @@ impl Dispatcher {
             created_at: now_unix(),
             agents: targets
                 .iter()
-                .map(|agent| (agent.name.clone(), AgentState { state: RunState::Pending, error: String::new() }))
+                .map(|agent| (agent.name.clone(), AgentState { state: RunState::Pending, error: String::new(), outputs: Vec::new() }))
                 .collect(),
         };
         self.store.put_run(&run)?;
@@ -193,7 +194,7 @@ impl Dispatcher {
             // still pending is set, in the same compare-and-swap that reads it.
             self.store.update_run(&run_id, |run| {
                 if let Some(known) = run.agents.get_mut(&agent).filter(|known| known.state == RunState::Pending) {
-                    *known = AgentState { state, error: error.clone() };
+                    *known = AgentState { state, error: error.clone(), outputs: Vec::new() };
                 }
             })?;
             results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![] });
@@ -413,10 +414,10 @@ impl Dispatcher {
             unacked += kept.len();
             for (index, event) in kept {
                 match event.event.kind {
-                    Kind::RunStarted => self.store.set_agent_state(&event.event.run_id, name, RunState::Running, "")?,
+                    Kind::RunStarted => self.store.set_agent_state(&event.event.run_id, name, RunState::Running, "", &[])?,
                     Kind::RunFinished => {
                         let (state, error) = outcome(name, &event.event.text);
-                        self.store.set_agent_state(&event.event.run_id, name, state, &error)?;
+                        self.store.set_agent_state(&event.event.run_id, name, state, &error, &event.event.outputs)?;
                     }
                     _ => {}
                 }
@@ -544,7 +545,12 @@ pub fn summary(run: &RunRecord) -> v1::RunSummary {
         agents: run
             .agents
             .iter()
-            .map(|(agent, state)| v1::AgentRunState { agent: agent.clone(), state: state.state.to_string(), error: state.error.clone() })
+            .map(|(agent, state)| v1::AgentRunState {
+                agent: agent.clone(),
+                state: state.state.to_string(),
+                error: state.error.clone(),
+                outputs: state.outputs.iter().cloned().map(v1::RunOutput::from).collect(),
+            })
             .collect(),
         state: run.overall().to_string(),
     }

@@ -376,6 +376,16 @@ impl Master for MasterService {
         Ok(Response::new(crate::dispatch::summary(&run)))
     }
 
+    async fn list_instances(&self, request: Request<v1::ListInstancesRequest>) -> RpcResult<v1::ListInstancesResponse> {
+        Ok(Response::new(v1::ListInstancesResponse { instances: self.state.dispatcher.instances(&request.get_ref().agent)? }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, reveal = request.get_ref().reveal))]
+    async fn get_instance(&self, request: Request<v1::GetInstanceRequest>) -> RpcResult<v1::ListInstancesResponse> {
+        let v1::GetInstanceRequest { name, agent, reveal } = request.into_inner();
+        Ok(Response::new(v1::ListInstancesResponse { instances: self.state.dispatcher.instance(&name, &agent, reveal).await? }))
+    }
+
     async fn cancel_run(&self, request: Request<v1::MasterCancelRunRequest>) -> RpcResult<v1::MasterCancelRunResponse> {
         let cancelled_on = self.state.dispatcher.cancel(&request.get_ref().run_id).await?;
         Ok(Response::new(v1::MasterCancelRunResponse { cancelled_on }))

@@ -51,6 +51,68 @@ pub struct RunEvent {
     /// An artifact transfer's progress (`progress` events of `artifact:NAME` steps).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "transfer_of_any_version")]
     pub transfer: Option<Progress>,
+    /// A succeeded run's outputs (its `run_finished` event); secret ones without a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<RunOutput>,
+}
+
+/// One output of a run: a pattern's `outputs` entry with its typed value. `Debug` never
+/// shows a secret one's value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub name: String,
+    /// The output's type name (`string`, `port`, `url`, `list`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    /// The value; `None` when it is withheld: always for a secret in an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+impl fmt::Debug for RunOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &dyn fmt::Debug = match (&self.value, self.secret) {
+            (Some(_), true) => &"<secret>",
+            (value, _) => value,
+        };
+        f.debug_struct("RunOutput")
+            .field("name", &self.name)
+            .field("type", &self.kind)
+            .field("secret", &self.secret)
+            .field("value", value)
+            .finish()
+    }
+}
+
+impl RunOutput {
+    /// The output as events carry it: a secret one without its value.
+    pub fn withheld(mut self) -> RunOutput {
+        if self.secret {
+            self.value = None;
+        }
+        self
+    }
+}
+
+impl From<RunOutput> for v1::RunOutput {
+    fn from(output: RunOutput) -> Self {
+        let value_json = output.value.map(|value| value.to_string()).unwrap_or_default();
+        v1::RunOutput { name: output.name, r#type: output.kind, secret: output.secret, value_json }
+    }
+}
+
+impl TryFrom<v1::RunOutput> for RunOutput {
+    type Error = EventError;
+
+    fn try_from(output: v1::RunOutput) -> Result<Self, Self::Error> {
+        let value = match output.value_json.as_str() {
+            "" => None,
+            json => Some(serde_json::from_str(json).map_err(|_| EventError::BadOutput(output.name.clone()))?),
+        };
+        Ok(RunOutput { name: output.name, kind: output.r#type, secret: output.secret, value })
+    }
 }
 
 impl RunEvent {
@@ -70,6 +132,7 @@ impl RunEvent {
             instance: String::new(),
             pattern: String::new(),
             transfer: None,
+            outputs: Vec::new(),
         }
     }
 
@@ -187,6 +250,8 @@ pub enum EventError {
     UnknownKind(i32),
     #[error("an event envelope carries no event")]
     Empty,
+    #[error("output {0:?} carries a value that is not JSON")]
+    BadOutput(String),
 }
 
 impl From<RunEvent> for v1::RunEvent {
@@ -209,6 +274,7 @@ impl From<RunEvent> for v1::RunEvent {
             done_bytes: transfer.done,
             total_bytes: transfer.total.unwrap_or(0),
             rate_bytes_per_second: transfer.rate,
+            outputs: event.outputs.into_iter().map(v1::RunOutput::from).collect(),
         }
     }
 }
@@ -232,6 +298,7 @@ impl TryFrom<v1::RunEvent> for RunEvent {
             instance: event.instance,
             pattern: event.pattern,
             transfer: moved.then(|| Progress::from_wire(event.done_bytes, event.total_bytes, event.rate_bytes_per_second)),
+            outputs: event.outputs.into_iter().map(RunOutput::try_from).collect::<Result<_, _>>()?,
         })
     }
 }
@@ -318,12 +385,34 @@ mod tests {
             attempt: 2,
             ..RunEvent::new(3, "r1", 5, Kind::StepFailed)
         };
-        for event in [failed, transfer_event(), RunEvent::new(1, "r1", 0, Kind::RunFinished)] {
+        let finished = RunEvent {
+            text: "succeeded".into(),
+            outputs: vec![
+                RunOutput { name: "port".into(), kind: "port".into(), secret: false, value: Some(serde_json::json!(53)) },
+                RunOutput { name: "zones".into(), kind: "list".into(), secret: false, value: Some(serde_json::json!(["a", "b"])) },
+                RunOutput { name: "password".into(), kind: "string".into(), secret: true, value: None },
+            ],
+            ..RunEvent::new(1, "r1", 0, Kind::RunFinished)
+        };
+        for event in [failed, transfer_event(), finished] {
             let wire = v1::RunEvent::from(event.clone());
             assert_eq!(RunEvent::try_from(wire).unwrap(), event);
         }
         let unknown = v1::RunEvent { kind: 42, ..v1::RunEvent::from(transfer_event()) };
         assert_eq!(RunEvent::try_from(unknown), Err(EventError::UnknownKind(42)));
+    }
+
+    #[test]
+    fn a_secret_output_is_withheld() {
+        let secret = RunOutput { name: "pw".into(), kind: "string".into(), secret: true, value: Some("hunter22".into()) };
+        assert!(!format!("{secret:?}").contains("hunter22"), "{secret:?}");
+        assert_eq!(secret.clone().withheld().value, None);
+        let wire = v1::RunOutput::from(secret.withheld());
+        assert_eq!(wire.value_json, "");
+        let plain = RunOutput { name: "a".into(), kind: "string".into(), secret: false, value: Some("x".into()) };
+        assert_eq!(plain.clone().withheld(), plain);
+        let bad = v1::RunOutput { value_json: "{".into(), ..v1::RunOutput::from(plain) };
+        assert_eq!(RunOutput::try_from(bad), Err(EventError::BadOutput("a".into())));
     }
 
     #[test]

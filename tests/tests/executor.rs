@@ -66,6 +66,7 @@ fn plan(instance: &str, run: &str, steps: Vec<PlannedStep>) -> Plan {
         teardown: vec![],
         max_parallel: 4,
         resume: BTreeMap::new(),
+        outputs: vec![],
         timeout: None,
     }
 }

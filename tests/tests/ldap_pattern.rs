@@ -443,6 +443,15 @@ fn ldap_passwords_reach_no_event_log_stored_record_or_command_line() -> anyhow::
     assert!(watched.stdout.contains("set the password of uid=alice"), "the events hold the directory step's lines: {}", watched.stdout);
     let shown = mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]);
     let logs = mesh.pmesh(&["runs", "logs", &run_id]);
+    let outputs = mesh.pmesh(&["instances", "show", &instance.0, "-o", "json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&outputs.stdout)?;
+    let value = |name: &str| parsed["outputs"][name]["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(value("base_dn"), BASE, "{}", outputs.stdout);
+    assert_eq!(value("users_dn"), format!("ou=users,{BASE}"));
+    assert_eq!(value("groups_dn"), format!("ou=groups,{BASE}"));
+    assert_eq!(value("bind_dn"), format!("cn=vcenter-bind,ou=services,{BASE}"));
+    assert!(value("ldaps_url").starts_with("ldaps://127.0.0.1:"), "{}", outputs.stdout);
+    assert!(value("ca_certificate").starts_with("-----BEGIN CERTIFICATE-----"), "{}", outputs.stdout);
     let master_files = files_under(&mesh.master_dir());
     assert!(master_files.iter().any(|(_, text)| text.contains(&instance.0)), "the master's data directory holds the run");
     let mut texts = vec![
@@ -450,6 +459,7 @@ fn ldap_passwords_reach_no_event_log_stored_record_or_command_line() -> anyhow::
         ("runs watch".to_owned(), watched.stdout),
         ("runs show".to_owned(), shown.stdout),
         ("runs logs".to_owned(), logs.stdout),
+        ("instances show".to_owned(), outputs.stdout),
         ("the agent's log".to_owned(), agent.log_text()),
     ];
     texts.extend(master_files);

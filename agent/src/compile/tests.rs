@@ -65,6 +65,7 @@ steps:
         images: &images,
         artifacts: &artifact_paths,
         max_parallel: 4,
+        facts: &facts(),
     };
     let compiled = compile(&pattern, &inputs).expect("it compiles");
     let planned: BTreeMap<&str, &PlannedArtifact> =
@@ -90,4 +91,8 @@ fn registries() {
     assert_eq!(registry_of("localhost/x"), "localhost");
     assert_eq!(registry_of("library/alpine"), "docker.io");
     assert_eq!(registry_of("alpine"), "docker.io");
+}
+
+fn facts() -> pattern::RunFacts {
+    pattern::RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned() }
 }

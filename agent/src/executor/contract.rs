@@ -137,6 +137,12 @@ pub trait Driver: Send + Sync + 'static {
     async fn find(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<Found>>;
     /// Runs `command` in a running container; returns its exit code and output.
     async fn exec(&self, id: &str, command: &[String], env: &[String]) -> anyhow::Result<(i64, Vec<String>)>;
+    /// The contents of the regular file at `path` in a container, running or exited: how
+    /// `from` outputs are read after a run.
+    ///
+    /// # Errors
+    /// No such file, not a regular file, or larger than `limit` bytes; the message says which.
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> anyhow::Result<Vec<u8>>;
     /// Creates the instance network if missing.
     async fn ensure_network(&self, name: &str, owner: &OwnerLabels) -> anyhow::Result<()>;
     /// Removes networks and volumes carrying all of `labels`; returns their names.

@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pmesh_proto::event::{Kind, RunEvent};
+use pmesh_proto::event::{Kind, RunEvent, RunOutput};
 
 pub use super::contract::ImageAction;
 
@@ -72,6 +72,9 @@ pub enum EventKind {
     },
     RunFinished {
         outcome: Outcome,
+        /// A succeeded run's outputs, secret values included: the journal keeps them in the
+        /// run's record, and [`Event::record`] withholds the secret ones.
+        outputs: Vec<RunOutput>,
     },
 }
 
@@ -140,7 +143,10 @@ impl Event {
                 out.tail = tail.clone();
             }
             EventKind::StepSkipped { reason, .. } => out.text = reason.clone(),
-            EventKind::RunFinished { outcome } => out.text = outcome.name().to_owned(),
+            EventKind::RunFinished { outcome, outputs } => {
+                out.text = outcome.name().to_owned();
+                out.outputs = outputs.iter().cloned().map(RunOutput::withheld).collect();
+            }
             EventKind::StepUnchanged { .. } | EventKind::StepSucceeded { .. } => {}
         }
         out
@@ -237,6 +243,20 @@ impl LineBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_outputs_never_reach_the_record() {
+        let outputs = vec![
+            RunOutput { name: "pw".into(), kind: "string".into(), secret: true, value: Some("hunter22".into()) },
+            RunOutput { name: "port".into(), kind: "port".into(), secret: false, value: Some(53.into()) },
+        ];
+        let event = Event { at: UNIX_EPOCH, run_id: "r1".into(), kind: EventKind::RunFinished { outcome: Outcome::Succeeded, outputs } };
+        let record = event.record(1);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("hunter22") && !format!("{event:?}").contains("hunter22"), "{json}");
+        assert_eq!(record.outputs[0].value, None);
+        assert_eq!(record.outputs[1].value, Some(53.into()));
+    }
 
     #[test]
     fn redacts_secrets_longest_first() {

@@ -82,6 +82,7 @@ pub enum Call {
     Remove(String),
     Find(Vec<(String, String)>),
     Exec { id: String, command: Vec<String>, env: Vec<String> },
+    ReadFile { id: String, path: String },
     RemoveNetworksAndVolumes,
 }
 
@@ -122,6 +123,8 @@ struct State {
     /// Per step, the results of the next execs into its container.
     exec_results: HashMap<String, VecDeque<(i64, Vec<String>)>>,
     images: HashMap<String, ImageAction>,
+    /// Per step and path, the files its containers hold.
+    files: HashMap<(String, String), Vec<u8>>,
     networks: Vec<String>,
     n_created: usize,
     peak_running: usize,
@@ -173,6 +176,11 @@ impl FakeDriver {
     pub fn script_exec(&self, step: &str, results: impl IntoIterator<Item = (i64, &'static [&'static str])>) {
         let results = results.into_iter().map(|(code, lines)| (code, lines.iter().map(|line| (*line).to_owned()).collect()));
         self.lock().exec_results.entry(step.to_owned()).or_default().extend(results);
+    }
+
+    /// The containers of `step` hold a file at `path`.
+    pub fn file(&self, step: &str, path: &str, contents: &[u8]) {
+        self.lock().files.insert((step.to_owned(), path.to_owned()), contents.to_vec());
     }
 
     /// `ensure_image` of `reference` answers `action` (otherwise `Present`).
@@ -403,6 +411,17 @@ impl Driver for FakeDriver {
         }
         let step = container.step().to_owned();
         Ok(state.exec_results.get_mut(&step).and_then(VecDeque::pop_front).unwrap_or((0, Vec::new())))
+    }
+
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+        self.record(Call::ReadFile { id: id.to_owned(), path: path.to_owned() });
+        let mut state = self.lock();
+        let step = state.container(id)?.step().to_owned();
+        match state.files.get(&(step, path.to_owned())) {
+            Some(contents) if contents.len() as u64 > limit => bail!("{path} is larger than {limit} bytes"),
+            Some(contents) => Ok(contents.clone()),
+            None => bail!("no file {path} in the container"),
+        }
     }
 
     async fn ensure_network(&self, name: &str, _owner: &OwnerLabels) -> anyhow::Result<()> {

@@ -41,6 +41,38 @@ pub struct Plan {
     /// Steps that were running when the agent stopped, with the output lines already
     /// reported: their containers are re-adopted, not restarted.
     pub resume: BTreeMap<String, u64>,
+    /// What the run reports once every step succeeded.
+    pub outputs: Vec<PlannedOutput>,
+}
+
+/// One of the pattern's outputs, as far as it is known before the run.
+#[derive(Clone, PartialEq)]
+pub struct PlannedOutput {
+    pub name: String,
+    pub kind: pmesh_proto::pattern::OutputType,
+    /// Never in an event or a log; only in the agent's run record.
+    pub secret: bool,
+    pub source: OutputSource,
+}
+
+/// Where an output's value comes from.
+#[derive(Clone, PartialEq)]
+pub enum OutputSource {
+    /// Rendered when the plan was compiled (`value:`).
+    Value(serde_json::Value),
+    /// A file read from the step's container after the run (`from:`).
+    File { step: String, path: String },
+}
+
+impl std::fmt::Debug for PlannedOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match (&self.source, self.secret) {
+            (OutputSource::Value(_), true) => "value <secret>".to_owned(),
+            (OutputSource::Value(value), false) => format!("value {value}"),
+            (OutputSource::File { step, path }, _) => format!("from {step}:{path}"),
+        };
+        f.debug_struct("PlannedOutput").field("name", &self.name).field("kind", &self.kind).field("source", &source).finish()
+    }
 }
 
 /// A binary the run needs: where it lands (its cache path, by sha256) and where it comes from.

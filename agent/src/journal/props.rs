@@ -87,7 +87,7 @@ fn event(run_idx: usize, gen: &Gen) -> Event {
         Gen::Succeeded(idx) => EventKind::StepSucceeded { step: step(idx), container_id: None },
         Gen::Failed(idx) => EventKind::StepFailed { step: step(idx), reason: "exit 1".into(), exit_code: Some(1), tail: vec![] },
         Gen::Skipped(idx) => EventKind::StepSkipped { step: step(idx), reason: "a dependency failed".into() },
-        Gen::Finished => EventKind::RunFinished { outcome: Outcome::Failed },
+        Gen::Finished => EventKind::RunFinished { outcome: Outcome::Failed, outputs: vec![] },
     };
     Event { at: SystemTime::UNIX_EPOCH, run_id: RUNS[run_idx].into(), kind }
 }
@@ -309,6 +309,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
                 steps: BTreeMap::new(),
                 announced: false,
                 images: BTreeSet::new(),
+                outputs: vec![],
             };
             prop_assert!(journal.insert_run(&record).expect("insert run"));
         }

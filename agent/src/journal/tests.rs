@@ -106,6 +106,7 @@ fn run_record(run_id: &str) -> RunRecord {
         steps: Default::default(),
         announced: false,
         images: Default::default(),
+        outputs: vec![],
     }
 }
 

@@ -49,6 +49,9 @@ pub enum Command {
     /// List, inspect, follow and cancel runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// What runs built on each agent: the last run and the pattern's outputs.
+    #[command(subcommand)]
+    Instances(InstancesCommand),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
     Bootstrap(BootstrapArgs),
     /// Add, list and remove binaries in the master's artifact depot.
@@ -214,6 +217,26 @@ pub enum TokenCommand {
         /// Allow re-enrolling a name that is already registered.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstancesCommand {
+    /// List instances with their pattern, agent and last run.
+    Ls {
+        /// Only this agent's instances.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Show an instance: pattern, agent, last run and outputs.
+    Show {
+        name: String,
+        /// Only the instance on this agent (an instance name may be on several).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Show secret outputs' values, asked of the agent that holds them.
+        #[arg(long)]
+        reveal: bool,
     },
 }
 

@@ -10,16 +10,18 @@ pub mod artifact;
 pub mod bootstrap;
 pub mod ca;
 pub mod client;
+pub mod instances;
 pub mod live;
 pub mod output;
 pub mod pattern;
+pub mod run_outputs;
 pub mod runs;
 pub mod serve;
 pub mod tokens;
 
 pub use args::{
-    AdminCommand, AgentsCommand, ArtifactCommand, CaCommand, Cli, Command, PatternCommand, RunArgs, RunsCommand, Selector, ServeArgs,
-    TokenCommand,
+    AdminCommand, AgentsCommand, ArtifactCommand, CaCommand, Cli, Command, InstancesCommand, PatternCommand, RunArgs, RunsCommand,
+    Selector, ServeArgs, TokenCommand,
 };
 pub use serve::serve_config;
 
@@ -41,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Admin(command) => admin::run(command, credentials, data_dir).await,
         Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
         Command::Artifact(command) => artifact::run(command, credentials, data_dir, format).await,
+        Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, format),
         Command::Pattern(PatternCommand::Push { path }) => runs::push(&client::connect(credentials, data_dir)?, &path, format).await,

@@ -288,8 +288,14 @@ pub async fn list(connection: &Connection, format: Format) -> Result<(), CliErro
 }
 
 fn run_json(run: &v1::RunSummary) -> serde_json::Value {
-    let agents: BTreeMap<&str, serde_json::Value> =
-        run.agents.iter().map(|agent| (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error }))).collect();
+    let agents: BTreeMap<&str, serde_json::Value> = run
+        .agents
+        .iter()
+        .map(|agent| {
+            let outputs = super::run_outputs::outputs_json(&agent.outputs);
+            (agent.agent.as_str(), json!({ "state": agent.state, "error": agent.error, "outputs": outputs }))
+        })
+        .collect();
     json!({ "run_id": run.run_id, "pattern": run.pattern, "instance": run.instance, "state": run.state, "created_at_unix": run.created_at_unix, "agents": agents })
 }
 
@@ -306,6 +312,9 @@ pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Resu
             let rows: Vec<Vec<String>> =
                 run.agents.iter().map(|agent| vec![agent.agent.clone(), agent.state.clone(), agent.error.clone()]).collect();
             println!("\n{}", table(&["AGENT", "STATE", "ERROR"], &rows));
+            for agent in run.agents.iter().filter(|agent| !agent.outputs.is_empty()) {
+                println!("\nOutputs on {}:\n{}", agent.agent, super::run_outputs::outputs_text(&agent.outputs));
+            }
         }
     }
     Ok(())

@@ -62,6 +62,10 @@ impl Store {
     pub fn remove_agent(&self, name: &str) -> anyhow::Result<Option<AgentRecord>> {
         let removed = self.remove(name)?;
         self.backend.remove(Namespace::Cursors, name.as_bytes())?;
+        // Its instances go with it: a re-enrolled agent starts with none.
+        for (key, _) in self.backend.scan(Namespace::Instances, format!("{name}/").as_bytes(), b"")? {
+            self.backend.remove(Namespace::Instances, &key)?;
+        }
         Ok(removed)
     }
 

@@ -48,13 +48,15 @@ pub enum Namespace {
     Cursors,
     /// sha256 → [`ArtifactRecord`](super::ArtifactRecord), the depot's index.
     Artifacts,
+    /// Agent name, `/`, instance name → [`InstanceRecord`](super::InstanceRecord).
+    Instances,
     /// Stores from before segments: one event per key, moved into segments at open.
     LegacyRunEvents,
 }
 
 impl Namespace {
     /// Every namespace, for backends that open them up front.
-    pub const ALL: [Namespace; 13] = [
+    pub const ALL: [Namespace; 14] = [
         Namespace::Meta,
         Namespace::Agents,
         Namespace::Tokens,
@@ -67,6 +69,7 @@ impl Namespace {
         Namespace::RunCounters,
         Namespace::Cursors,
         Namespace::Artifacts,
+        Namespace::Instances,
         Namespace::LegacyRunEvents,
     ];
 
@@ -85,6 +88,7 @@ impl Namespace {
             Namespace::RunCounters => "run_counters",
             Namespace::Cursors => "cursors",
             Namespace::Artifacts => "artifacts",
+            Namespace::Instances => "instances",
             Namespace::LegacyRunEvents => "run_events",
         }
     }

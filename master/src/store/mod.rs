@@ -18,6 +18,7 @@ mod agents;
 mod artifacts;
 pub mod backend;
 mod cursors;
+mod instances;
 #[cfg(test)]
 mod memory;
 #[cfg(test)]
@@ -37,8 +38,8 @@ use serde::{de::DeserializeOwned, Serialize};
 pub use agents::{CertStatus, TokenError};
 pub use backend::{Backend, Namespace, Txn};
 pub use records::{
-    AgentRecord, AgentState, ArtifactRecord, FactsRecord, Health, IssuedRecord, PatternRecord, Record, RunRecord, RunState, Segment,
-    StoredEvent, TokenRecord, UnknownRunState,
+    AgentRecord, AgentState, ArtifactRecord, FactsRecord, Health, InstanceRecord, IssuedRecord, PatternRecord, Record, RunRecord, RunState,
+    Segment, StoredEvent, TokenRecord, UnknownRunState,
 };
 pub use sled_backend::{SledBackend, StorageError};
 

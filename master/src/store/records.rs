@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-use pmesh_proto::event::{AgentEvent, EventError, RunEvent};
+use pmesh_proto::event::{AgentEvent, EventError, RunEvent, RunOutput};
 use pmesh_proto::v1;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -120,6 +120,32 @@ pub struct AgentState {
     pub state: RunState,
     #[serde(default)]
     pub error: String,
+    /// The pattern's outputs once the run succeeded there; secret ones without a value (the
+    /// master never holds those).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<RunOutput>,
+}
+
+/// An instance on an agent, as its runs' events left it: written in the transaction that
+/// persists a run's start and end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub v: u32,
+    pub name: String,
+    pub agent: String,
+    /// `NAME@VERSION` of the last run.
+    pub pattern: String,
+    pub last_run: String,
+    /// The last run's state on the agent.
+    pub state: RunState,
+    /// The outputs of the last run that succeeded; secret ones without a value.
+    #[serde(default)]
+    pub outputs: Vec<RunOutput>,
+    /// The run those outputs come from; empty until one succeeded.
+    #[serde(default)]
+    pub outputs_run: String,
+    /// Unix seconds of the event that last changed it.
+    pub updated_at: i64,
 }
 
 /// Where a run stands on one agent, or overall. Stored and sent as the lowercase name, as the
@@ -266,4 +292,7 @@ impl Record for Segment {
 }
 impl Record for ArtifactRecord {
     const NAMESPACE: Namespace = Namespace::Artifacts;
+}
+impl Record for InstanceRecord {
+    const NAMESPACE: Namespace = Namespace::Instances;
 }

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use pmesh_proto::event::RunOutput;
 
 use super::cursors::Cursor;
 use super::records::{PatternRecord, RunRecord, RunState, Segment, StoredEvent};
@@ -133,13 +134,15 @@ impl Store {
         self.update(run_id, change)
     }
 
-    /// Sets one agent's state in a run, if the run exists.
+    /// Sets one agent's state in a run, and the outputs it reported, if the run exists.
     ///
     /// # Errors
     /// When the database fails or the record does not decode.
-    pub fn set_agent_state(&self, run_id: &str, agent: &str, state: RunState, error: &str) -> anyhow::Result<()> {
+    pub fn set_agent_state(&self, run_id: &str, agent: &str, state: RunState, error: &str, outputs: &[RunOutput]) -> anyhow::Result<()> {
+        // Only what an event may carry: a secret output's value never reaches the store.
+        let outputs: Vec<RunOutput> = outputs.iter().cloned().map(RunOutput::withheld).collect();
         self.update_run(run_id, |run| {
-            run.agents.insert(agent.to_owned(), AgentState { state, error: error.to_owned() });
+            run.agents.insert(agent.to_owned(), AgentState { state, error: error.to_owned(), outputs: outputs.clone() });
         })
         .map(drop)
     }
@@ -220,6 +223,7 @@ impl Store {
             txn.put(Namespace::RunCounters, run_id.as_bytes(), index.to_be_bytes());
         }
         txn.put(Namespace::Cursors, agent.as_bytes(), journal.at(cursor).encode());
+        self.fold_instances(agent, &kept, &mut txn)?;
         Ok(Some(Numbered { txn, kept }))
     }
 

@@ -295,7 +295,7 @@ fn reads_run_record_v1() {
         "agents":{"pc-1":{"state":"succeeded","error":""},"pc-2":{"state":"unreachable","error":"refused"},
         "pc-3":{"state":"pending"}}}"#;
     let run: RunRecord = decode(v1.as_bytes()).unwrap();
-    assert_eq!(run.agents["pc-2"], AgentState { state: RunState::Unreachable, error: "refused".into() });
+    assert_eq!(run.agents["pc-2"], AgentState { state: RunState::Unreachable, error: "refused".into(), outputs: vec![] });
     assert_eq!(run.agents["pc-3"].state, RunState::Pending);
     assert_eq!(run.overall(), RunState::Running);
     let written = String::from_utf8(encode(&run).unwrap()).unwrap();
@@ -308,7 +308,7 @@ fn a_run_is_running_until_every_agent_finished_then_its_worst_outcome() {
         let agents = states
             .iter()
             .enumerate()
-            .map(|(agent_idx, state)| (format!("pc-{agent_idx}"), AgentState { state: *state, error: String::new() }))
+            .map(|(agent_idx, state)| (format!("pc-{agent_idx}"), AgentState { state: *state, error: String::new(), outputs: vec![] }))
             .collect();
         let run = RunRecord {
             v: 1,

@@ -19,6 +19,8 @@ mod decode;
 mod diagnostic;
 pub mod formats;
 mod graph;
+pub mod output;
+mod output_spec;
 mod param_value;
 mod placeholder;
 pub mod spec;
@@ -33,6 +35,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Mark};
+pub use output::{FromFile, Output, OutputType, RunFacts};
 pub use param_value::{ParamValue, Secret};
 pub use placeholder::{substitute, SubstituteError};
 pub use spec::{Category, Param, ParamType, Pattern, Validation};

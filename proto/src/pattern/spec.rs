@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::output_spec::{FromFile, Output, OutputType};
 use super::param_value::ParamValue;
 
 /// The only `apiVersion` this build understands.
@@ -42,6 +43,9 @@ pub struct Pattern {
     pub files: Vec<FileSpec>,
     /// The steps, by name; they form a DAG through `needs`.
     pub steps: BTreeMap<String, Step>,
+    /// What a successful run reports, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, Output>,
 }
 
 /// Who the pattern is and what it is for.

@@ -21,6 +21,7 @@ mod attempts;
 mod destroy;
 mod fetch;
 mod logs;
+mod outputs;
 mod prepare;
 mod steps;
 mod walk;
@@ -41,6 +42,7 @@ use super::plan::Plan;
 use fetch::Fetched;
 
 pub use logs::progress;
+pub use outputs::MAX_OUTPUT_FILE;
 pub use walk::topological_order;
 
 /// Lines of output kept for a failure report.
@@ -208,7 +210,17 @@ impl Runner {
                 outcome = Outcome::Failed;
             }
         }
-        self.emit(&run_id, EventKind::RunFinished { outcome }).await;
+        let mut outputs = Vec::new();
+        if outcome == Outcome::Succeeded && !plan.outputs.is_empty() {
+            match self.outputs(&plan).await {
+                Ok(rendered) => outputs = rendered,
+                Err(failure) => {
+                    self.emit_failed(&run_id, "outputs", failure).await;
+                    outcome = Outcome::Failed;
+                }
+            }
+        }
+        self.emit(&run_id, EventKind::RunFinished { outcome, outputs }).await;
         outcome
     }
 

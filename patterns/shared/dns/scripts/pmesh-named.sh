@@ -65,6 +65,8 @@ prepare() {
         mv "$STAGE/zones/$zone.serial" "$OUT/serials/$zone"
     done < "$STAGE/list"
     mv "$STAGE/named.conf" "$OUT/named.conf"
+    # Every zone served, forward and reverse, one per line: the pattern's `zones` output.
+    cp "$STAGE/list" "$OUT/zones.list"
     for file in "$OUT"/zones/*.db; do
         zone=$(basename "$file" .db)
         grep -qxF "$zone" "$STAGE/list" || rm -f "$file"

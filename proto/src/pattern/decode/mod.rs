@@ -6,6 +6,7 @@
 //! files and steps) are checked where they are written. The step graph is checked last.
 
 mod fields;
+mod outputs;
 mod params;
 mod steps;
 
@@ -18,7 +19,7 @@ use super::template;
 use super::yaml::Node;
 pub(crate) use fields::Fields;
 
-pub(crate) const TOP_FIELDS: [&str; 8] = ["apiVersion", "kind", "metadata", "params", "artifacts", "images", "files", "steps"];
+pub(crate) const TOP_FIELDS: [&str; 9] = ["apiVersion", "kind", "metadata", "params", "artifacts", "images", "files", "steps", "outputs"];
 const METADATA_FIELDS: [&str; 4] = ["name", "version", "description", "category"];
 const ARTIFACT_FIELDS: [&str; 5] = ["url", "urls", "sha256", "size", "auth"];
 const IMAGE_FIELDS: [&str; 3] = ["ref", "load", "build"];
@@ -32,6 +33,8 @@ pub(crate) enum Names {
     Label(&'static str),
     /// Identifiers (param names).
     Identifier,
+    /// Identifiers naming outputs.
+    OutputName,
 }
 
 /// What a param offers to the places that use it.
@@ -100,6 +103,7 @@ impl Decoder<'_> {
             None => Some(Vec::new()),
         };
         let steps = top.required(self, "steps").and_then(|field| self.steps(field));
+        let outputs = self.outputs(top.get("outputs"));
         Some(Pattern {
             api_version: api_version?,
             kind: kind?,
@@ -109,6 +113,7 @@ impl Decoder<'_> {
             images: images?,
             files: files?,
             steps: steps?,
+            outputs: outputs?,
         })
     }
 
@@ -200,6 +205,7 @@ impl Decoder<'_> {
             let name = match names {
                 Names::Label(what) => self.label(key, what),
                 Names::Identifier => self.identifier(key),
+                Names::OutputName => self.output_name(key),
             };
             let entry = name.as_deref().and_then(|name| decode(self, name, key, value));
             match (name, entry, decoded.as_mut()) {

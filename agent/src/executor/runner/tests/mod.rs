@@ -7,10 +7,12 @@
 //! - `walk`: a failure skipping its dependents, needs, `max_parallel`;
 //! - `converge`: create, replace or leave alone, re-adoption after an agent restart;
 //! - `phases`: the step kinds' details, artifacts, preparation and destroy;
+//! - `outputs`: a succeeded run's outputs, from values and containers' files.
 //! - `reload`: a service reloaded in place when only its `dir` files changed.
 
 mod attempts;
 mod converge;
+mod outputs;
 mod phases;
 mod reload;
 mod walk;
@@ -92,6 +94,7 @@ fn plan(steps: Vec<PlannedStep>) -> Plan {
         max_parallel: 4,
         timeout: None,
         resume: BTreeMap::new(),
+        outputs: vec![],
     }
 }
 
@@ -179,7 +182,7 @@ fn skipped(step: &str, reason: &str) -> EventKind {
 }
 
 fn finished(outcome: Outcome) -> EventKind {
-    EventKind::RunFinished { outcome }
+    EventKind::RunFinished { outcome, outputs: vec![] }
 }
 
 fn secs(n: u64) -> Duration {
