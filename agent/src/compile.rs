@@ -430,6 +430,7 @@ impl<'a> Compiler<'a> {
             workdir: None,
             user: None,
             inputs: used_inputs,
+            capabilities: container.capabilities.clone(),
         })
     }
 

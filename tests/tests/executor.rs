@@ -30,6 +30,7 @@ fn container(command: &[&str]) -> ContainerSpec {
         workdir: None,
         user: None,
         inputs: BTreeMap::new(),
+        capabilities: vec![],
     }
 }
 

@@ -132,6 +132,10 @@ pub struct ContainerSpec {
     /// Digests of what the container reads by path (rendered files), so that a changed file
     /// changes the spec hash.
     pub inputs: BTreeMap<String, String>,
+    /// Linux capabilities added to Docker's default set (`SYS_ADMIN`). Left out of the hash
+    /// when empty, so a container made before capabilities existed keeps its hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// An environment variable; secret values are kept out of logs and events.
@@ -319,7 +323,21 @@ mod tests {
             workdir: None,
             user: None,
             inputs: BTreeMap::new(),
+            capabilities: vec![],
         }
+    }
+
+    /// The hash of a spec without capabilities is the one agents before them computed (frozen
+    /// here), so upgrading the agent replaces no container; asking for one changes it.
+    #[test]
+    fn capabilities_change_the_hash_only_when_asked_for() {
+        assert_eq!(spec("1").spec_hash(), "aedee421aa75857ad03dee9e");
+        let mut with_capability = spec("1");
+        with_capability.capabilities = vec!["SYS_ADMIN".into()];
+        assert_ne!(with_capability.spec_hash(), spec("1").spec_hash());
+        let mut with_another = spec("1");
+        with_another.capabilities = vec!["NET_ADMIN".into()];
+        assert_ne!(with_capability.spec_hash(), with_another.spec_hash());
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn capability_problem(name: &str) -> Option<String> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     Some(if bare == "ALL" {
-        "`ALL` is not allowed: name each capability the step needs".to_owned()
+        "`ALL` is not allowed: list each capability by name".to_owned()
     } else if CAPABILITIES.contains(&bare) {
         format!("write the capability as `{bare}`: upper case, without the `CAP_` prefix")
     } else {
@@ -277,7 +277,7 @@ mod tests {
             capability_problem("CAP_SYS_ADMIN").as_deref(),
             Some("write the capability as `SYS_ADMIN`: upper case, without the `CAP_` prefix")
         );
-        assert_eq!(capability_problem("all").as_deref(), Some("`ALL` is not allowed: name each capability the step needs"));
+        assert_eq!(capability_problem("all").as_deref(), Some("`ALL` is not allowed: list each capability by name"));
         assert!(capability_problem("SYS_WIZARD").is_some_and(|problem| problem.starts_with("`SYS_WIZARD` is not a Linux capability")));
     }
 }

@@ -47,6 +47,7 @@ fn spec(command: &str) -> ContainerSpec {
         workdir: None,
         user: None,
         inputs: BTreeMap::new(),
+        capabilities: vec![],
     }
 }
 
