@@ -62,20 +62,27 @@ pub async fn list_patterns(connection: &Connection, format: Format) -> Result<()
             println!("{}", serde_json::to_string_pretty(&patterns).unwrap_or_default());
         }
         Format::Text => {
-            let rows: Vec<Vec<String>> = listed
-                .patterns
-                .iter()
-                .map(|pattern| {
-                    vec![
-                        pattern.name.clone(),
-                        pattern.version.clone(),
-                        pattern.category.clone(),
-                        pattern.digest.chars().take(19).collect(),
-                        pattern.description.clone(),
-                    ]
-                })
-                .collect();
-            println!("{}", table(&["NAME", "VERSION", "CATEGORY", "DIGEST", "DESCRIPTION"], &rows));
+            // The catalog by category, each pattern with its versions and description.
+            let mut by_category: BTreeMap<&str, Vec<&v1::PatternSummary>> = BTreeMap::new();
+            for pattern in &listed.patterns {
+                by_category.entry(pattern.category.as_str()).or_default().push(pattern);
+            }
+            let mut sections = Vec::new();
+            for (category, patterns) in by_category {
+                let rows: Vec<Vec<String>> = patterns
+                    .iter()
+                    .map(|pattern| {
+                        let description = if pattern.description.is_empty() { "-".to_owned() } else { pattern.description.clone() };
+                        vec![format!("  {}", pattern.name), pattern.version.clone(), pattern.digest.chars().take(19).collect(), description]
+                    })
+                    .collect();
+                sections.push(format!("{category}:\n{}", table(&["  NAME", "VERSION", "DIGEST", "DESCRIPTION"], &rows)));
+            }
+            if sections.is_empty() {
+                println!("no pattern is registered; push one with `pmesh pattern push PATH`");
+            } else {
+                println!("{}", sections.join("\n\n"));
+            }
         }
     }
     Ok(())
