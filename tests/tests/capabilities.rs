@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use pmesh_tests::docker::{containers_with_label, docker, require_tools_image, Instance, TOOLS_IMAGE};
+use pmesh_tests::docker::{docker, instance_objects, require_tools_image, Instance, TOOLS_IMAGE};
 use pmesh_tests::Mesh;
 
 /// A pattern of one service asking for `NET_ADMIN`, with a network, a volume and a rendered
@@ -25,16 +25,6 @@ fn write_pattern(dir: &Path) {
 
 const REFUSAL: &str = "step \"router\" needs capability NET_ADMIN, which this agent does not allow; \
                        add it to [security] allow_capabilities in agent.toml";
-
-/// Every container, network and volume labelled with the instance.
-fn objects_of(instance: &str) -> Vec<String> {
-    let filter = format!("label=io.pmesh.instance={instance}");
-    let mut found = containers_with_label("io.pmesh.instance", instance);
-    for list in [["network", "ls"], ["volume", "ls"]] {
-        found.extend(docker(&[list[0], list[1], "-q", "--filter", &filter]).split_whitespace().map(str::to_owned));
-    }
-    found
-}
 
 #[test]
 fn a_capability_is_refused_unless_the_agent_allows_it_and_then_added() -> anyhow::Result<()> {
@@ -60,7 +50,7 @@ fn a_capability_is_refused_unless_the_agent_allows_it_and_then_added() -> anyhow
     let run = mesh.pmesh(&["run", "netadmin", "--on", "pc-1", "--instance", &instance.0]);
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains(REFUSAL), "{}", run.stderr);
-    assert_eq!(objects_of(&instance.0), Vec::<String>::new(), "a refused run creates nothing");
+    assert_eq!(instance_objects(&instance.0), Vec::<String>::new(), "a refused run creates nothing");
     assert!(!mesh.agent_dir("pc-1").join("instances").join(&instance.0).exists(), "no file was rendered");
 
     // Allowed: the plan lists what the step asks for, the run succeeds with the capability.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pmesh_tests::docker::{docker, docker_output, Instance, Network};
+use pmesh_tests::docker::{docker, docker_output, instance_objects, Instance, Network};
 use pmesh_tests::{free_port, wait_until, Mesh};
 
 const NFS_IMAGE: &str = "pmesh-test/nfs:bookworm-1";
@@ -213,15 +213,6 @@ fn without_either_declared_capability_the_server_cannot_serve_the_export() {
     assert!(said.contains("NFS3ERR_PERM"), "no-dac: {said}");
 }
 
-/// Every container, network and volume labelled with the instance.
-fn objects_of(instance: &str) -> Vec<String> {
-    let filter = format!("label=io.pmesh.instance={instance}");
-    [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]]
-        .iter()
-        .flat_map(|list| docker(&[list[0], list[1], "-q", "--filter", &filter]).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .collect()
-}
-
 #[test]
 fn the_nfs_pattern_runs_through_an_agent_that_allows_its_capabilities_only() -> anyhow::Result<()> {
     assert!(docker_output(&["image", "inspect", NFS_IMAGE]).status.success(), "{NFS_IMAGE} is missing: run tests/images/build.sh");
@@ -257,7 +248,7 @@ fn the_nfs_pattern_runs_through_an_agent_that_allows_its_capabilities_only() -> 
             assert!(said.contains(&message), "plan {plan}: {said}");
         }
     }
-    assert_eq!(objects_of(&instance.0), Vec::<String>::new(), "a refused run creates nothing");
+    assert_eq!(instance_objects(&instance.0), Vec::<String>::new(), "a refused run creates nothing");
     assert!(!mesh.agent_dir("pc-1").join("instances").join(&instance.0).exists(), "no file was rendered");
 
     // Allowed: the run succeeds, and real clients on the instance's network use the export.
