@@ -37,16 +37,23 @@ pub struct CompileError(String);
 #[derive(Debug, Default)]
 pub struct Materials {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// The templates rendered with a secret value in them: written 0600.
+    pub private: BTreeSet<PathBuf>,
 }
 
 impl Materials {
-    /// Writes every file (mode 0644: containers read them as other users), atomically.
+    /// Writes every file, atomically. A file holding a secret is 0600, owned by the agent's
+    /// user: no other user of the host reads it, and a container's process reads it as root
+    /// (Docker's default capabilities include `DAC_OVERRIDE`), so a pattern reads its secret
+    /// files as root and may drop to another user after (as `shared/ldap` does). Every other
+    /// file is 0644: containers read them as whatever user they run as.
     ///
     /// # Errors
     /// When the disk fails.
     pub fn write(&self) -> anyhow::Result<()> {
         for (path, contents) in &self.files {
-            pmesh_rt::files::write_atomic(path, contents, 0o644)?;
+            let mode = if self.private.contains(path) { 0o600 } else { 0o644 };
+            pmesh_rt::files::write_atomic(path, contents, mode)?;
         }
         Ok(())
     }
@@ -177,6 +184,13 @@ impl<'a> Placeholders<'a> {
             .collect()
     }
 
+    /// Whether rendered `contents` hold the value of a secret param.
+    fn holds_secret(&self, contents: &[u8]) -> bool {
+        self.secret_values()
+            .iter()
+            .any(|secret| !secret.is_empty() && contents.windows(secret.len()).any(|window| window == secret.as_bytes()))
+    }
+
     /// The secret values, for the runner to redact.
     fn secret_values(&self) -> Vec<String> {
         self.params
@@ -260,6 +274,9 @@ impl<'a> Compiler<'a> {
                 source.clone()
             };
             self.file_digests.insert(file.dest().to_owned(), hex::encode(Sha256::digest(&contents)));
+            if file.template && self.placeholders.holds_secret(&contents) {
+                self.materials.private.insert(files_dir.join(file.dest()));
+            }
             self.materials.files.insert(files_dir.join(file.dest()), contents);
         }
         Ok(())
@@ -446,6 +463,7 @@ impl<'a> Compiler<'a> {
             user: None,
             inputs: used_inputs,
             reload: None,
+            capabilities: container.capabilities.clone(),
         })
     }
 

@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub images: ImageConfig,
     /// The artifact cache and how artifacts are fetched.
     pub artifacts: ArtifactConfig,
+    /// What patterns may ask of this host beyond an ordinary container (`[security]`).
+    pub security: crate::security::SecurityConfig,
 }
 
 /// The artifact cache and downloads (`[artifacts]`).
@@ -121,6 +123,7 @@ impl Default for AgentConfig {
             max_concurrent_runs: 4,
             images: ImageConfig::default(),
             artifacts: ArtifactConfig::default(),
+            security: crate::security::SecurityConfig::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ impl AgentConfig {
                 return Err(InvalidValue { key: "images.rewrite".to_owned(), reason });
             }
         }
+        self.security.validate()?;
         for (registry, login) in &self.images.registries {
             if login.username.trim().is_empty() {
                 return Err(InvalidValue {
@@ -281,6 +285,11 @@ mod tests {
             "[images.rewrite]\n\"docker.io/\" = \"r.lab/\\n\"",
             Err("`images.rewrite`: `docker.io/` = `r.lab/\\n`: image references hold no spaces or control characters"),
         );
+        check("[security]\nallow_capabilities = [\"SYS_ADMIN\"]", Ok(()));
+        check(
+            "[security]\nallow_capabilities = [\"SYS_ADMIN\", \"cap_net_admin\"]",
+            Err("`security.allow_capabilities`: write the capability as `NET_ADMIN`: upper case, without the `CAP_` prefix"),
+        );
         check(
             "[images.registries.\"r.lab\"]\nusername = \" \"\npassword_file = \"/p\"",
             Err("`images.registries.r.lab.username`: must not be empty"),
@@ -318,5 +327,15 @@ mod tests {
             err,
             format!("{}: invalid configuration: `max_parallel_steps`: 0 is out of range: expected from 1 to 256", path.display())
         );
+        std::fs::write(&path, "[security]\nallow_capabilities = [\"SYS_ADMIN\", \"ALL\"]\n").unwrap();
+        let err = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "{}: invalid configuration: `security.allow_capabilities`: `ALL` is not allowed: list each capability by name",
+                path.display()
+            )
+        );
+        assert!(AgentConfig::default().security.allow_capabilities.is_empty());
     }
 }

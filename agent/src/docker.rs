@@ -212,6 +212,8 @@ impl Driver for DockerDriver {
                 memory: spec.memory_bytes.map(|bytes| bytes as i64),
                 nano_cpus: spec.nano_cpus.map(|cpus| cpus as i64),
                 network_mode: Some(network.to_owned()),
+                // Capabilities the agent allowed (`[security]`); `privileged` is never set.
+                cap_add: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {

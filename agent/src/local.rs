@@ -77,6 +77,11 @@ async fn compile_for(
 ) -> Result<(compile::Compiled, Option<Arc<AgentArtifacts>>), CliError> {
     pmesh_proto::identity::validate_name(&options.instance).map_err(|err| usage(format!("--instance: {err}")))?;
     let (files, parsed) = load(&options.pattern)?;
+    // A destroy creates nothing, so it removes an instance whatever its steps asked for.
+    let refusals = if fetching { config.security.refusals(&parsed) } else { Vec::new() };
+    if !refusals.is_empty() {
+        return Err(usage(refusals.join("\n")));
+    }
     let supplied = values(options)?;
     let params = pattern::validate_values(&parsed, &supplied)
         .map_err(|problems| usage(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;

@@ -167,6 +167,10 @@ impl Runs {
         let invalid = |message: String| StartError::Invalid(message);
         pmesh_proto::identity::validate_name(instance).map_err(|err| invalid(format!("instance: {err}")))?;
         let parsed = pattern::parse(files).map_err(|diagnostics| invalid(lines(&diagnostics)))?;
+        let refusals = self.config.security.refusals(&parsed);
+        if !refusals.is_empty() {
+            return Err(invalid(refusals.join("\n")));
+        }
         let supplied = pattern::values_from_yaml("values", if values_json.trim().is_empty() { "{}" } else { values_json })
             .map_err(|diagnostics| invalid(lines(&diagnostics)))?;
         let params = pattern::validate_values(&parsed, &supplied).map_err(|problems| invalid(lines(&problems)))?;

@@ -188,7 +188,7 @@ impl Dispatcher {
             let Ok((agent, result)) = joined else { continue };
             let (state, error) = match &result {
                 Ok(()) => (RunState::Running, String::new()),
-                Err((state, error)) => (*state, error.clone()),
+                Err(refusal) => (refusal.state, refusal.error.clone()),
             };
             // An event consumed meanwhile may have moved the state on already: only a state
             // still pending is set, in the same compare-and-swap that reads it.
@@ -197,7 +197,8 @@ impl Dispatcher {
                     *known = AgentState { state, error: error.clone(), outputs: Vec::new() };
                 }
             })?;
-            results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![] });
+            let invalid = matches!(&result, Err(refusal) if refusal.invalid);
+            results.push(v1::TargetResult { agent, started: result.is_ok(), error, plan: vec![], invalid });
         }
         results.sort_by(|left, right| left.agent.cmp(&right.agent));
         tracing::info!(run = %run_id, pattern = %run.pattern, targets = results.len(), "run started");
@@ -231,8 +232,8 @@ impl Dispatcher {
                         .plan_run(request)
                         .await
                         .map(|response| response.into_inner().actions)
-                        .map_err(|status| Self::explain(&dialled, &status)),
-                    Err(err) => Err(format!("{err:#}")),
+                        .map_err(|status| (Self::explain(&dialled, &status), status.code() == tonic::Code::InvalidArgument)),
+                    Err(err) => Err((format!("{err:#}"), false)),
                 };
                 (agent.name, result)
             });
@@ -241,8 +242,8 @@ impl Dispatcher {
         while let Some(joined) = plans.join_next().await {
             let Ok((agent, result)) = joined else { continue };
             targets.push(match result {
-                Ok(plan) => v1::TargetResult { agent, started: false, error: String::new(), plan },
-                Err(error) => v1::TargetResult { agent, started: false, error, plan: vec![] },
+                Ok(plan) => v1::TargetResult { agent, started: false, error: String::new(), plan, invalid: false },
+                Err((error, invalid)) => v1::TargetResult { agent, started: false, error, plan: vec![], invalid },
             });
         }
         targets.sort_by(|left, right| left.agent.cmp(&right.agent));
@@ -257,8 +258,9 @@ impl Dispatcher {
         instance: &str,
         values: &str,
         timeout_seconds: u64,
-    ) -> Result<(), (RunState, String)> {
-        let dialled = self.channel(agent).map_err(|err| (RunState::Unreachable, format!("{err:#}")))?;
+    ) -> Result<(), StartRefusal> {
+        let dialled =
+            self.channel(agent).map_err(|err| StartRefusal { state: RunState::Unreachable, error: format!("{err:#}"), invalid: false })?;
         // Only a call that did not get through makes the agent unreachable; an agent that
         // answered with an error (a refused bundle, a disk that failed) failed the run.
         let unreachable = |status: tonic::Status| {
@@ -267,7 +269,8 @@ impl Dispatcher {
             } else {
                 RunState::Failed
             };
-            (state, Self::explain(&dialled, &status))
+            let invalid = status.code() == tonic::Code::InvalidArgument;
+            StartRefusal { state, error: Self::explain(&dialled, &status), invalid }
         };
         deliver(dialled.channel.clone(), signed).await.map_err(unreachable)?;
         AgentClient::new(dialled.channel.clone())
@@ -554,4 +557,12 @@ pub fn summary(run: &RunRecord) -> v1::RunSummary {
             .collect(),
         state: run.overall().to_string(),
     }
+}
+
+/// Why a run did not start on one agent: its state there, the agent's explanation, and whether
+/// the agent refused the run as invalid (nothing was created there).
+struct StartRefusal {
+    state: RunState,
+    error: String,
+    invalid: bool,
 }

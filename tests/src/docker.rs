@@ -59,6 +59,15 @@ pub fn remove_instance(instance: &str) {
     }
 }
 
+/// The ids of every container, network and volume labelled with `instance`.
+pub fn instance_objects(instance: &str) -> Vec<String> {
+    let filter = format!("label=io.pmesh.instance={instance}");
+    [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]]
+        .iter()
+        .flat_map(|list| docker(&[list[0], list[1], "-q", "--filter", &filter]).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
 /// A unique instance name for a test, removed from Docker when dropped.
 pub struct Instance(pub String);
 

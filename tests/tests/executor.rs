@@ -31,6 +31,7 @@ fn container(command: &[&str]) -> ContainerSpec {
         user: None,
         inputs: BTreeMap::new(),
         reload: None,
+        capabilities: vec![],
     }
 }
 

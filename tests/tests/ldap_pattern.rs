@@ -267,6 +267,16 @@ fn the_ldap_pattern_serves_vcenter_shaped_entries_converges_and_keeps_its_data()
     let watch = Watch::start(secrets.clone());
     let first = lab.agent("apply", &directory);
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    // The password files are readable by the agent's user only (the directory step reads them
+    // as root); files without a secret stay readable for slapd, which runs as openldap.
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = lab.dir.path().join("agent/instances").join(&lab.instance).join("files").join(name);
+        std::fs::metadata(&path)
+            .map(|metadata| metadata.permissions().mode() & 0o777)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    };
+    assert_eq!((mode("passwords"), mode("bind.password"), mode("slapd.conf")), (0o600, 0o600, 0o644));
     let alice_uuid = check_directory(&lab, &directory);
     let slapd = docker(&["inspect", "-f", "{{.Id}}", &lab.slapd()]);
 

@@ -6,18 +6,18 @@
 //! export reads back identical over NFSv3 and NFSv4, and lands in the exports volume.
 //!
 //! The same server without any one of the declared capabilities fails to serve, which is
-//! what makes the declared set the smallest one.
-//!
-//! These tests start the containers with `docker run` rather than `pmesh-agent pattern apply`
-//! because the agent learns `capabilities` with the capabilities mechanism (issue 11, item 6);
-//! until then the pattern does not lint.
+//! what makes the declared set the smallest one; those tests start the containers with
+//! `docker run`, to take single capabilities away. The pattern itself runs through the real
+//! mesh (master, agents, `[images.rewrite]` to the Debian-built image): an agent whose
+//! `agent.toml` allows both capabilities serves the export, one that does not refuses the run
+//! with exit 2, naming them, and creates nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pmesh_tests::docker::{docker, docker_output, Network};
-use pmesh_tests::wait_until;
+use pmesh_tests::docker::{docker, docker_output, instance_objects, Instance, Network};
+use pmesh_tests::{free_port, wait_until, Mesh};
 
 const NFS_IMAGE: &str = "pmesh-test/nfs:bookworm-1";
 
@@ -106,10 +106,7 @@ impl Lab {
     /// Runs `script` in a client container on the lab's network, with the lab's directory at
     /// /lab; returns (success, output).
     fn client(&self, script: &str) -> (bool, String) {
-        let mount = format!("{}:/lab", self.dir.path().display());
-        let output = docker_output(&["run", "--rm", "--network", &self.network.name, "-v", &mount, NFS_IMAGE, "sh", "-c", script]);
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        (output.status.success(), text)
+        client_on(&self.network.name, self.dir.path(), script)
     }
 
     /// Writes a random MiB through `url` with nfs-cp, reads it back through `url` into another
@@ -120,13 +117,27 @@ impl Lab {
 
     /// Writes `size` random bytes through `write_url`, reads them back through `read_url`.
     fn copy(&self, write_url: &str, read_url: &str, size: usize) -> (bool, String) {
-        let bytes: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
-        std::fs::write(self.dir.path().join("sent"), &bytes).expect("sent");
-        let _ = std::fs::remove_file(self.dir.path().join("received"));
-        let (copied, said) = self.client(&format!("nfs-cp /lab/sent '{write_url}' && nfs-cp '{read_url}' /lab/received"));
-        let received = std::fs::read(self.dir.path().join("received")).unwrap_or_default();
-        (copied && received == bytes, said)
+        copy_on(&self.network.name, self.dir.path(), write_url, read_url, size)
     }
+}
+
+/// Runs `script` in a client container on `network`, with `dir` at /lab; (success, output).
+fn client_on(network: &str, dir: &Path, script: &str) -> (bool, String) {
+    let mount = format!("{}:/lab", dir.display());
+    let output = docker_output(&["run", "--rm", "--network", network, "-v", &mount, NFS_IMAGE, "sh", "-c", script]);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// Writes `size` random bytes through `write_url` with nfs-cp from a client on `network`,
+/// reads them back through `read_url`; whether both copies succeeded and the bytes match.
+fn copy_on(network: &str, dir: &Path, write_url: &str, read_url: &str, size: usize) -> (bool, String) {
+    let bytes: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(dir.join("sent"), &bytes).expect("sent");
+    let _ = std::fs::remove_file(dir.join("received"));
+    let (copied, said) = client_on(network, dir, &format!("nfs-cp /lab/sent '{write_url}' && nfs-cp '{read_url}' /lab/received"));
+    let received = std::fs::read(dir.join("received")).unwrap_or_default();
+    (copied && received == bytes, said)
 }
 
 #[test]
@@ -200,4 +211,61 @@ fn without_either_declared_capability_the_server_cannot_serve_the_export() {
     }
     let (_, _, said) = &servers[2];
     assert!(said.contains("NFS3ERR_PERM"), "no-dac: {said}");
+}
+
+#[test]
+fn the_nfs_pattern_runs_through_an_agent_that_allows_its_capabilities_only() -> anyhow::Result<()> {
+    assert!(docker_output(&["image", "inspect", NFS_IMAGE]).status.success(), "{NFS_IMAGE} is missing: run tests/images/build.sh");
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let rewrite = format!("[images.rewrite]\n\"ghcr.io/kubernetes-sigs/nfs-ganesha:V4.0.8\" = \"{NFS_IMAGE}\"\n");
+    mesh.enrol("pc-1", &[])?;
+    std::fs::write(mesh.agent_dir("pc-1").join("agent.toml"), &rewrite)?;
+    mesh.enrol("pc-2", &[])?;
+    let allowed = format!("{rewrite}[security]\nallow_capabilities = [\"DAC_READ_SEARCH\", \"SYS_ADMIN\"]\n");
+    std::fs::write(mesh.agent_dir("pc-2").join("agent.toml"), allowed)?;
+    let _agents = [mesh.start_agent("pc-1", &[])?, mesh.start_agent("pc-2", &[])?];
+    let push = mesh.pmesh(&["pattern", "push", pattern().to_str().expect("utf-8")]);
+    anyhow::ensure!(push.code == 0, "push failed: {}", push.stderr);
+    let instance = Instance::new("nfs");
+    let ports = [("nfs_port", free_port()), ("mount_port", free_port()), ("rpcbind_port", free_port())];
+    let run = |agent: &str, plan: bool| {
+        let mut args = vec!["run".to_owned(), "nfs".into(), "--on".into(), agent.into(), "--instance".into(), instance.0.clone()];
+        args.extend(ports.iter().flat_map(|(name, port)| ["-p".to_owned(), format!("{name}={port}")]));
+        if plan {
+            args.push("--plan".into());
+        }
+        mesh.pmesh(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Not allowed: refused with exit 2 at --plan and at start, naming both; nothing created.
+    for plan in [true, false] {
+        let refused = run("pc-1", plan);
+        assert_eq!(refused.code, 2, "plan {plan}: {}\n{}", refused.stdout, refused.stderr);
+        let said = format!("{}{}", refused.stdout, refused.stderr);
+        for capability in ["DAC_READ_SEARCH", "SYS_ADMIN"] {
+            let message = format!("step \"ganesha\" needs capability {capability}, which this agent does not allow; add it to [security] allow_capabilities in agent.toml");
+            assert!(said.contains(&message), "plan {plan}: {said}");
+        }
+    }
+    assert_eq!(instance_objects(&instance.0), Vec::<String>::new(), "a refused run creates nothing");
+    assert!(!mesh.agent_dir("pc-1").join("instances").join(&instance.0).exists(), "no file was rendered");
+
+    // Allowed: the run succeeds, and real clients on the instance's network use the export.
+    let served = run("pc-2", false);
+    assert_eq!(served.code, 0, "{}\n{}", served.stdout, served.stderr);
+    let (network, server) = (format!("pmesh-pc-2-{}", instance.0), format!("pmesh-pc-2-{}-ganesha", instance.0));
+    assert_eq!(
+        docker(&["inspect", "-f", "{{json .HostConfig.CapAdd}} {{.HostConfig.Privileged}}", &server]),
+        "[\"DAC_READ_SEARCH\",\"SYS_ADMIN\"] false"
+    );
+    let dir = tempfile::tempdir()?;
+    let (answered, rpcinfo) = client_on(&network, dir.path(), &format!("rpcinfo -p {server}"));
+    assert!(answered && rpcinfo.lines().any(|line| line.split_whitespace().take(3).eq(["100003", "3", "tcp"])), "{rpcinfo}");
+    let (listed, exports) = client_on(&network, dir.path(), &format!("showmount -e {server}"));
+    assert!(listed && exports.lines().any(|line| line.split_whitespace().eq(["/exports/datastore", "*"])), "{exports}");
+    let url = format!("nfs://{server}/exports/datastore/through-the-agent.bin?version=3");
+    let (copied, said) = copy_on(&network, dir.path(), &url, &url, 1 << 20);
+    assert!(copied, "NFSv3 round trip through the agent's server: {said}");
+    Ok(())
 }

@@ -93,6 +93,67 @@ fn registries() {
     assert_eq!(registry_of("alpine"), "docker.io");
 }
 
+/// A template rendered with a secret is written 0600, where no other user of the host reads
+/// it; the rest stay 0644 for containers running as other users.
+#[test]
+fn files_holding_a_secret_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let yaml = r#"
+apiVersion: pmesh/v1
+kind: Pattern
+metadata: {name: files, version: 1.0.0, category: shared-service}
+params:
+  password: {type: secret, required: true}
+  greeting: {type: string, default: hello}
+images:
+  base: {ref: "debian:12"}
+files:
+  - {path: secret.j2, template: true, dest: secret}
+  - {path: plain.j2, template: true, dest: plain}
+  - {path: copied.txt}
+steps:
+  serve:
+    kind: service
+    image: base
+    mounts:
+      - {file: secret, target: /secret, readonly: true}
+      - {file: plain, target: /plain, readonly: true}
+      - {file: copied.txt, target: /copied, readonly: true}
+"#;
+    let files = BTreeMap::from([
+        ("pattern.yaml".to_owned(), yaml.as_bytes().to_vec()),
+        ("secret.j2".to_owned(), b"pw={{ password }}\n".to_vec()),
+        ("plain.j2".to_owned(), b"{{ greeting }}\n".to_vec()),
+        ("copied.txt".to_owned(), b"as is\n".to_vec()),
+    ]);
+    let pattern = pattern::parse(&files).expect("the pattern parses");
+    let supplied = pattern::values_from_yaml("values", "password: hunter2-secret").expect("values");
+    let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
+    let work_dir = tempfile::tempdir().expect("temp dir");
+    let images = ImageConfig::default();
+    let artifacts = BTreeMap::new();
+    let inputs = Inputs {
+        files: &files,
+        params: &params,
+        instance: "lab",
+        agent: "",
+        run_id: "r1",
+        work_dir: work_dir.path(),
+        images: &images,
+        artifacts: &artifacts,
+        max_parallel: 4,
+        facts: &facts(),
+    };
+    let compiled = compile(&pattern, &inputs).expect("it compiles");
+    compiled.materials.write().expect("written");
+    let mode = |name: &str| {
+        let path = work_dir.path().join("files").join(name);
+        std::fs::metadata(&path).expect("written").permissions().mode() & 0o777
+    };
+    assert_eq!(std::fs::read_to_string(work_dir.path().join("files/secret")).expect("secret"), "pw=hunter2-secret\n");
+    assert_eq!((mode("secret"), mode("plain"), mode("copied.txt")), (0o600, 0o644, 0o644));
+}
+
 fn facts() -> pattern::RunFacts {
     pattern::RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned() }
 }

@@ -168,6 +168,10 @@ pub struct ContainerSpec {
     /// when unset, so specs without it hash as they always did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
+    /// Linux capabilities added to Docker's default set (`SYS_ADMIN`). Left out of the hash
+    /// when empty, so a container made before capabilities existed keeps its hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// A service's reload: the command run in its container when only the files of its `dir`
@@ -392,7 +396,21 @@ mod tests {
             user: None,
             inputs: BTreeMap::new(),
             reload: None,
+            capabilities: vec![],
         }
+    }
+
+    /// The hash of a spec without capabilities is the one agents before them computed (frozen
+    /// here), so upgrading the agent replaces no container; asking for one changes it.
+    #[test]
+    fn capabilities_change_the_hash_only_when_asked_for() {
+        assert_eq!(spec("1").spec_hash(), "aedee421aa75857ad03dee9e");
+        let mut with_capability = spec("1");
+        with_capability.capabilities = vec!["SYS_ADMIN".into()];
+        assert_ne!(with_capability.spec_hash(), spec("1").spec_hash());
+        let mut with_another = spec("1");
+        with_another.capabilities = vec!["NET_ADMIN".into()];
+        assert_ne!(with_capability.spec_hash(), with_another.spec_hash());
     }
 
     #[test]

@@ -83,6 +83,17 @@ pub async fn preview(driver: &dyn Driver, artifacts: &dyn Artifacts, plan: &Plan
             Action::Exec { service, command, .. } => ("run", format!("in {service}: {}", command.join(" "))),
             Action::Wait { probe, deadline, .. } => ("check", format!("{} (up to {}s)", describe(probe), deadline.as_secs())),
         };
+        let detail = match &step.action {
+            Action::Run(spec) | Action::Service(spec) if !spec.capabilities.is_empty() => {
+                let asks = format!("capabilities {}", spec.capabilities.join(", "));
+                if detail.is_empty() {
+                    asks
+                } else {
+                    format!("{detail}; {asks}")
+                }
+            }
+            _ => detail,
+        };
         planned.push(Planned::new("step", &step.name, action, detail));
     }
     Ok(planned)

@@ -130,16 +130,35 @@ fn show_text(pattern: &Pattern) -> String {
         out.push('\n');
     }
     out.push('\n');
+    // The capabilities column appears only when a step asks for one, so a pattern that asks
+    // for none shows as it always did.
+    let asks = pattern.steps.values().any(|step| !capabilities(step).is_empty());
     let rows: Vec<Vec<String>> = pattern
         .steps
         .iter()
         .map(|(name, step)| {
             let needs = if step.needs.is_empty() { "-".to_owned() } else { step.needs.join(",") };
-            vec![name.clone(), step.kind().name().to_owned(), needs]
+            let mut row = vec![name.clone(), step.kind().name().to_owned(), needs];
+            if asks {
+                let names = capabilities(step);
+                row.push(if names.is_empty() { "-".to_owned() } else { names.join(",") });
+            }
+            row
         })
         .collect();
-    out.push_str(&table(&["STEP", "KIND", "NEEDS"], &rows));
+    let headers: &[&str] = if asks { &["STEP", "KIND", "NEEDS", "CAPABILITIES"] } else { &["STEP", "KIND", "NEEDS"] };
+    out.push_str(&table(headers, &rows));
+    // Outputs (issue 11, item 1) are shown here, after the steps, once the format has them.
     out
+}
+
+/// The Linux capabilities a step asks for.
+fn capabilities(step: &pattern::spec::Step) -> &[String] {
+    match &step.action {
+        pattern::spec::Action::Run(container) | pattern::spec::Action::Teardown(container) => &container.capabilities,
+        pattern::spec::Action::Service(service) => &service.container.capabilities,
+        pattern::spec::Action::Exec(_) | pattern::spec::Action::Wait(_) => &[],
+    }
 }
 
 fn type_text(param: &pattern::Param) -> String {
@@ -206,6 +225,19 @@ check-config  exec     ready
 named         service  -
 ready         wait     named";
         assert_eq!(show_text(&pattern), expected);
+    }
+
+    #[test]
+    fn shows_the_capabilities_each_step_asks_for() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patterns/shared/nfs");
+        let dir = read_pattern_dir(&root).expect("readable");
+        let pattern = pattern::parse(&dir.files).expect("valid");
+        let text = show_text(&pattern);
+        let steps = &text[text.find("STEP").expect("a step table")..];
+        assert_eq!(
+            steps,
+            "STEP     KIND     NEEDS    CAPABILITIES\nganesha  service  -        DAC_READ_SEARCH,SYS_ADMIN\nready    wait     ganesha  -"
+        );
     }
 
     #[test]

@@ -62,20 +62,27 @@ pub async fn list_patterns(connection: &Connection, format: Format) -> Result<()
             println!("{}", serde_json::to_string_pretty(&patterns).unwrap_or_default());
         }
         Format::Text => {
-            let rows: Vec<Vec<String>> = listed
-                .patterns
-                .iter()
-                .map(|pattern| {
-                    vec![
-                        pattern.name.clone(),
-                        pattern.version.clone(),
-                        pattern.category.clone(),
-                        pattern.digest.chars().take(19).collect(),
-                        pattern.description.clone(),
-                    ]
-                })
-                .collect();
-            println!("{}", table(&["NAME", "VERSION", "CATEGORY", "DIGEST", "DESCRIPTION"], &rows));
+            // The catalog by category, each pattern with its versions and description.
+            let mut by_category: BTreeMap<&str, Vec<&v1::PatternSummary>> = BTreeMap::new();
+            for pattern in &listed.patterns {
+                by_category.entry(pattern.category.as_str()).or_default().push(pattern);
+            }
+            let mut sections = Vec::new();
+            for (category, patterns) in by_category {
+                let rows: Vec<Vec<String>> = patterns
+                    .iter()
+                    .map(|pattern| {
+                        let description = if pattern.description.is_empty() { "-".to_owned() } else { pattern.description.clone() };
+                        vec![format!("  {}", pattern.name), pattern.version.clone(), pattern.digest.chars().take(19).collect(), description]
+                    })
+                    .collect();
+                sections.push(format!("{category}:\n{}", table(&["  NAME", "VERSION", "DIGEST", "DESCRIPTION"], &rows)));
+            }
+            if sections.is_empty() {
+                println!("no pattern is registered; push one with `pmesh pattern push PATH`");
+            } else {
+                println!("{}", sections.join("\n\n"));
+            }
         }
     }
     Ok(())
@@ -138,6 +145,12 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
     for target in started.targets.iter().filter(|target| !target.started) {
         eprintln!("{}: {}", target.agent, target.error);
     }
+    // An agent that refused the run as invalid created nothing; with no agent running it,
+    // there is nothing to follow.
+    let refused = started.targets.iter().any(|target| target.invalid);
+    if refused && !started.targets.iter().any(|target| target.started) {
+        return Err(CliError::new(exit::USAGE, format!("run {} refused; nothing was created", started.run_id)));
+    }
     if format == Format::Text {
         println!(
             "run {} started on {}",
@@ -149,13 +162,16 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         if format == Format::Json {
             println!("{}", json!({ "run_id": started.run_id }));
         }
-        return Ok(0);
+        return Ok(if refused { exit::USAGE } else { 0 });
     }
-    watch(connection, &started.run_id, format).await
+    let code = watch(connection, &started.run_id, format).await?;
+    Ok(if refused && code == 0 { exit::USAGE } else { code })
 }
 
-/// Prints what each agent would do; returns 4 when an agent could not be asked.
+/// Prints what each agent would do; returns 2 when an agent refused the run as invalid, 4 when
+/// an agent could not be asked.
 fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
+    let invalid = targets.iter().any(|target| target.invalid);
     let unreachable = targets.iter().any(|target| !target.error.is_empty());
     match format {
         Format::Json => {
@@ -167,7 +183,7 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
                         .iter()
                         .map(|action| json!({ "kind": action.kind, "name": action.name, "action": action.action, "detail": action.detail }))
                         .collect();
-                    (target.agent.as_str(), json!({ "error": target.error, "actions": actions }))
+                    (target.agent.as_str(), json!({ "error": target.error, "invalid": target.invalid, "actions": actions }))
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&agents).unwrap_or_default());
@@ -176,7 +192,10 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
             for target in targets {
                 println!("{}:", target.agent);
                 if !target.error.is_empty() {
-                    println!("  could not plan: {}", target.error);
+                    let verb = if target.invalid { "refused" } else { "could not plan" };
+                    for line in target.error.lines() {
+                        println!("  {verb}: {line}");
+                    }
                     continue;
                 }
                 let rows: Vec<Vec<String>> = target
@@ -194,7 +213,9 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
             println!("plan only: nothing was pushed, started or changed");
         }
     }
-    if unreachable {
+    if invalid {
+        exit::USAGE
+    } else if unreachable {
         exit::UNREACHABLE
     } else {
         0

@@ -14,6 +14,73 @@ pub fn is_dns_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
+/// The Linux capabilities (`capabilities(7)`, kernel 5.9 and later: `CAP_CHOWN` = 0 to
+/// `CAP_CHECKPOINT_RESTORE` = 40), in the kernel's order and without the `CAP_` prefix, as
+/// patterns and `agent.toml` write them and Docker's `CapAdd` takes them.
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Why `name` is not a capability a pattern or an agent may name, or `None` when it is one.
+/// `ALL` (Docker's every-capability shorthand) is refused: each one is asked for by name.
+pub fn capability_problem(name: &str) -> Option<String> {
+    if CAPABILITIES.contains(&name) {
+        return None;
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    Some(if bare == "ALL" {
+        "`ALL` is not allowed: list each capability by name".to_owned()
+    } else if CAPABILITIES.contains(&bare) {
+        format!("write the capability as `{bare}`: upper case, without the `CAP_` prefix")
+    } else {
+        format!(
+            "`{}` is not a Linux capability; expected a name such as `NET_ADMIN` or `SYS_ADMIN` (see capabilities(7))",
+            super::diagnostic::excerpt(name)
+        )
+    })
+}
+
 /// A param name: a letter or `_`, then letters, digits and `_`, so templates can use it as a
 /// variable (`{{ zone_name }}`).
 pub fn is_identifier(text: &str) -> bool {
@@ -198,5 +265,19 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(parse_memory(input), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn capabilities() {
+        let distinct: std::collections::BTreeSet<&str> = CAPABILITIES.iter().copied().collect();
+        assert_eq!(distinct.len(), 41);
+        assert_eq!(capability_problem("SYS_ADMIN"), None);
+        assert_eq!(capability_problem("CHECKPOINT_RESTORE"), None);
+        assert_eq!(
+            capability_problem("CAP_SYS_ADMIN").as_deref(),
+            Some("write the capability as `SYS_ADMIN`: upper case, without the `CAP_` prefix")
+        );
+        assert_eq!(capability_problem("all").as_deref(), Some("`ALL` is not allowed: list each capability by name"));
+        assert!(capability_problem("SYS_WIZARD").is_some_and(|problem| problem.starts_with("`SYS_WIZARD` is not a Linux capability")));
     }
 }

@@ -87,14 +87,16 @@ impl StepKind {
     pub fn fields(self) -> Vec<&'static str> {
         let mut fields = Vec::new();
         match self {
-            StepKind::Run | StepKind::Teardown => {
+            StepKind::Run | StepKind::Teardown | StepKind::Service => {
                 fields.extend(CONTROL_FIELDS);
                 fields.extend(CONTAINER_FIELDS);
-            }
-            StepKind::Service => {
-                fields.extend(CONTROL_FIELDS);
-                fields.extend(CONTAINER_FIELDS);
-                fields.extend(["ports", "restart", "healthcheck", "reload"]);
+                // A teardown hook runs at destroy and asks for nothing beyond a container.
+                if self != StepKind::Teardown {
+                    fields.push("capabilities");
+                }
+                if self == StepKind::Service {
+                    fields.extend(["ports", "restart", "healthcheck", "reload"]);
+                }
             }
             StepKind::Exec => {
                 fields.extend(CONTROL_FIELDS);
@@ -148,6 +150,10 @@ pub struct Container {
     /// Regexes with one capture group turning log lines into percentages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub progress: Vec<String>,
+    /// Linux capabilities added to Docker's default set (`SYS_ADMIN`, no `CAP_` prefix); the
+    /// agent runs the step only when its `[security] allow_capabilities` holds every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// A long-running container and how it is exposed and watched.
@@ -437,6 +443,8 @@ struct StepRepr {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     progress: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ports: Vec<PortMapping>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     restart: Option<Restart>,
@@ -469,6 +477,7 @@ impl StepRepr {
             ("networks", !self.networks.is_empty()),
             ("resources", self.resources.is_some()),
             ("progress", !self.progress.is_empty()),
+            ("capabilities", !self.capabilities.is_empty()),
             ("ports", !self.ports.is_empty()),
             ("restart", self.restart.is_some()),
             ("healthcheck", self.healthcheck.is_some()),
@@ -491,6 +500,7 @@ impl StepRepr {
             networks: std::mem::take(&mut self.networks),
             resources: self.resources.take().unwrap_or_default(),
             progress: std::mem::take(&mut self.progress),
+            capabilities: std::mem::take(&mut self.capabilities),
         })
     }
 }
@@ -545,6 +555,7 @@ impl From<Step> for StepRepr {
             networks: Vec::new(),
             resources: None,
             progress: Vec::new(),
+            capabilities: Vec::new(),
             ports: Vec::new(),
             restart: None,
             healthcheck: None,
@@ -563,6 +574,7 @@ impl From<Step> for StepRepr {
             repr.networks = container.networks;
             repr.resources = (!container.resources.is_empty()).then_some(container.resources);
             repr.progress = container.progress;
+            repr.capabilities = container.capabilities;
         };
         match step.action {
             Action::Run(container) | Action::Teardown(container) => put_container(&mut repr, container),

@@ -269,6 +269,7 @@ fn json_schema_matches_the_spec() {
     assert_eq!(enum_of(&defs["param"]["properties"]["type"]), ParamType::ALL);
     assert_eq!(enum_of(&defs["validation"]["properties"]["items"]), ParamType::ITEMS);
     assert_eq!(enum_of(&defs["metadata"]["properties"]["category"]), Category::ALL);
+    assert_eq!(enum_of(&defs["capabilities"]["items"]), formats::CAPABILITIES);
     let steps = defs["step"]["oneOf"].as_array().expect("one schema per kind");
     assert_eq!(steps.len(), step::StepKind::ALL.len());
     for kind_schema in steps {

@@ -129,6 +129,7 @@ impl Decoder<'_> {
         });
         let resources = optional(self, fields, "resources", Resources::default(), Self::resources);
         let progress = optional(self, fields, "progress", Vec::new(), Self::progress);
+        let capabilities = optional(self, fields, "capabilities", Vec::new(), Self::capabilities);
         Some(Container {
             image: image?,
             command: command?,
@@ -138,7 +139,28 @@ impl Decoder<'_> {
             networks: networks?,
             resources: resources?,
             progress: progress?,
+            capabilities: capabilities?,
         })
+    }
+
+    /// Linux capability names, each known and listed once.
+    fn capabilities(&mut self, node: &Node) -> Option<Vec<String>> {
+        let items = self.sequence(node)?;
+        let (mut names, mut valid) = (Vec::new(), true);
+        for item in items {
+            let Some(name) = self.string(item) else {
+                valid = false;
+                continue;
+            };
+            let problem = formats::capability_problem(&name)
+                .or_else(|| names.contains(&name).then(|| format!("capability `{name}` is listed twice")));
+            if let Some(problem) = problem {
+                self.report.error(item.mark, problem);
+                valid = false;
+            }
+            names.push(name);
+        }
+        valid.then_some(names)
     }
 
     fn env(&mut self, node: &Node) -> Option<BTreeMap<String, String>> {

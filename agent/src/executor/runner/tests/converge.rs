@@ -195,3 +195,25 @@ async fn a_restarted_agent_readopts_its_running_service_and_follows_its_new_line
     let touched = |call: &Call| matches!(call, Call::Start(id) | Call::Attach(id) | Call::Remove(id) | Call::Stop(id) if *id == adopted);
     assert_eq!(calls.iter().filter(|call| touched(call)).count(), 0, "{calls:?}");
 }
+
+/// A service running without capabilities is replaced once its step asks for one, and the plan
+/// says what the step asks for.
+#[tokio::test(start_paused = true)]
+async fn asking_for_a_capability_replaces_the_container_and_the_plan_lists_it() {
+    let driver = FakeDriver::new();
+    let old =
+        driver.existing("pmesh-inst-web", &owner("run-0", "web", &spec("web").spec_hash(), "service"), None, Behaviour::never_exits());
+    driver.script("web", [Behaviour::never_exits()]);
+    let mut web = service("web", &[]);
+    if let Action::Service(spec) = &mut web.action {
+        spec.capabilities = vec!["DAC_READ_SEARCH".into(), "SYS_ADMIN".into()];
+    }
+    let plan = plan(vec![web]);
+    let planned = preview(&*driver, &*FakeArtifacts::new(), &plan).await.expect("the fake answers");
+    assert_eq!(planned[0].action, "replace");
+    assert_eq!(planned[0].detail, "pmesh-inst-web (its spec changed); capabilities DAC_READ_SEARCH, SYS_ADMIN");
+    let (outcome, _) = apply(&driver, plan).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(removes(&driver), [old]);
+    assert_eq!(creates(&driver).len(), 1);
+}

@@ -52,6 +52,7 @@ fn spec(command: &str) -> ContainerSpec {
         user: None,
         inputs: BTreeMap::new(),
         reload: None,
+        capabilities: vec![],
     }
 }
 
