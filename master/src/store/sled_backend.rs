@@ -53,10 +53,9 @@ struct Handles {
 
 impl Handles {
     fn open(dir: &Path) -> anyhow::Result<Handles> {
-        // sled's page cache defaults to 1 GiB and keeps every page version the heartbeat
-        // writes until it is full: with 500 agents the master's memory rose ~1.7 MiB a minute
-        // for as long as it ran (tests/soak.sh). The master's records are small and read
-        // mostly from the cache of recent pages, so a bounded cache costs nothing measurable.
+        // sled's page cache defaults to 1 GiB; the master's records are small, so a bounded
+        // cache keeps its memory to what it holds. (This did not stop the growth the 500-agent
+        // soak measures: see README, "Soak".)
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_CAPACITY)

@@ -1,9 +1,8 @@
 //! The typed model of a step: what runs, and the graph and limits around it.
 //!
-//! A [`Step`] is its place in the DAG (`needs`), its limits (`timeout`, `retries`) and an
-//! [`Action`], one variant per step kind, each holding only the fields that kind accepts. The
-//! field lists per kind ([`StepKind::fields`]) are shared by lint and the serde form, so both
-//! refuse the same fields.
+//! A [`Step`] is its place in the DAG (`needs`), its limits (`timeout`, `retries`) and an [`Action`], one variant per step kind, each
+//! holding only the fields that kind accepts. The field lists per kind ([`StepKind::fields`]) are shared by lint and the serde form, so
+//! both refuse the same fields.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -199,8 +198,7 @@ pub struct Wait {
 /// The default pause between two probes.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// A readiness check. `tcp`, `http` and `dns` run from the agent host; `exec` runs inside a
-/// service.
+/// A readiness check. `tcp`, `http` and `dns` run from the agent host; `exec` runs inside a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum Probe {
@@ -268,8 +266,7 @@ pub enum PortValue {
     Param(String),
 }
 
-/// Something mounted into a container. (serde cannot refuse unknown fields next to a
-/// flattened field; lint does.)
+/// Something mounted into a container. (serde cannot refuse unknown fields next to a flattened field; lint does.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// What is mounted.
