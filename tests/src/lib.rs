@@ -412,3 +412,26 @@ impl Mesh {
 fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or(0)
 }
+
+/// The run id `pmesh run` printed (its `run ID ...` line), if any.
+pub fn run_id_in(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
+}
+
+/// Every regular file under `dir` (recursively), as (path, bytes read as lossy text): where a
+/// test searches a daemon's data directory for a secret.
+pub fn files_under(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                found.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    found
+}

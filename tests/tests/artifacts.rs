@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pmesh_tests::docker::{require_tools_image, Instance};
 use pmesh_tests::http::{generated, Behaviour, FileServer, SHA256, SIZE};
-use pmesh_tests::{wait_until, Daemon, Mesh};
+use pmesh_tests::{run_id_in, wait_until, Daemon, Mesh};
 
 fn pattern() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/fetch").to_owned()
@@ -29,15 +29,6 @@ fn lab(names: &[&str]) -> anyhow::Result<(Mesh, Daemon, Vec<Daemon>)> {
     let push = mesh.pmesh(&["pattern", "push", &pattern()]);
     anyhow::ensure!(push.code == 0, "push failed: {}", push.stderr);
     Ok((mesh, master, agents))
-}
-
-fn run_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("run "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("run id printed")
-        .to_owned()
 }
 
 /// Follows a run to its end: its exit code and every event.
@@ -65,7 +56,7 @@ fn runs_fetch_once_verify_mount_read_only_and_report_bytes_and_a_later_run_moves
     for instance in [&first, &second] {
         let started = mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &instance.0, "-p", &url, "--detach"]);
         assert_eq!(started.code, 0, "{}\n{}", started.stdout, started.stderr);
-        run_ids.push(run_id_of(&started.stdout));
+        run_ids.push(run_id_in(&started.stdout).expect("run id printed"));
     }
     for run_id in &run_ids {
         let (code, events) = watch(&mesh, run_id);
@@ -146,7 +137,7 @@ fn an_agent_killed_mid_download_resumes_it_with_a_range_request() -> anyhow::Res
     let started =
         mesh.pmesh(&["run", "fetch", "--on", "pc-1", "--instance", &instance.0, "-p", &format!("url={}", server.url()), "--detach"]);
     assert_eq!(started.code, 0, "{}", started.stderr);
-    let run_id = run_id_of(&started.stdout);
+    let run_id = run_id_in(&started.stdout).expect("run id printed");
 
     let partial_len =
         || cache(&mesh, "pc-1", "partial").iter().filter_map(|path| std::fs::metadata(path).ok()).map(|meta| meta.len()).max().unwrap_or(0);

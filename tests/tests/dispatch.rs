@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pmesh_tests::docker::{containers_with_label, require_tools_image, Instance};
-use pmesh_tests::{wait_until, Mesh};
+use pmesh_tests::{run_id_in, wait_until, Mesh};
 
 fn steps_pattern() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/steps").to_owned()
@@ -33,15 +33,6 @@ fn events(mesh: &Mesh, run_id: &str) -> Vec<serde_json::Value> {
     watch.stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
-fn run_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("run "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("run id printed")
-        .to_owned()
-}
-
 /// Per agent, the sequence numbers the master stored must be contiguous and unique.
 fn assert_contiguous(events: &[serde_json::Value]) {
     let mut by_agent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -61,7 +52,7 @@ fn a_run_on_two_agents_by_selector_succeeds_with_contiguous_events() -> anyhow::
     let instance = Instance::new("sel");
     let run = mesh.pmesh(&["run", "steps", "--selector", "site=lab", "--instance", &instance.0]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     for agent in ["pc-1", "pc-2"] {
         assert!(run.stdout.contains(&format!("{agent}       third          succeeded")), "{}", run.stdout);
     }
@@ -208,7 +199,7 @@ fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
     let instance = Instance::new("crash");
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=4", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     // Kill the master once the run is under way, in its second step.
     wait_until("the second step to start", Duration::from_secs(60), || {
         let logs = mesh.pmesh(&["runs", "logs", &run_id]);
@@ -232,7 +223,7 @@ fn cancel_stops_the_containers_and_the_run_ends_cancelled() -> anyhow::Result<()
     let instance = Instance::new("stop");
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=30", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
     let cancel = mesh.pmesh(&["runs", "cancel", &run_id]);
     assert_eq!(cancel.code, 0, "{}", cancel.stderr);
@@ -261,7 +252,7 @@ fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
     let instance = Instance::new("split");
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=12", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
     proxy.cut();
     let cut_at = std::time::Instant::now();
@@ -305,7 +296,7 @@ fn a_killed_agent_readopts_its_running_container() -> anyhow::Result<()> {
     let instance = Instance::new("adopt");
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=1", "-p", "lines=6", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     wait_until("the second step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("second-2"))?;
     let container = format!("pmesh-pc-1-{}-second", instance.0);
     let started_at = |name: &str| pmesh_tests::docker::docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name]);
@@ -332,7 +323,7 @@ fn a_container_that_vanished_fails_its_step_clearly() -> anyhow::Result<()> {
     let instance = Instance::new("gone");
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "pause=2", "-p", "lines=10", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     wait_until("the first step to print", Duration::from_secs(60), || mesh.pmesh(&["runs", "logs", &run_id]).stdout.contains("first-1"))?;
     agents[0].kill();
     pmesh_tests::docker::docker(&["rm", "-f", &format!("pmesh-pc-1-{}-first", instance.0)]);
@@ -394,7 +385,7 @@ fn a_host_installed_again_under_its_name_has_its_new_journal_followed() -> anyho
 
     let run = mesh.pmesh(&["run", "steps", "--on", "pc-1", "--instance", &instance.0, "-p", "lines=3", "--detach"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run_id = run_id_of(&run.stdout);
+    let run_id = run_id_in(&run.stdout).expect("run id printed");
     wait_until("the run on the new journal to end on the master", Duration::from_secs(90), || {
         let shown = mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]);
         shown.stdout.contains("succeeded") || shown.stdout.contains("failed")

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pmesh_tests::docker::{docker, docker_output};
-use pmesh_tests::{bin, free_port, Mesh, Run};
+use pmesh_tests::{bin, files_under, free_port, Mesh, Run};
 
 const LDAP_IMAGE: &str = "pmesh-test/ldap:bookworm-1";
 const UPSTREAM_IMAGE: &str = "osixia/openldap:1.5.0";
@@ -399,23 +399,6 @@ fn check_directory(lab: &Lab, directory: &Directory) -> String {
     assert!(stored.starts_with("{SSHA}"), "stored as {{SSHA}}: {stored}");
     assert!(!stored.contains(&directory_password(directory, "alice")));
     alice_uuid
-}
-
-/// Every regular file under `dir`, as (path, bytes as text).
-fn files_under(dir: &Path) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                found.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-    }
-    found
 }
 
 #[test]

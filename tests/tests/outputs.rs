@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use pmesh_tests::docker::{require_tools_image, Instance};
-use pmesh_tests::{Mesh, Run};
+use pmesh_tests::{files_under, run_id_in, Mesh, Run};
 use serde_json::{json, Value};
 
 fn pattern() -> PathBuf {
@@ -16,28 +16,6 @@ fn pattern() -> PathBuf {
 
 fn json_of(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {}\n{}", run.stdout, run.stderr))
-}
-
-fn run_id(run: &Run) -> String {
-    let id = run.stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next());
-    id.unwrap_or_else(|| panic!("no run id in: {}", run.stdout)).to_owned()
-}
-
-/// Every file under `dir` (recursively), as bytes read lossily.
-fn files_under(dir: &Path) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                found.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-    }
-    found
 }
 
 #[test]
@@ -56,7 +34,7 @@ fn outputs_are_shown_and_a_secret_one_only_revealed() -> anyhow::Result<()> {
     std::fs::write(&values, format!("token: \"{token}\"\n"))?;
     let run = mesh.pmesh(&["run", "outputs", "--on", "pc-1", "--instance", &instance.0, "-f", values.to_str().expect("utf-8")]);
     anyhow::ensure!(run.code == 0, "run failed: {}\n{}", run.stdout, run.stderr);
-    let run_id = run_id(&run);
+    let run_id = run_id_in(&run.stdout).unwrap_or_else(|| panic!("no run id in: {}", run.stdout));
 
     let expected = json!({
         "address": {"type": "ip", "secret": false, "value": "127.0.0.1"},
@@ -134,7 +112,7 @@ fn a_missing_from_file_fails_the_run_naming_the_output() -> anyhow::Result<()> {
         run.stdout,
         run.stderr
     );
-    let run_id = run_id(&run);
+    let run_id = run_id_in(&run.stdout).unwrap_or_else(|| panic!("no run id in: {}", run.stdout));
     let shown = json_of(&mesh.pmesh(&["runs", "show", &run_id, "-o", "json"]));
     assert_eq!((&shown["agents"]["pc-1"]["state"], &shown["agents"]["pc-1"]["outputs"]), (&json!("failed"), &json!({})));
     let instance_json = json_of(&mesh.pmesh(&["instances", "show", &instance.0, "-o", "json"]));

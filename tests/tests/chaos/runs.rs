@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pmesh_tests::docker::Instance;
-use pmesh_tests::{wait_until, Mesh};
+use pmesh_tests::{run_id_in, wait_until, Mesh};
 use serde_json::Value;
 
 pub fn pattern_dir() -> String {
@@ -20,10 +20,6 @@ pub struct Started {
     pub agent: String,
     /// Removed from Docker when dropped, whatever the round found.
     pub instance: Instance,
-}
-
-fn run_id_of(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|line| line.strip_prefix("run ")).and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
 }
 
 /// Starts `n_runs` runs at once, run `i` on agent `i mod n` with its own instance.
@@ -45,7 +41,7 @@ pub fn start(mesh: &Mesh, round: usize, n_runs: usize, agents: &[String], params
                     if run.code != 0 {
                         bail!("starting run {run_idx} on {agent} failed ({}): {}{}", run.code, run.stdout, run.stderr);
                     }
-                    let run_id = run_id_of(&run.stdout).with_context(|| format!("no run id in {:?}", run.stdout))?;
+                    let run_id = run_id_in(&run.stdout).with_context(|| format!("no run id in {:?}", run.stdout))?;
                     Ok(Started { run_id, agent, instance })
                 })
             })
