@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::config::MasterConfig;
 use crate::error::{now_unix, unix, ApiError};
 use crate::identity::Ca;
-use crate::store::{AgentRecord, Health, Store, TokenError, TokenRecord, SCHEMA_VERSION};
+use crate::store::{AgentRecord, Health, PatternRecord, Store, TokenError, TokenRecord, SCHEMA_VERSION};
 
 /// What the handlers share.
 pub struct MasterState {
@@ -343,19 +343,30 @@ impl Master for MasterService {
 
     async fn list_patterns(&self, _request: Request<v1::ListPatternsRequest>) -> RpcResult<v1::ListPatternsResponse> {
         let patterns = self.state.store.patterns().map_err(ApiError::Internal)?;
-        Ok(Response::new(v1::ListPatternsResponse {
-            patterns: patterns
-                .into_iter()
-                .map(|pattern| v1::PatternSummary {
-                    name: pattern.name,
-                    version: pattern.version,
-                    digest: pattern.digest,
-                    description: pattern.description,
-                    category: pattern.category,
-                    pushed_at_unix: pattern.pushed_at,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(v1::ListPatternsResponse { patterns: patterns.into_iter().map(summary).collect() }))
+    }
+
+    #[tracing::instrument(skip_all, fields(pattern = %request.get_ref().pattern))]
+    async fn get_pattern(&self, request: Request<v1::GetPatternRequest>) -> RpcResult<v1::GetPatternResponse> {
+        let reference = request.into_inner().pattern;
+        let store = &self.state.store;
+        let Some(pattern) = store.find_pattern(&reference).map_err(ApiError::Internal)? else {
+            let name = reference.split('@').next().unwrap_or_default();
+            let mut versions: Vec<String> =
+                store.patterns().map_err(ApiError::Internal)?.into_iter().filter(|p| p.name == name).map(|p| p.version).collect();
+            versions.sort_by_key(|version| semver::Version::parse(version).ok());
+            let hint = if versions.is_empty() {
+                "push it with `pmesh pattern push`".to_owned()
+            } else {
+                format!("registered versions of {name}: {}", versions.join(", "))
+            };
+            return Err(ApiError::NotFound(format!("no pattern {reference:?} is registered; {hint}")).into());
+        };
+        let (bundle, _signature) = store
+            .bundle(&pattern.digest)
+            .map_err(ApiError::Internal)?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the bundle of {} is missing", pattern.digest)))?;
+        Ok(Response::new(v1::GetPatternResponse { summary: Some(summary(pattern)), bundle }))
     }
 
     #[tracing::instrument(skip_all, fields(pattern = %request.get_ref().pattern))]
@@ -436,6 +447,17 @@ impl Master for MasterService {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn revoke_admin(&self, request: Request<v1::RevokeAdminRequest>) -> RpcResult<v1::RevokeAdminResponse> {
         Ok(Response::new(self.state.revoke_admin(&request.get_ref().name)?))
+    }
+}
+
+fn summary(pattern: PatternRecord) -> v1::PatternSummary {
+    v1::PatternSummary {
+        name: pattern.name,
+        version: pattern.version,
+        digest: pattern.digest,
+        description: pattern.description,
+        category: pattern.category,
+        pushed_at_unix: pattern.pushed_at,
     }
 }
 

@@ -61,3 +61,39 @@ fn bundles_are_delivered_once_and_verified_by_the_agent() -> anyhow::Result<()> 
     refused(changed, "not signed");
     Ok(())
 }
+
+#[test]
+fn a_registered_pattern_is_shown_from_the_master_by_name_and_version() -> anyhow::Result<()> {
+    let mesh = Mesh::init()?;
+    let _master = mesh.start_master()?;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../patterns/shared/dns");
+    let push = mesh.pmesh(&["pattern", "push", dir]);
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    let from_disk = mesh.pmesh(&["pattern", "show", dir]);
+    assert_eq!(from_disk.code, 0, "{}", from_disk.stderr);
+
+    // The newest version by name, then the exact version: the same tables as the directory's,
+    // with the registration line after the title.
+    for reference in ["dns", "dns@2.0.0"] {
+        let shown = mesh.pmesh(&["pattern", "show", reference]);
+        assert_eq!(shown.code, 0, "{reference}: {}", shown.stderr);
+        let (title, rest) = shown.stdout.split_once('\n').expect("a title");
+        let (registered, tables) = rest.split_once('\n').expect("a registration line");
+        assert!(registered.starts_with("registered sha256:") && registered.contains(" at 20"), "{registered}");
+        assert_eq!(format!("{title}\n{tables}"), from_disk.stdout, "{reference}");
+    }
+    let json = mesh.pmesh(&["pattern", "show", "dns", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout)?;
+    assert_eq!(json["metadata"]["version"], "2.0.0");
+    assert!(json["registered"]["digest"].as_str().is_some_and(|digest| digest.starts_with("sha256:")), "{json}");
+    assert!(json["outputs"]["zones"].is_object(), "{json}");
+
+    // A version that is not registered names the ones that are, and exits 1.
+    let missing = mesh.pmesh(&["pattern", "show", "dns@9.9.9"]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(missing.stderr.contains("registered versions of dns: 2.0.0"), "{}", missing.stderr);
+    let unknown = mesh.pmesh(&["pattern", "show", "nosuch"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("push it with `pmesh pattern push`"), "{}", unknown.stderr);
+    Ok(())
+}

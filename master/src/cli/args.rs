@@ -92,9 +92,11 @@ pub enum PatternCommand {
         /// The pattern directory, or its pattern.yaml.
         path: PathBuf,
     },
-    /// Print the pattern's parameters as a table, and its steps.
+    /// Print the pattern's parameters, steps, artifacts, images and outputs as tables.
     Show {
-        /// The pattern directory, or its pattern.yaml.
+        /// The pattern directory, its pattern.yaml, or a registered NAME[@VERSION] (the newest
+        /// version when none is given).
+        #[arg(value_name = "PATH|NAME[@VERSION]")]
         path: PathBuf,
     },
     /// Lint, pack and register a pattern version with the master (which signs it).

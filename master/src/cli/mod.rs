@@ -45,6 +45,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Artifact(command) => artifact::run(command, credentials, data_dir, format).await,
         Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),
+        Command::Pattern(PatternCommand::Show { path }) if pattern::is_registered_reference(&path) => {
+            let reference = path.to_string_lossy();
+            pattern::show_registered(&client::connect(credentials, data_dir)?, &reference, format).await
+        }
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, format),
         Command::Pattern(PatternCommand::Push { path }) => runs::push(&client::connect(credentials, data_dir)?, &path, format).await,
         Command::Pattern(PatternCommand::Ls) => runs::list_patterns(&client::connect(credentials, data_dir)?, format).await,

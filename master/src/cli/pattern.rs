@@ -1,15 +1,18 @@
-//! `pmesh pattern lint PATH` and `pmesh pattern show PATH`: read a pattern directory from disk
-//! and hand its files to `pmesh_proto::pattern`, which knows the format.
+//! `pmesh pattern lint PATH` and `pmesh pattern show PATH|NAME[@VERSION]`: read a pattern
+//! directory from disk (or a registered bundle from the master) and hand its files to
+//! `pmesh_proto::pattern`, which knows the format.
 //!
 //! Both exit with [`exit::USAGE`] (2) when the pattern has problems, after printing every one
 //! as `PATH/FILE:LINE:COLUMN: message`; a directory that cannot be read is [`exit::FAILED`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use pmesh_proto::pattern::{self, Diagnostic, ParamValue, Pattern};
+use pmesh_proto::v1;
 use pmesh_rt::pattern_dir::{self, PatternDir, ReadError};
 
-use super::client::{exit, CliError};
+use super::client::{exit, CliError, Connection};
 use super::output::{table, Format};
 
 /// Reads the pattern at `path` (a directory, or its `pattern.yaml`).
@@ -102,6 +105,60 @@ pub fn show(path: &Path, format: Format) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Whether `target` of `pmesh pattern show` names a registered pattern (`NAME` or
+/// `NAME@VERSION`) rather than a directory: it is not a path on disk, and reads as a name.
+pub fn is_registered_reference(target: &Path) -> bool {
+    if target.exists() {
+        return false;
+    }
+    let Some(text) = target.to_str() else { return false };
+    let (name, version) = text.split_once('@').map_or((text, None), |(name, version)| (name, Some(version)));
+    pmesh_proto::identity::validate_name(name).is_ok() && version.is_none_or(|version| semver::Version::parse(version).is_ok())
+}
+
+/// `pmesh pattern show NAME[@VERSION]`: the registered pattern, as `show` prints a directory,
+/// with its digest and when it was pushed.
+///
+/// # Errors
+/// [`exit::FAILED`] when no such version is registered (the message lists those that are);
+/// the connection's exit code when the master cannot be asked.
+pub async fn show_registered(connection: &Connection, reference: &str, format: Format) -> Result<(), CliError> {
+    let got = connection
+        .client
+        .clone()
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .get_pattern(v1::GetPatternRequest { pattern: reference.to_owned() })
+        .await
+        .map_err(|status| connection.failed(status))?
+        .into_inner();
+    let summary = got.summary.unwrap_or_default();
+    let files = pmesh_proto::bundle::open(&got.bundle)
+        .map_err(|err| CliError::new(exit::FAILED, format!("the master's bundle of {reference} does not open: {err}")))?;
+    let contents: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(path, file)| (path, file.contents)).collect();
+    let pattern = pattern::parse(&contents).map_err(|diagnostics| {
+        CliError::new(
+            exit::FAILED,
+            format!("the registered {reference} does not parse here ({} problems): is this CLI older than the master?", diagnostics.len()),
+        )
+    })?;
+    let pushed = u64::try_from(summary.pushed_at_unix)
+        .map(|secs| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string())
+        .unwrap_or_default();
+    match format {
+        Format::Json => {
+            let mut json = serde_json::to_value(&pattern).map_err(|err| CliError::new(exit::FAILED, err.to_string()))?;
+            json["registered"] = serde_json::json!({ "digest": summary.digest, "pushed_at": pushed });
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        }
+        Format::Text => {
+            let text = show_text(&pattern);
+            let (title, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            println!("{title}\nregistered {} at {pushed}\n{rest}", summary.digest);
+        }
+    }
+    Ok(())
+}
+
 fn show_text(pattern: &Pattern) -> String {
     let metadata = &pattern.metadata;
     let category = serde_json::to_value(metadata.category).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default();
@@ -148,8 +205,41 @@ fn show_text(pattern: &Pattern) -> String {
         .collect();
     let headers: &[&str] = if asks { &["STEP", "KIND", "NEEDS", "CAPABILITIES"] } else { &["STEP", "KIND", "NEEDS"] };
     out.push_str(&table(headers, &rows));
-    // Outputs (issue 11, item 1) are shown here, after the steps, once the format has them.
+    if !pattern.artifacts.is_empty() {
+        let rows: Vec<Vec<String>> = pattern
+            .artifacts
+            .iter()
+            .map(|(name, artifact)| {
+                vec![name.clone(), pmesh_proto::progress::human_bytes(artifact.size), format!("sha256:{}", artifact.sha256)]
+            })
+            .collect();
+        out.push_str(&format!("\n\n{}", table(&["ARTIFACT", "SIZE", "SHA256"], &rows)));
+    }
+    if !pattern.images.is_empty() {
+        let rows: Vec<Vec<String>> = pattern.images.iter().map(|(name, image)| vec![name.clone(), image_text(image)]).collect();
+        out.push_str(&format!("\n\n{}", table(&["IMAGE", "SOURCE"], &rows)));
+    }
+    if !pattern.outputs.is_empty() {
+        let rows: Vec<Vec<String>> = pattern
+            .outputs
+            .iter()
+            .map(|(name, output)| {
+                let kind = if output.secret { format!("{} (secret)", output.kind.name()) } else { output.kind.name().to_owned() };
+                vec![name.clone(), kind, if output.description.is_empty() { "-".into() } else { output.description.clone() }]
+            })
+            .collect();
+        out.push_str(&format!("\n\n{}", table(&["OUTPUT", "TYPE", "DESCRIPTION"], &rows)));
+    }
     out
+}
+
+/// Where an image comes from, in a few words.
+fn image_text(image: &pattern::spec::Image) -> String {
+    match image {
+        pattern::spec::Image::Ref(reference) => reference.clone(),
+        pattern::spec::Image::Load(artifact) => format!("loaded from artifact {artifact}"),
+        pattern::spec::Image::Build(build) => format!("built from {}/{}", build.context, build.dockerfile),
+    }
 }
 
 /// The Linux capabilities a step asks for.
@@ -223,7 +313,10 @@ zone         hostname           yes       -          The zone to serve, such as 
 STEP          KIND     NEEDS
 check-config  exec     ready
 named         service  -
-ready         wait     named";
+ready         wait     named
+
+IMAGE  SOURCE
+bind   internetsystemsconsortium/bind9:9.18";
         assert_eq!(show_text(&pattern), expected);
     }
 
@@ -234,10 +327,38 @@ ready         wait     named";
         let pattern = pattern::parse(&dir.files).expect("valid");
         let text = show_text(&pattern);
         let steps = &text[text.find("STEP").expect("a step table")..];
+        let steps = steps.split("\n\n").next().unwrap_or_default();
         assert_eq!(
             steps,
             "STEP     KIND     NEEDS    CAPABILITIES\nganesha  service  -        DAC_READ_SEARCH,SYS_ADMIN\nready    wait     ganesha  -"
         );
+    }
+
+    #[test]
+    fn shows_artifacts_images_and_outputs() {
+        let dir = read_pattern_dir(&testdata("valid/vcsa")).expect("readable");
+        let text = show_text(&pattern::parse(&dir.files).expect("valid"));
+        let artifacts = &text[text.find("ARTIFACT").expect("an artifact table")..];
+        assert!(artifacts.starts_with("ARTIFACT       SIZE       SHA256\novftool-image  100.0 MiB  sha256:fedcba98"), "{artifacts}");
+        assert!(text.contains("vcsa-ova       11.0 GiB   sha256:01234567"), "{text}");
+        assert!(text.contains("ovftool  loaded from artifact ovftool-image\ntools    built from tools/Dockerfile"), "{text}");
+
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patterns/shared/dns");
+        let dir = read_pattern_dir(&root).expect("readable");
+        let text = show_text(&pattern::parse(&dir.files).expect("valid"));
+        let outputs = &text[text.find("OUTPUT").expect("an output table")..];
+        let names: Vec<&str> = outputs.lines().skip(1).filter_map(|line| line.split_whitespace().next()).collect();
+        assert_eq!(names, ["address", "port", "zone", "zones"]);
+        assert!(outputs.contains("port     port"), "{outputs}");
+    }
+
+    #[test]
+    fn a_registered_reference_is_a_name_that_is_not_on_disk() {
+        assert!(is_registered_reference(Path::new("dns")));
+        assert!(is_registered_reference(Path::new("dns@2.0.0")));
+        assert!(!is_registered_reference(Path::new("dns@two")), "not a version: read as a path, which then fails");
+        assert!(!is_registered_reference(Path::new("./no/such/dir")));
+        assert!(!is_registered_reference(&testdata("valid/dns")), "a directory is shown from disk");
     }
 
     #[test]
