@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::preflight::{docker_state, package_manager, DockerState, Facts, Os};
+use super::preflight::{docker_group, docker_state, package_manager, DockerGroup, DockerState, Facts, Os};
 use super::remote::{Host, STEP_TIMEOUT};
 use super::shell::{quote, write_file_script};
 use super::{Error, Layout, Request};
@@ -20,8 +20,15 @@ pub const SYSUSERS: &str = include_str!("../../../systemd/pmesh.sysusers");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Docker(DockerAction),
+    /// Make the docker group with the socket's gid, so the unit's `SupplementaryGroups=docker`
+    /// reaches the socket.
+    DockerGroup {
+        gid: u32,
+    },
     Account,
-    Binary { upgrade: bool },
+    Binary {
+        upgrade: bool,
+    },
     Config,
     Enrol,
     Unit,
@@ -89,6 +96,14 @@ pub fn plan(facts: &Facts, request: &Request) -> Vec<Planned> {
         DockerState::Unit { enabled: true, active: true } => Planned::keep("docker", "docker.service is enabled and active"),
         DockerState::Unit { .. } => Planned::change("docker", Step::Docker(DockerAction::EnableStart), "enable and start docker.service"),
     });
+
+    if let DockerGroup::Create { gid } = docker_group(facts) {
+        steps.push(Planned::change(
+            "docker-group",
+            Step::DockerGroup { gid },
+            format!("create the docker group with gid {gid}, the group that owns /var/run/docker.sock"),
+        ));
+    }
 
     let sysusers_current = facts.get("sysusers_sha256") == Some(sha256_hex(SYSUSERS.as_bytes()).as_str());
     steps.push(if sysusers_current && facts.yes("agent_user") {
@@ -229,6 +244,8 @@ pub fn script(step: &Step, request: &Request) -> String {
             format!("{install}\nsystemctl enable --now docker.service\n")
         }
         Step::Docker(DockerAction::EnableStart) => "systemctl enable --now docker.service\n".into(),
+        // `-o`: the gid may have a name already (dockerroot); docker becomes another name for it.
+        Step::DockerGroup { gid } => format!("getent group docker >/dev/null || groupadd -o -g {gid} docker\n"),
         Step::Account => format!("{}systemd-sysusers {}\n", write_file_script(layout.sysusers, "0644", SYSUSERS), quote(layout.sysusers)),
         Step::Config => {
             let content = format!(

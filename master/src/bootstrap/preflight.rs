@@ -36,8 +36,14 @@ if systemctl cat docker.service >/dev/null 2>&1; then
   say docker_enabled "$(systemctl is-enabled docker.service 2>/dev/null || true)"
   say docker_active "$(systemctl is-active docker.service 2>/dev/null || true)"
 fi
-if [ -S /var/run/docker.sock ]; then say docker_socket yes; fi
-if getent group docker >/dev/null 2>&1; then say docker_group yes; fi
+if [ -S /var/run/docker.sock ]; then
+  say docker_socket yes
+  say docker_socket_gid "$(stat -c %g /var/run/docker.sock 2>/dev/null || true)"
+fi
+if getent group docker >/dev/null 2>&1; then
+  say docker_group yes
+  say docker_group_gid "$(getent group docker | cut -d: -f3)"
+fi
 if command -v ss >/dev/null 2>&1; then
   say port_listener "$(ss -Htlnp "sport = :$port" 2>/dev/null | head -n1)"
 else
@@ -277,9 +283,8 @@ fn check_resources(facts: &Facts, request: &Request, findings: &mut Findings) {
         }
         DockerState::External | DockerState::Unit { .. } => {}
     }
-    if docker != DockerState::Missing && !facts.yes("docker_group") {
-        problems
-            .push("the docker group is missing; the agent's unit reaches the Docker socket through it (SupplementaryGroups=docker)".into());
+    if let DockerGroup::Problem(problem) = docker_group(facts) {
+        problems.push(problem);
     }
     match facts.get("disk_free_kib").and_then(|free| free.parse::<u64>().ok()) {
         Some(free) if free < needed_kib => problems.push(format!(
@@ -395,6 +400,9 @@ pub fn elf_arch(header: &[u8]) -> Option<&'static str> {
         _ => None,
     }
 }
+
+mod docker_group;
+pub use docker_group::{docker_group, DockerGroup};
 
 #[cfg(test)]
 mod tests;

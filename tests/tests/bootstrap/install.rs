@@ -1,5 +1,7 @@
 //! The normal path, by key as root: a dry run changes nothing, bootstrap installs an agent that
-//! runs under systemd with its unit as shipped, and a second run changes nothing.
+//! runs under systemd with its unit as shipped, and a second run changes nothing. The host has
+//! the Docker socket (the test machine's, mounted in) but no docker group, as a socket
+//! bind-mounted into a container does: bootstrap makes the group with the socket's gid.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +13,9 @@ use crate::lab::{agent_pid, assert_success, sha256_of, systemd_host, traces, Lab
 #[test]
 fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_rerun_changes_nothing() {
     let lab = Lab::new("pc-a", |network| systemd_host("pc-a", network));
-    lab.host.add_docker_group();
+    let socket_gid =
+        std::fs::metadata("/var/run/docker.sock").map(|meta| std::os::unix::fs::MetadataExt::gid(&meta)).expect("a Docker socket");
+    assert_eq!(lab.host.sh("getent group docker || true"), "", "the host starts without a docker group");
     let key = lab.host.authorise_key("root", lab.dir());
     let key = key.to_str().expect("utf-8");
     let target = format!("root@{}", lab.host.ip);
@@ -20,13 +24,19 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
     assert_success(&dry, "the dry run");
     assert!(dry.stdout.contains("[binary] would upload pmesh-agent"), "{}", dry.stdout);
     assert!(dry.stdout.contains("[enrol] would enrol as agent pc-a"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains(&format!("[docker-group] would create the docker group with gid {socket_gid}, the group that owns")),
+        "{}",
+        dry.stdout
+    );
     assert_eq!(traces(&lab.host), "", "a dry run leaves nothing on the host");
+    assert_eq!(lab.host.sh("getent group docker || true"), "", "nor a group");
     assert!(lab.mesh.agents().expect("agents ls").is_empty(), "a dry run enrols nothing");
     assert!(!lab.mesh.master_dir().join("known_hosts").exists(), "a dry run records no host key");
 
     let first = lab.bootstrap(&target, &["--identity", key, "--accept-new-host-key"], "");
     assert_success(&first, "the first bootstrap");
-    for line in ["[account]", "[binary]", "[config]", "[enrol]", "[unit]", "[service]"] {
+    for line in ["[docker-group]", "[account]", "[binary]", "[config]", "[enrol]", "[unit]", "[service]"] {
         assert!(first.stdout.lines().any(|l| l.starts_with(line) && l.contains("done")), "{line} not done:\n{}", first.stdout);
     }
     assert!(first.stdout.contains("uploaded by SFTP, sha256 verified on the host"), "{}", first.stdout);
@@ -45,8 +55,10 @@ fn by_key_a_dry_run_changes_nothing_then_the_agent_runs_under_systemd_and_a_reru
         ["CapEff:", "0000000000000000", "NoNewPrivs:", "1", "Seccomp:", "2"],
         "{status}"
     );
+    assert_eq!(lab.host.sh("getent group docker | cut -d: -f3"), socket_gid.to_string());
     let listed = lab.listed("pc-a").expect("pc-a is listed");
     assert_eq!(listed["status"], "up", "{listed}");
+    assert_eq!(listed["docker_reachable"], true, "the agent reaches Docker through the group: {listed}");
     assert_eq!(listed["address"], format!("{}:7444", lab.host.ip), "{listed}");
     let local_sha = sha256_of(&bin("pmesh-agent"));
     assert_eq!(lab.host.sh("sha256sum /usr/local/bin/pmesh-agent | cut -d' ' -f1"), local_sha);

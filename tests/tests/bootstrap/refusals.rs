@@ -76,8 +76,9 @@ fn host_keys_unknown_changed_or_not_the_pinned_one_are_refused_and_an_expired_pa
 
 #[test]
 fn preflight_lists_every_problem_at_once_and_changes_nothing() {
-    // A host without systemd (sshd is PID 1), its agent port taken, the Docker socket there but
-    // no docker group, and an agent binary for another architecture.
+    // A host without systemd (sshd is PID 1), its agent port taken, and an agent binary for
+    // another architecture. The Docker socket is there without a docker group: not a problem,
+    // since bootstrap would make the group with the socket's gid (tests/tests/bootstrap/install.rs).
     let lab = Lab::new("pc-d", |network| {
         Host::start(
             &unique("pc-d"),
@@ -102,14 +103,14 @@ fn preflight_lists_every_problem_at_once_and_changes_nothing() {
     );
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     for problem in [
-        "preflight found 4 problem(s); nothing was changed",
+        "preflight found 3 problem(s); nothing was changed",
         "is built for aarch64",
         "systemd is not running as PID 1",
-        "the docker group is missing",
         "port 7444 is already in use on the host",
     ] {
         assert!(run.stderr.contains(problem), "{problem:?} missing from:\n{}", run.stderr);
     }
+    assert!(!run.stderr.contains("docker group"), "{}", run.stderr);
     assert_eq!(traces(&lab.host), "");
     assert!(lab.mesh.agents().expect("agents ls").is_empty(), "no token was spent and no agent enrolled");
 }

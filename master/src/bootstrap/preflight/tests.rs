@@ -51,7 +51,8 @@ fn each_problem_is_found() {
         &["port 7444 is already in use on the host (LISTEN"],
     );
     check("master_reach=no", None, &["the host cannot reach the master at 10.0.0.2:7443"]);
-    check("docker_group=", None, &["the docker group is missing"]);
+    check("docker_group=\ndocker_socket_gid=0", None, &["the docker group is missing and /var/run/docker.sock belongs to root's group"]);
+    check("docker_group=\ndocker_socket_gid=998", None, &[]);
     check("docker_unit=\ndocker_socket=\nhas_apt-get=", None, &["Docker is not installed and no package manager"]);
     check("", Some("10.0.0.9:7444"), &["an agent named pc-1 is already registered with the master (at 10.0.0.9:7444)"]);
 }
