@@ -240,7 +240,9 @@ impl<'a> Compiler<'a> {
         let (steps, teardown) = self.steps()?;
         let artifacts = self.artifacts(&steps)?;
         let (pattern, inputs) = (self.pattern, self.inputs);
-        let outputs = outputs::plan_outputs(pattern, inputs.params, inputs.facts)?;
+        // `${image.NAME}` in outputs is the reference each image resolved to here.
+        let facts = pattern::RunFacts { images: self.image_refs.clone(), ..inputs.facts.clone() };
+        let outputs = outputs::plan_outputs(pattern, inputs.params, &facts)?;
         let plan = Plan {
             instance: inputs.instance.to_owned(),
             artifacts,
