@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 pub mod chaos;
 pub mod docker;
 pub mod http;
+pub mod processes;
 pub mod proxy;
 pub mod standins;
 

@@ -111,6 +111,59 @@ pub fn pattern_for_download(name: &str, dest: &Path, download: &[u8], version: &
     dest.to_owned()
 }
 
+/// A provider mirror as `terraform providers mirror DIR` lays it out, as a tarball: one
+/// stand-in provider package, `hashicorp/vsphere` 2.9.2 for linux_amd64.
+///
+/// # Panics
+/// Never: the tar is written to memory.
+pub fn provider_mirror_tar() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let package = b"stand-in provider package\n";
+    for (path, contents) in [
+        ("registry.terraform.io/hashicorp/vsphere/index.json", &b"{\"versions\":{\"2.9.2\":{}}}\n"[..]),
+        ("registry.terraform.io/hashicorp/vsphere/2.9.2.json", &b"{\"archives\":{\"linux_amd64\":{}}}\n"[..]),
+        ("registry.terraform.io/hashicorp/vsphere/terraform-provider-vsphere_2.9.2_linux_amd64.zip", &package[..]),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, path, contents).expect("in memory");
+    }
+    builder.into_inner().expect("in memory")
+}
+
+/// Builds the stand-in image `tests/standins/NAME` (on the test tools image) as
+/// `pmesh-test/standin-NAME:UNIQUE`; the caller removes it.
+///
+/// # Panics
+/// When the build fails.
+pub fn build_image(name: &str, unique: &str) -> String {
+    let tag = format!("pmesh-test/standin-{name}:{unique}");
+    let context = dir().join(name);
+    crate::docker::docker(&["build", "-q", "-t", &tag, context.to_str().expect("a UTF-8 path")]);
+    tag
+}
+
+/// The files a stand-in recorded under `/record` in the container of `step` of `instance`,
+/// by name.
+///
+/// # Panics
+/// When there is no such container or it recorded nothing.
+pub fn recorded(instance: &str, step: &str) -> std::collections::BTreeMap<String, String> {
+    let filter = |key: &str, value: &str| format!("label=io.pmesh.{key}={value}");
+    let ids = crate::docker::docker(&["ps", "-aq", "--filter", &filter("instance", instance), "--filter", &filter("step", step)]);
+    let id = ids.lines().next().unwrap_or_else(|| panic!("no container of step {step} of {instance}"));
+    let out = tempfile::tempdir().expect("a temp dir");
+    crate::docker::docker(&["cp", &format!("{id}:/record"), out.path().to_str().expect("a UTF-8 path")]);
+    let record = out.path().join("record");
+    std::fs::read_dir(&record)
+        .expect("the stand-in recorded")
+        .flatten()
+        .map(|entry| (entry.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(entry.path()).expect("text")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
