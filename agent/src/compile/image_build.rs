@@ -154,3 +154,82 @@ mod tests {
         assert_ne!(tag(&[("x", "1"), ("y", "2")], &[], &[]), tag(&[("x", "1y2")], &[], &[]));
     }
 }
+
+#[cfg(test)]
+mod compile_tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use pmesh_proto::pattern;
+
+    use crate::compile::{compile, Inputs};
+    use crate::config::ImageConfig;
+    use crate::executor::plan::{BuildSpec, ImageSource};
+
+    const YAML: &str = r#"
+apiVersion: pmesh/v1
+kind: Pattern
+metadata: {name: tool, version: 1.0.0, category: basic-tool}
+params:
+  base: {type: string, default: "debian:12"}
+artifacts:
+  download:
+    url: https://depot.lab/tool.zip
+    sha256: 1111111111111111111111111111111111111111111111111111111111111111
+    size: 10
+images:
+  tool:
+    build: {context: ., artifacts: [download], args: {BASE: "${base}"}}
+steps:
+  smoke: {kind: run, image: tool}
+outputs:
+  image: {type: string, value: "${image.tool}"}
+"#;
+
+    /// The build the pattern compiles to with `values`, and its `image` output.
+    fn built(values: &str, dockerfile: &str) -> (BuildSpec, serde_json::Value) {
+        let files = BTreeMap::from([
+            ("pattern.yaml".to_owned(), YAML.as_bytes().to_vec()),
+            ("Dockerfile".to_owned(), dockerfile.as_bytes().to_vec()),
+        ]);
+        let pattern = pattern::parse(&files).expect("the pattern parses");
+        let supplied = pattern::values_from_yaml("values", values).expect("values");
+        let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
+        let (images, facts) = (ImageConfig::default(), pattern::RunFacts::default());
+        let artifacts = BTreeMap::from([("download".to_owned(), PathBuf::from("/cache/sha256/1111"))]);
+        let inputs = Inputs {
+            files: &files,
+            params: &params,
+            instance: "lab",
+            agent: "",
+            run_id: "r1",
+            work_dir: Path::new("/data/instances/lab"),
+            images: &images,
+            artifacts: &artifacts,
+            max_parallel: 4,
+            facts: &facts,
+        };
+        let compiled = compile(&pattern, &inputs).expect("it compiles");
+        let [ImageSource::Build(build)] = compiled.plan.images.as_slice() else { panic!("one built image: {:?}", compiled.plan.images) };
+        let output = match &compiled.plan.outputs[0].source {
+            crate::executor::plan::OutputSource::Value(value) => value.clone(),
+            crate::executor::plan::OutputSource::File { .. } => panic!("a value output"),
+        };
+        (build.clone(), output)
+    }
+
+    #[test]
+    fn a_build_packs_its_context_files_and_artifacts_with_its_args_and_its_tag_follows_them() {
+        let (build, output) = built("{}", "FROM $BASE\n");
+        let pattern_dir = Path::new("/data/instances/lab/pattern");
+        let files: Vec<(&str, &Path)> = build.files.iter().map(|(name, path)| (name.as_str(), path.as_path())).collect();
+        assert_eq!(files, [("Dockerfile", &*pattern_dir.join("Dockerfile")), ("pattern.yaml", &*pattern_dir.join("pattern.yaml"))]);
+        assert_eq!(build.artifacts, [("download".to_owned(), PathBuf::from("/cache/sha256/1111"))]);
+        assert_eq!(build.args, BTreeMap::from([("BASE".to_owned(), "debian:12".to_owned())]));
+        assert!(build.tag.starts_with("pmesh/tool-tool:"), "{}", build.tag);
+        assert_eq!(output, serde_json::Value::String(build.tag.clone()), "the output names the built tag");
+        assert_eq!(built("{}", "FROM $BASE\n").0.tag, build.tag, "the same inputs, the same tag");
+        assert_ne!(built("base: photon:5", "FROM $BASE\n").0.tag, build.tag, "an arg changes it");
+        assert_ne!(built("{}", "FROM $BASE\nRUN true\n").0.tag, build.tag, "the Dockerfile changes it");
+    }
+}
