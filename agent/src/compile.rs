@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pmesh_proto::pattern::spec::{
-    Action as SpecAction, Artifact, Build, Container, Image, Mount, MountSource as SpecMount, PortValue, Probe as SpecProbe,
+    Action as SpecAction, Artifact, Container, Image, Mount, MountSource as SpecMount, PortValue, Probe as SpecProbe,
     Protocol as SpecProtocol, Restart, Service, Step,
 };
 use pmesh_proto::pattern::{self, ParamValue, Params, Pattern};
@@ -240,7 +240,9 @@ impl<'a> Compiler<'a> {
         let (steps, teardown) = self.steps()?;
         let artifacts = self.artifacts(&steps)?;
         let (pattern, inputs) = (self.pattern, self.inputs);
-        let outputs = outputs::plan_outputs(pattern, inputs.params, inputs.facts)?;
+        // `${image.NAME}` in outputs is the reference each image resolved to here.
+        let facts = pattern::RunFacts { images: self.image_refs.clone(), ..inputs.facts.clone() };
+        let outputs = outputs::plan_outputs(pattern, inputs.params, &facts)?;
         let plan = Plan {
             instance: inputs.instance.to_owned(),
             artifacts,
@@ -290,13 +292,9 @@ impl<'a> Compiler<'a> {
             let source = match image {
                 Image::Ref(reference) => self.pull(reference, &place)?,
                 Image::Load(artifact) => self.load(name, artifact, &place)?,
-                Image::Build(build) => self.build(name, build),
+                Image::Build(build) => self.build(name, build, &place)?,
             };
-            let reference = match &source {
-                ImageSource::Pull { reference, .. } => reference.clone(),
-                ImageSource::Load { tag, .. } | ImageSource::Build { tag, .. } => tag.clone(),
-            };
-            self.image_refs.insert(name.clone(), reference);
+            self.image_refs.insert(name.clone(), source.reference().to_owned());
             images.push(source);
         }
         Ok(images)
@@ -319,27 +317,6 @@ impl<'a> Compiler<'a> {
             self.inputs.artifacts.get(artifact).ok_or_else(|| CompileError(format!("{place}: artifact {artifact} is not in the cache")))?;
         let metadata = &self.pattern.metadata;
         Ok(ImageSource::Load { tarball: tarball.clone(), tag: format!("pmesh/{}-{name}:{}", metadata.name, metadata.version) })
-    }
-
-    /// An image built from the pattern's context directory, copied under `pattern/`, and
-    /// tagged by a digest of the context so a changed context builds anew.
-    fn build(&mut self, name: &str, build: &Build) -> ImageSource {
-        let pattern_dir = self.inputs.work_dir.join("pattern");
-        let prefix = format!("{}/", build.context.trim_end_matches('/'));
-        let context_files = || self.inputs.files.iter().filter(|(path, _)| path.starts_with(&prefix));
-        for (path, contents) in context_files() {
-            self.materials.files.insert(pattern_dir.join(path), contents.clone());
-        }
-        let digest = hex::encode(
-            &Sha256::digest(
-                context_files().flat_map(|(path, contents)| [path.as_bytes(), contents.as_slice()].concat()).collect::<Vec<u8>>(),
-            )[..6],
-        );
-        ImageSource::Build {
-            context: pattern_dir.join(&build.context),
-            dockerfile: build.dockerfile.clone(),
-            tag: format!("pmesh/{}-{name}:{digest}", self.pattern.metadata.name),
-        }
     }
 
     /// The steps to run, and the teardown steps apart.
@@ -578,6 +555,7 @@ pub fn new_run_id() -> String {
     format!("r{}{:04x}", now.as_secs(), rand::random::<u16>())
 }
 
+mod image_build;
 mod outputs;
 #[cfg(test)]
 mod tests;

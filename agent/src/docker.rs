@@ -5,7 +5,6 @@
 //! carries the owner labels it is given; listings filter by them.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,16 +13,18 @@ use bollard::models::{
     RestartPolicy as DockerRestart, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ImportImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
 use crate::executor::contract::ImageAction;
 use crate::executor::contract::{Driver, Found, Health, OutputStream, OwnerLabels};
-use crate::executor::plan::{ContainerSpec, ImageSource, MountSource, RestartPolicy};
+use crate::executor::plan::{BuildSpec, ContainerSpec, ImageSource, MountSource, RestartPolicy};
+
+mod build;
 
 /// What the agent reports about Docker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,14 +92,6 @@ fn restart(policy: RestartPolicy) -> DockerRestart {
     DockerRestart { name: Some(name), maximum_retry_count: None }
 }
 
-/// A tar of `context` for a build, entries sorted so equal folders give equal archives.
-fn context_tar(context: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", context).with_context(|| format!("packing build context {}", context.display()))?;
-    Ok(builder.into_inner()?)
-}
-
 #[async_trait::async_trait]
 impl Driver for DockerDriver {
     async fn has_image(&self, reference: &str) -> anyhow::Result<bool> {
@@ -146,22 +139,21 @@ impl Driver for DockerDriver {
                 }
                 Ok(ImageAction::Loaded)
             }
-            ImageSource::Build { context, dockerfile, tag } => {
-                if self.image_present(tag).await {
+            ImageSource::Build(spec) => {
+                if self.image_present(&spec.tag).await {
                     return Ok(ImageAction::Present);
                 }
-                let tar = context_tar(context)?;
-                let options = BuildImageOptionsBuilder::default().dockerfile(dockerfile).t(tag).rm(true).forcerm(true).build();
-                let mut build = self.docker.build_image(options, None, Some(bollard::body_full(tar.into())));
-                while let Some(progress) = build.next().await {
-                    let info = progress.with_context(|| format!("building {tag}"))?;
-                    if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
-                        bail!("building {tag}: {error}");
-                    }
+                let mut output = build::start(&self.docker, spec);
+                while let Some(chunk) = output.next().await {
+                    chunk?;
                 }
                 Ok(ImageAction::Built)
             }
         }
+    }
+
+    async fn build_image(&self, spec: &BuildSpec) -> anyhow::Result<OutputStream> {
+        Ok(build::start(&self.docker, spec))
     }
 
     async fn create(&self, name: &str, spec: &ContainerSpec, owner: &OwnerLabels, network: &str) -> anyhow::Result<String> {

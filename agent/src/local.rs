@@ -100,7 +100,7 @@ async fn compile_for(
     };
     // A local apply has no advertised address: the host's name stands for both.
     let host = crate::facts::hostname();
-    let facts = pattern::RunFacts { host_address: host.clone(), host_name: host };
+    let facts = pattern::RunFacts { host_address: host.clone(), host_name: host, ..Default::default() };
     let inputs = Inputs {
         files: &files,
         params: &params,

@@ -109,7 +109,11 @@ impl Runs {
     fn bundle_store(&self) -> Result<(BundleStore, pattern::RunFacts), StartError> {
         let enrolment = state::load_enrolment(&self.paths)?;
         let key = hex::decode(&enrolment.bundle_signing_key).map_err(|_| anyhow::anyhow!("the enrolment's bundle key is damaged"))?;
-        let facts = pattern::RunFacts { host_address: compile::host_of(&enrolment.advertise).to_owned(), host_name: enrolment.name };
+        let facts = pattern::RunFacts {
+            host_address: compile::host_of(&enrolment.advertise).to_owned(),
+            host_name: enrolment.name,
+            ..Default::default()
+        };
         Ok((BundleStore::new(&self.paths.data_dir, key), facts))
     }
 

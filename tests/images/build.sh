@@ -13,6 +13,9 @@ images=(
   "pmesh-test/ldap:bookworm-1|slapd,ldap-utils,openssl,ca-certificates"
   "pmesh-test/nfs:bookworm-1|nfs-ganesha,nfs-ganesha-vfs,rpcbind,nfs-common,libnfs-utils,netbase"
   "pmesh-test/ntp:bookworm-1|chrony,procps"
+  # The base basic/ovftool's tests build on: the libraries OVF Tool loads (libnsl.so.1 from
+  # libc6, libcrypt.so.1, libncurses.so.5) and unzip for the .zip form.
+  "pmesh-test/ovftool-base:bookworm-1|libcrypt1,libnsl2,libncurses5,unzip"
 )
 
 need_root_tools() {

@@ -14,7 +14,9 @@ use anyhow::{bail, Context};
 pub mod chaos;
 pub mod docker;
 pub mod http;
+pub mod processes;
 pub mod proxy;
+pub mod standins;
 
 /// The built binary `name`, from `$PMESH_BIN_DIR` (the benchmark points it at release
 /// builds), else the workspace's debug target directory.

@@ -389,6 +389,18 @@ fn applying_again_converges_and_destroy_removes_only_the_instance() {
     docker(&["rm", "-f", &bystander]);
 }
 
+/// A build of the Dockerfile alone in `context`.
+fn build_spec(context: &std::path::Path, tag: &str) -> BuildSpec {
+    BuildSpec {
+        name: "tools".into(),
+        files: vec![("Dockerfile".into(), context.join("Dockerfile"))],
+        dockerfile: "Dockerfile".into(),
+        artifacts: Vec::new(),
+        args: Default::default(),
+        tag: tag.to_owned(),
+    }
+}
+
 /// Images by `docker load` from a tarball and by a build from a context folder, both from the
 /// local tool image (nothing is pulled).
 #[test]
@@ -413,7 +425,7 @@ fn images_load_from_a_tarball_and_build_from_a_context() {
     std::fs::create_dir(&context).expect("context dir");
     std::fs::write(context.join("Dockerfile"), format!("FROM {TOOLS_IMAGE}\nRUN echo built-by-pmesh > /built\n")).expect("Dockerfile");
     let built_tag = format!("pmesh-test/built:{suffix}");
-    let build = ImageSource::Build { context, dockerfile: "Dockerfile".into(), tag: built_tag.clone() };
+    let build = ImageSource::Build(build_spec(&context, &built_tag));
     assert_eq!(harness.runtime.block_on(harness.driver.ensure_image(&build)).expect("build"), ImageAction::Built);
     assert_eq!(docker(&["run", "--rm", &built_tag, "cat", "/built"]), "built-by-pmesh");
     docker(&["rmi", &built_tag]);
@@ -421,7 +433,7 @@ fn images_load_from_a_tarball_and_build_from_a_context() {
     let broken = work.path().join("broken");
     std::fs::create_dir(&broken).expect("dir");
     std::fs::write(broken.join("Dockerfile"), format!("FROM {TOOLS_IMAGE}\nRUN exit 9\n")).expect("Dockerfile");
-    let failing = ImageSource::Build { context: broken, dockerfile: "Dockerfile".into(), tag: format!("pmesh-test/broken:{suffix}") };
+    let failing = ImageSource::Build(build_spec(&broken, &format!("pmesh-test/broken:{suffix}")));
     let err = harness.runtime.block_on(harness.driver.ensure_image(&failing)).expect_err("a failing build fails");
     assert!(format!("{err:#}").contains("returned a non-zero code: 9"), "{err:#}");
 }

@@ -12,11 +12,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use pmesh_tests::docker::{docker, docker_output};
+use pmesh_tests::processes::Watch;
 use pmesh_tests::{bin, files_under, free_port, Mesh, Run};
 
 const LDAP_IMAGE: &str = "pmesh-test/ldap:bookworm-1";
@@ -61,47 +60,6 @@ impl Directory {
 
     fn secrets(&self) -> Vec<String> {
         self.users.values().map(|(_, password)| password.clone()).chain([self.bind_password.clone()]).collect()
-    }
-}
-
-/// Watches every process's command line and environment for the secrets until dropped.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<String>>>,
-    thread: Option<std::thread::JoinHandle<usize>>,
-}
-
-impl Watch {
-    fn start(secrets: Vec<String>) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop_flag, found) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let mut scans = 0;
-            while !stop_flag.load(Ordering::SeqCst) {
-                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    for part in ["cmdline", "environ"] {
-                        let Ok(bytes) = std::fs::read(entry.path().join(part)) else { continue };
-                        let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
-                        if secrets.iter().any(|secret| text.contains(secret.as_str())) {
-                            found.lock().expect("lock").push(format!("{}/{part}: {text}", entry.path().display()));
-                        }
-                    }
-                }
-                scans += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            scans
-        });
-        Watch { stop, seen, thread: Some(thread) }
-    }
-
-    /// Stops watching; the number of scans made and what was seen.
-    fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let scans = self.thread.take().map(|thread| thread.join().expect("the watch thread")).unwrap_or(0);
-        let seen = self.seen.lock().expect("lock").clone();
-        (scans, seen)
     }
 }
 
@@ -264,7 +222,7 @@ fn the_ldap_pattern_serves_vcenter_shaped_entries_converges_and_keeps_its_data()
     let carol_password = random_password("carol");
     let bob_password = directory_password(&directory, "bob");
     let secrets = [directory.secrets(), vec![carol_password.clone()]].concat();
-    let watch = Watch::start(secrets.clone());
+    let watch = Watch::start(secrets.clone(), &["cmdline", "environ"]);
     let first = lab.agent("apply", &directory);
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
     // The password files are readable by the agent's user only (the directory step reads them
@@ -419,7 +377,7 @@ fn ldap_passwords_reach_no_event_log_stored_record_or_command_line() -> anyhow::
     // The watch must see what it looks for: a process carrying a marker as an argument.
     let marker = random_password("marker");
     let mut marked = Command::new("sh").args(["-c", "sleep 60", &marker]).spawn()?;
-    let watch = Watch::start([directory.secrets(), vec![marker.clone()]].concat());
+    let watch = Watch::start([directory.secrets(), vec![marker.clone()]].concat(), &["cmdline", "environ"]);
     let run = mesh.pmesh(&["run", "ldap", "--on", "pc-1", "--instance", &instance.0, "-f", values.to_str().expect("utf-8")]);
     let (scans, seen) = watch.finish();
     let _ = marked.kill();

@@ -71,7 +71,7 @@ outputs:
         let pattern = pattern::parse(&files).expect("the pattern parses");
         let supplied = pattern::values_from_yaml("values", values).expect("values");
         let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
-        let facts = RunFacts { host_address: host_of("[fd00::5]:7444").to_owned(), host_name: "pc-1".to_owned() };
+        let facts = RunFacts { host_address: host_of("[fd00::5]:7444").to_owned(), host_name: "pc-1".to_owned(), ..Default::default() };
         let outputs = plan_outputs(&pattern, &params, &facts)?;
         Ok(outputs.into_iter().map(|output| (output.name.clone(), output)).collect())
     }

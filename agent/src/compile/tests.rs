@@ -155,5 +155,5 @@ steps:
 }
 
 fn facts() -> pattern::RunFacts {
-    pattern::RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned() }
+    pattern::RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned(), ..Default::default() }
 }

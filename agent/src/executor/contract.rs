@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::plan::{ContainerSpec, ImageSource};
+use super::plan::{BuildSpec, ContainerSpec, ImageSource};
 
 /// Label keys pmesh puts on everything it creates in Docker.
 pub mod labels {
@@ -115,6 +115,10 @@ impl ImageAction {
 pub trait Driver: Send + Sync + 'static {
     /// Makes the image available; returns what was done.
     async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<ImageAction>;
+    /// Starts building `build`: the build's output as it comes (Docker's `Step 2/5 : …`
+    /// lines and the commands' own), ending with an error that says why when the build
+    /// fails. The image is tagged `build.tag` once the stream ends without one.
+    async fn build_image(&self, build: &BuildSpec) -> anyhow::Result<OutputStream>;
     /// Whether an image with this reference is on the host (nothing is pulled).
     async fn has_image(&self, reference: &str) -> anyhow::Result<bool>;
     /// Creates (without starting) a container named `name` on the instance network.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::contract::{labels, ArtifactGuard, Artifacts, Driver, Found, Health, OutputStream, OwnerLabels, Transfer};
 use super::events::ImageAction;
-use super::plan::{ContainerSpec, ImageSource, PlannedArtifact};
+use super::plan::{BuildSpec, ContainerSpec, ImageSource, PlannedArtifact};
 
 /// The exit code of a stopped (killed) container.
 pub const STOPPED: i64 = 137;
@@ -71,6 +71,7 @@ impl Behaviour {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     EnsureImage(String),
+    BuildImage(String),
     EnsureNetwork(String),
     Create { id: String, name: String, step: String, spec_hash: String, kind: String },
     Start(String),
@@ -123,6 +124,8 @@ struct State {
     /// Per step, the results of the next execs into its container.
     exec_results: HashMap<String, VecDeque<(i64, Vec<String>)>>,
     images: HashMap<String, ImageAction>,
+    /// Per tag, the output of its next build and the error it ends with, if any.
+    builds: HashMap<String, (Vec<String>, Option<String>)>,
     /// Per step and path, the files its containers hold.
     files: HashMap<(String, String), Vec<u8>>,
     networks: Vec<String>,
@@ -186,6 +189,13 @@ impl FakeDriver {
     /// `ensure_image` of `reference` answers `action` (otherwise `Present`).
     pub fn image(&self, reference: &str, action: ImageAction) {
         self.lock().images.insert(reference.to_owned(), action);
+    }
+
+    /// Building `tag` prints `lines`, then fails with `error` when one is given (and tags the
+    /// image otherwise); without this, a build prints nothing and succeeds.
+    pub fn build(&self, tag: &str, lines: &[&str], error: Option<&str>) {
+        let lines = lines.iter().map(|line| (*line).to_owned()).collect();
+        self.lock().builds.insert(tag.to_owned(), (lines, error.map(str::to_owned)));
     }
 
     /// A container created before the run but never started (an agent killed between create
@@ -297,12 +307,21 @@ impl FakeDriver {
 #[async_trait::async_trait]
 impl Driver for FakeDriver {
     async fn ensure_image(&self, source: &ImageSource) -> anyhow::Result<ImageAction> {
-        let reference = match source {
-            ImageSource::Pull { reference, .. } => reference,
-            ImageSource::Load { tag, .. } | ImageSource::Build { tag, .. } => tag,
-        };
-        self.record(Call::EnsureImage(reference.clone()));
+        let reference = source.reference();
+        self.record(Call::EnsureImage(reference.to_owned()));
         Ok(self.lock().images.get(reference).copied().unwrap_or(ImageAction::Present))
+    }
+
+    async fn build_image(&self, build: &BuildSpec) -> anyhow::Result<OutputStream> {
+        self.record(Call::BuildImage(build.tag.clone()));
+        let mut state = self.lock();
+        let (lines, error) = state.builds.get(&build.tag).cloned().unwrap_or_default();
+        if error.is_none() {
+            state.images.insert(build.tag.clone(), ImageAction::Built);
+        }
+        let mut output: Vec<anyhow::Result<bytes::Bytes>> = lines.iter().map(|line| Ok(bytes::Bytes::from(format!("{line}\n")))).collect();
+        output.extend(error.map(|error| Err(anyhow::anyhow!(error))));
+        Ok(Box::pin(futures_util::stream::iter(output)))
     }
 
     async fn has_image(&self, reference: &str) -> anyhow::Result<bool> {

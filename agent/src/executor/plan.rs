@@ -100,8 +100,38 @@ pub enum ImageSource {
     Pull { reference: String, auth: Option<RegistryAuth> },
     /// `docker load` from a tarball; `tag` is the reference it provides.
     Load { tarball: PathBuf, tag: String },
-    /// Built from a context folder, tagged `tag`.
-    Build { context: PathBuf, dockerfile: String, tag: String },
+    /// Built from a context folder, tagged by what it is built from.
+    Build(BuildSpec),
+}
+
+impl ImageSource {
+    /// The reference steps run: the pulled reference, or the tag loaded or built.
+    pub fn reference(&self) -> &str {
+        match self {
+            ImageSource::Pull { reference, .. } => reference,
+            ImageSource::Load { tag, .. } => tag,
+            ImageSource::Build(build) => &build.tag,
+        }
+    }
+}
+
+/// An image built on the agent: the context's files, the artifacts placed beside them, and
+/// the build args. The tag is a digest of all of them (see `compile::image_build`), so a
+/// present tag means an image built from exactly these inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildSpec {
+    /// The image's name in the pattern; its build is reported as the step `image:NAME`.
+    pub name: String,
+    /// The context's files, exactly: (path in the context, path on disk). Packed from this
+    /// list, not from a directory, so a file left over from an older version of the pattern
+    /// never reaches a build its tag does not describe.
+    pub files: Vec<(String, PathBuf)>,
+    /// Relative to the context.
+    pub dockerfile: String,
+    /// Files placed at the context's root for the build: (name, path in the artifact cache).
+    pub artifacts: Vec<(String, PathBuf)>,
+    pub args: BTreeMap<String, String>,
+    pub tag: String,
 }
 
 /// Registry credentials for a pull. The password is a secret.

@@ -45,7 +45,7 @@ pub async fn preview(driver: &dyn Driver, artifacts: &dyn Artifacts, plan: &Plan
         let (reference, absent) = match image {
             ImageSource::Pull { reference, .. } => (reference, "pull"),
             ImageSource::Load { tag, .. } => (tag, "load"),
-            ImageSource::Build { tag, .. } => (tag, "build"),
+            ImageSource::Build(build) => (&build.tag, "build"),
         };
         let action = if driver.has_image(reference).await? { "present" } else { absent };
         planned.push(Planned::new("image", reference, action, ""));

@@ -3,7 +3,8 @@
 //! read them.
 //!
 //! An output takes exactly one source: `value`, a string of placeholders (`${param}`,
-//! `${host.address}`: the agent's advertised address, `${host.name}`: the agent's name), or
+//! `${host.address}`: the agent's advertised address, `${host.name}`: the agent's name,
+//! `${image.NAME}`: the reference an image of the pattern resolved to), or
 //! `from`, a file read from a run or service step's container after the run. The model is
 //! here; `decode::outputs` reads and lints it; [`render_value`] and [`typed_text`] turn a
 //! source into a typed JSON value for a run (the agent reads `from` files itself: proto does
@@ -21,13 +22,17 @@ use super::values::{self, Params};
 /// The run facts an output's `value` may name, besides params.
 pub const FACTS: [&str; 2] = ["host.address", "host.name"];
 
-/// The facts of the run on its agent that `${host.address}` and `${host.name}` stand for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The facts of the run on its agent that `${host.address}`, `${host.name}` and
+/// `${image.NAME}` stand for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunFacts {
     /// The agent's advertised address, without the port.
     pub host_address: String,
     /// The agent's name.
     pub host_name: String,
+    /// The reference each image of the pattern resolved to on the agent (a built image's
+    /// tag), by name: what another pattern's `images` can `ref`.
+    pub images: BTreeMap<String, String>,
 }
 
 /// One piece of an output's `value`.
@@ -41,6 +46,11 @@ pub(crate) enum ValuePiece {
     /// `${host.address}` or `${host.name}` (a name of [`FACTS`]).
     Fact {
         name: &'static str,
+    },
+    /// `${image.NAME}`: the reference image NAME resolved to.
+    Image {
+        name: String,
+        offset: usize,
     },
     Malformed {
         message: String,
@@ -58,12 +68,14 @@ pub(crate) fn scan(text: &str) -> Vec<ValuePiece> {
             Piece::Param { name, offset } => ValuePiece::Param { name, offset },
             Piece::Malformed { message, offset } => {
                 let rest: String = chars[offset..].iter().collect();
+                let image = rest.strip_prefix("${image.").and_then(|name| name.split_once('}')).map(|(name, _)| name.to_owned());
                 match FACTS.iter().find(|fact| rest.starts_with(&format!("${{{fact}}}"))) {
                     Some(name) => ValuePiece::Fact { name },
+                    None if image.is_some() => ValuePiece::Image { name: image.unwrap_or_default(), offset },
                     None if rest.starts_with("${host.") => {
                         let name: String = rest[2..].chars().take_while(|ch| *ch != '}').collect();
                         let message = format!(
-                            "unknown placeholder `${{{name}}}`; an output may use params, `${{host.address}}` and `${{host.name}}`"
+                            "unknown placeholder `${{{name}}}`; an output may use params, `${{host.address}}`, `${{host.name}}` and `${{image.NAME}}`"
                         );
                         ValuePiece::Malformed { message, offset }
                     }
@@ -102,6 +114,11 @@ pub fn render_value(name: &str, output: &Output, text: &str, params: &Params, fa
             ValuePiece::Literal(literal) => rendered.push_str(&literal),
             ValuePiece::Fact { name: "host.address" } => rendered.push_str(&facts.host_address),
             ValuePiece::Fact { .. } => rendered.push_str(&facts.host_name),
+            ValuePiece::Image { name: image, .. } => {
+                let reference =
+                    facts.images.get(&image).ok_or_else(|| fail(format!("`${{image.{image}}}`: no image `{image}` in this run")))?;
+                rendered.push_str(reference);
+            }
             ValuePiece::Param { name: param, .. } => {
                 let value = params.get(&param).ok_or_else(|| fail(format!("`${{{param}}}`: param `{param}` has no value")))?;
                 let text = value.as_text().ok_or_else(|| fail(format!("`${{{param}}}`: param `{param}` is a list or a map")))?;
@@ -213,7 +230,11 @@ mod tests {
     }
 
     fn facts() -> RunFacts {
-        RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned() }
+        RunFacts {
+            host_address: "10.0.0.5".to_owned(),
+            host_name: "pc-1".to_owned(),
+            images: BTreeMap::from([("tool".to_owned(), "pmesh/p-tool:0123".to_owned())]),
+        }
     }
 
     fn params() -> Params {
@@ -230,6 +251,7 @@ mod tests {
         assert_eq!(render(OutputType::String, "${host.name} at ${host.address}:${port}"), Ok("pc-1 at 10.0.0.5:5353".into()));
         assert_eq!(render(OutputType::Port, "${port}"), Ok(serde_json::json!(5353)));
         assert_eq!(render(OutputType::Ip, "${host.address}"), Ok("10.0.0.5".into()));
+        assert_eq!(render(OutputType::String, "${image.tool}"), Ok("pmesh/p-tool:0123".into()));
         assert_eq!(render(OutputType::Url, "ldaps://${host.address}:${port}"), Ok("ldaps://10.0.0.5:5353".into()));
         assert_eq!(render(OutputType::List, "${zones}"), Ok(serde_json::json!(["lab.local"])));
         assert_eq!(

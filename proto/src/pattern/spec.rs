@@ -250,6 +250,13 @@ pub struct Build {
     /// The Dockerfile, relative to the context.
     #[serde(default = "default_dockerfile")]
     pub dockerfile: String,
+    /// Artifacts placed in the context, each at its root under its name (the user's
+    /// download of a tool, say); their sha256s are part of the image's tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+    /// Build args (`ARG`), which may hold placeholders but never a secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
 }
 
 fn default_dockerfile() -> String {

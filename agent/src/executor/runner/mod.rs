@@ -2,7 +2,8 @@
 //! the plan's limit, converging on what already exists, and reporting every change as an
 //! event.
 //!
-//! A run goes through `fetch` (the plan's artifacts), `prepare` (networks and images), then
+//! A run goes through `fetch` (the plan's artifacts), `prepare` (networks and images, a
+//! build reported as the step `image:NAME`), then
 //! `walk` (the DAG within `max_parallel`), where each step's attempts, retries and timeouts
 //! are the business of `attempts` and each step kind has its file under `steps`. `logs`
 //! turns container output into events; `destroy` removes an instance. This file
@@ -40,6 +41,7 @@ use super::contract::{self, labels, Artifacts, Driver, OwnerLabels};
 use super::events::{Event, EventKind, Outcome, Redactor};
 use super::plan::Plan;
 use fetch::Fetched;
+use prepare::Prepared;
 
 pub use logs::progress;
 pub use outputs::MAX_OUTPUT_FILE;
@@ -191,12 +193,10 @@ impl Runner {
             });
         }
         let mut outcome = match self.fetch(&plan, &scope).await {
-            Fetched::Ready(_in_use) => match self.prepare(&plan).await {
-                Ok(()) => self.walk(plan.clone(), scope.clone()).await,
-                Err(failure) => {
-                    self.emit_failed(&run_id, "prepare", failure).await;
-                    Outcome::Failed
-                }
+            Fetched::Ready(_in_use) => match self.prepare(&plan, &scope).await {
+                Prepared::Ready => self.walk(plan.clone(), scope.clone()).await,
+                Prepared::Failed => Outcome::Failed,
+                Prepared::Cancelled => Outcome::Cancelled,
             },
             Fetched::Failed => Outcome::Failed,
             Fetched::Cancelled => Outcome::Cancelled,

@@ -6,6 +6,7 @@
 //! files and steps) are checked where they are written. The step graph is checked last.
 
 mod fields;
+mod images;
 mod outputs;
 mod params;
 mod steps;
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::{Mark, Report};
 use super::formats;
-use super::spec::{Artifact, Build, Category, FileSpec, Image, Metadata, ParamType, Pattern, StepKind, API_VERSION, KIND};
+use super::spec::{Artifact, Category, FileSpec, Metadata, ParamType, Pattern, StepKind, API_VERSION, KIND};
 use super::template;
 use super::yaml::Node;
 pub(crate) use fields::Fields;
@@ -22,8 +23,6 @@ pub(crate) use fields::Fields;
 pub(crate) const TOP_FIELDS: [&str; 9] = ["apiVersion", "kind", "metadata", "params", "artifacts", "images", "files", "steps", "outputs"];
 const METADATA_FIELDS: [&str; 4] = ["name", "version", "description", "category"];
 const ARTIFACT_FIELDS: [&str; 5] = ["url", "urls", "sha256", "size", "auth"];
-const IMAGE_FIELDS: [&str; 3] = ["ref", "load", "build"];
-const BUILD_FIELDS: [&str; 2] = ["context", "dockerfile"];
 const FILE_FIELDS: [&str; 3] = ["path", "template", "dest"];
 
 /// How the names of a mapping's entries are checked.
@@ -277,58 +276,6 @@ impl Decoder<'_> {
         Some(text)
     }
 
-    fn image(&mut self, name: &str, key: &Node, node: &Node) -> Option<Image> {
-        let fields = self.fields(node, key.mark, &IMAGE_FIELDS, &format!("image `{name}`"))?;
-        let present: Vec<(&Node, &Node)> = IMAGE_FIELDS.iter().filter_map(|field| fields.get(field)).collect();
-        match present.as_slice() {
-            [] => {
-                self.report.error(key.mark, format!("image `{name}` needs one of `ref`, `load` or `build`"));
-                None
-            }
-            [(field, value)] => match field.as_str() {
-                Some("ref") => {
-                    let text = self.text(value, false)?;
-                    let problem = if text.contains("${") { None } else { formats::image_ref_problem(&text) };
-                    match problem {
-                        Some(problem) => {
-                            self.report.error(value.mark, problem);
-                            None
-                        }
-                        None => Some(Image::Ref(text)),
-                    }
-                }
-                Some("load") => self.reference(value, "artifact").map(Image::Load),
-                _ => self.build(field, value).map(Image::Build),
-            },
-            [_, (second, _), ..] => {
-                self.report.error(second.mark, format!("image `{name}` takes one of `ref`, `load` or `build`, not several"));
-                None
-            }
-        }
-    }
-
-    fn build(&mut self, key: &Node, node: &Node) -> Option<Build> {
-        let fields = self.fields(node, key.mark, &BUILD_FIELDS, "build")?;
-        let (_, context_node) = fields.required(self, "context")?;
-        let context = self.path(context_node, true)?;
-        let dockerfile = match fields.get("dockerfile") {
-            Some((_, node)) => self.path(node, false)?,
-            None => "Dockerfile".to_owned(),
-        };
-        let prefix = if context == "." { String::new() } else { format!("{context}/") };
-        if !self.files.keys().any(|file| file.starts_with(&prefix)) {
-            self.report.error(context_node.mark, format!("build context `{context}` is not a directory of the pattern"));
-            return None;
-        }
-        let dockerfile_path = format!("{prefix}{dockerfile}");
-        if !self.files.contains_key(&dockerfile_path) {
-            let mark = fields.get("dockerfile").map_or(context_node.mark, |(_, node)| node.mark);
-            self.report.error(mark, format!("the Dockerfile `{dockerfile_path}` is not in the pattern"));
-            return None;
-        }
-        Some(Build { context, dockerfile })
-    }
-
     fn files(&mut self, node: &Node) -> Option<Vec<FileSpec>> {
         let items = self.sequence(node)?;
         let mut specs = Some(Vec::new());
@@ -382,7 +329,7 @@ impl Decoder<'_> {
     }
 
     /// A path inside the pattern directory (`.` allowed for build contexts).
-    fn path(&mut self, node: &Node, allow_dot: bool) -> Option<String> {
+    pub(super) fn path(&mut self, node: &Node, allow_dot: bool) -> Option<String> {
         let text = self.string(node)?;
         if allow_dot && text == "." {
             return Some(text);

@@ -81,6 +81,14 @@ impl Decoder<'_> {
                     literal = false;
                     continue;
                 }
+                ValuePiece::Image { name: image, offset } => {
+                    literal = false;
+                    if !self.scope.images.contains(&image) {
+                        self.report.error(node.mark_at(offset), format!("`${{image.{image}}}`: `{image}` is not an image of the pattern"));
+                        clean = false;
+                    }
+                    continue;
+                }
                 ValuePiece::Malformed { message, offset } => {
                     self.report.error(node.mark_at(offset), message);
                     clean = false;

@@ -11,6 +11,7 @@
 //! - `reload`: a service reloaded in place when only its `dir` files changed.
 
 mod attempts;
+mod build;
 mod converge;
 mod outputs;
 mod phases;
