@@ -15,6 +15,7 @@ pub mod chaos;
 pub mod docker;
 pub mod http;
 pub mod proxy;
+pub mod vcsim;
 
 /// The built binary `name`, from `$PMESH_BIN_DIR` (the benchmark points it at release
 /// builds), else the workspace's debug target directory.
