@@ -274,3 +274,70 @@ fn three_hosts_deploy_converge_grow_to_four_and_destroy_only_their_own() -> anyh
     assert!(seen.is_empty(), "a password was on a command line: {} line(s)", seen.len());
     Ok(())
 }
+
+/// Through a master and an agent: the OVA from the master's depot, `pmesh run` showing each
+/// host as its own step, the marks naming the agent, and the instance's outputs listing the
+/// hosts and their DNS records.
+#[test]
+fn through_the_mesh_the_hosts_are_the_instances_outputs() -> anyhow::Result<()> {
+    const AGENT: &str = "pc-1";
+    let dir = tempfile::tempdir()?;
+    let instance = Instance::new("esxi-mesh");
+    let vcsim = Vcsim::start(&format!("pmesh-{AGENT}-{}", instance.0))?;
+    let ova = stub_ova(dir.path())?;
+    let pattern = pattern_for(&ova, dir.path());
+    let mesh = pmesh_tests::Mesh::init()?;
+    let _master = mesh.start_master()?;
+    mesh.enrol(AGENT, &[])?;
+    let _agent = mesh.start_agent(AGENT, &[])?;
+    let added = mesh.pmesh(&["artifact", "add", ova.to_str().expect("utf-8")]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let push = mesh.pmesh(&["pattern", "push", pattern.to_str().expect("utf-8")]);
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    let values_file = dir.path().join("secrets.yaml");
+    std::fs::write(&values_file, format!("password: {}\nesxi_password: esxi-{}\n", vcsim.password, vcsim.password))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    std::fs::create_dir_all(dir.path().join("pin"))?;
+    std::fs::write(dir.path().join("pin/known_hosts"), format!("vcsim {}\n", vcsim.thumbprint))?;
+    let pin = vec![format!("{}:/pin:ro", dir.path().join("pin").display())];
+    let guest = std::thread::spawn(guests(vcsim.network.name.clone(), pin, instance.0.clone(), stop.clone(), &vcsim));
+    let values = [
+        format!("url={}", vcsim.url()),
+        format!("username={VCSIM_USER}"),
+        format!("thumbprint={}", vcsim.thumbprint),
+        format!("govc_image={GOVC_IMAGE}"),
+        "ova_url=http://127.0.0.1:9/unused.ova".to_owned(),
+        "hosts=esxi-11,esxi-12".to_owned(),
+        "first_ip=10.0.1.11".to_owned(),
+        "gateway=10.0.1.1".to_owned(),
+        "dns=10.0.1.2".to_owned(),
+        "domain=lab.local".to_owned(),
+    ];
+    let mut args = vec!["run", "nested-esxi", "--on", AGENT, "--instance", &instance.0, "-f", values_file.to_str().expect("utf-8")];
+    for value in &values {
+        args.extend(["-p", value]);
+    }
+    let run = mesh.pmesh(&args);
+    stop.store(true, Ordering::SeqCst);
+    guest.join().expect("the guest thread");
+    assert_eq!(run.code, 0, "{}\n{}\n{}", run.stdout, run.stderr, vcsim.logs());
+    for host in ["esxi-11", "esxi-12"] {
+        assert!(run.stdout.contains(&format!("deploy[{host}]")), "each host is its own line in the live view: {}", run.stdout);
+        let extra: BTreeMap<String, String> = vcsim.extra_config(host).into_iter().collect();
+        assert_eq!(extra.get("pmesh.agent").map(String::as_str), Some(AGENT), "{host}");
+        assert_eq!(extra.get("pmesh.instance"), Some(&instance.0), "{host}");
+    }
+    let shown = mesh.pmesh(&["instances", "show", &instance.0, "-o", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("instances show -o json");
+    assert_eq!(
+        shown["outputs"]["hosts"]["value"],
+        serde_json::json!(["esxi-11 esxi-11.lab.local 10.0.1.11", "esxi-12 esxi-12.lab.local 10.0.1.12"])
+    );
+    assert_eq!(shown["outputs"]["dns_records"]["value"], serde_json::json!(["esxi-11 A 10.0.1.11", "esxi-12 A 10.0.1.12"]));
+    let esxi_password = format!("esxi-{}", vcsim.password);
+    for secret in [vcsim.password.as_str(), esxi_password.as_str()] {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "a password is in the output");
+    }
+    Ok(())
+}
