@@ -17,6 +17,13 @@ impl Compiler<'_> {
     pub(super) fn repeated(&mut self, name: &str, step: &Step, repeat: &Repeat) -> Result<Vec<PlannedStep>, CompileError> {
         let place = format!("steps.{name}.repeat");
         let items = self.repeat_items(repeat, &place)?;
+        let parallel = match &repeat.parallel {
+            Count::Number(parallel) => *parallel as usize,
+            Count::Param(param) => match self.inputs.params.get(param) {
+                Some(ParamValue::Integer(parallel)) if (1..=MAX_REPETITIONS as i64).contains(parallel) => *parallel as usize,
+                _ => return Err(CompileError(format!("{place}.parallel: param {param} is not a number from 1 to {MAX_REPETITIONS}"))),
+            },
+        };
         let mut planned = Vec::with_capacity(items.len());
         for (idx, item) in items.iter().enumerate() {
             let mut values: BTreeMap<String, ParamValue> =
@@ -29,7 +36,7 @@ impl Compiler<'_> {
             self.placeholders = shared;
             let mut repetition = compiled?;
             repetition.name = repetition_name(name, item);
-            repetition.group = Some(Group { step: name.to_owned(), parallel: repeat.parallel.max(1) as usize });
+            repetition.group = Some(Group { step: name.to_owned(), parallel: parallel.max(1) });
             planned.push(repetition);
         }
         Ok(planned)

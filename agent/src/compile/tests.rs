@@ -170,6 +170,7 @@ metadata: {name: rep, version: 1.0.0, category: workload-domain}
 params:
   hosts: {type: list, default: [esxi-01, esxi-02, esxi-03]}
   disks: {type: integer, default: 2}
+  at_once: {type: integer, default: 2}
 images:
   base: {ref: "debian:12"}
 steps:
@@ -178,7 +179,7 @@ steps:
     image: base
     command: [deploy, "${item}", "${index}"]
     env: {HOST: "${item}", OWNER: "${pmesh_agent}/${pmesh_instance}"}
-    repeat: {over: "${hosts}", parallel: 2}
+    repeat: {over: "${hosts}", parallel: "${at_once}"}
   disk:
     kind: run
     image: base
@@ -225,6 +226,9 @@ steps:
     let Action::Run(disk) = &step("disk[2]").action else { panic!("a run step") };
     assert_eq!(disk.command, ["disk-2"]);
     assert_eq!(compile_with("disks: 0").expect("no disks").plan.steps.len(), 4, "a count of 0 repeats nothing");
+    let bounded = compile_with("at_once: 3").expect("it compiles").plan;
+    assert_eq!(bounded.steps[0].group.as_ref().map(|group| group.parallel), Some(3), "parallel from a param");
+    assert!(compile_with("at_once: 0").is_err(), "at least one at once");
     let refused = compile_with("hosts: [esxi-01, \"bad name\"]").err().expect("a space cannot name a step");
     assert!(refused.to_string().contains("item `bad name` cannot name a repetition"), "{refused}");
     let twice = compile_with("hosts: [a, a]").err().expect("one name, two repetitions");

@@ -28,12 +28,13 @@ pub struct Repeat {
     /// A number of repetitions, `${index}` from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<Count>,
-    /// At most this many repetitions at once (default 1).
+    /// At most this many repetitions at once (default 1): a number or an integer param.
     #[serde(default = "default_parallel")]
-    pub parallel: u32,
+    pub parallel: Count,
 }
 
-/// A count given as a number or as a `${param}` placeholder naming an integer param.
+/// A count (of repetitions, or of those at once) given as a number or as a `${param}`
+/// placeholder naming an integer param.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Count {
@@ -43,8 +44,8 @@ pub enum Count {
     Param(String),
 }
 
-fn default_parallel() -> u32 {
-    1
+fn default_parallel() -> Count {
+    Count::Number(1)
 }
 
 /// The step name a repetition runs under: `STEP[ITEM]`.

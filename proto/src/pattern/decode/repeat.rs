@@ -14,13 +14,13 @@ impl Decoder<'_> {
     pub(super) fn repeat(&mut self, key: &Node, node: &Node) -> Option<Repeat> {
         let fields = self.fields(node, key.mark, &REPEAT_FIELDS, "repeat")?;
         let parallel = match fields.get("parallel") {
-            Some((_, node)) => self.integer(node, 1, MAX_REPETITIONS as i64).map(|parallel| parallel as u32),
-            None => Some(1),
+            Some((_, node)) => self.repeat_count(node, "`parallel`"),
+            None => Some(Count::Number(1)),
         };
         let (over, count) = (fields.get("over"), fields.get("count"));
         let (over, count) = match (over, count) {
             (Some((_, over)), None) => (Some(self.repeat_over(over)?), None),
-            (None, Some((_, count))) => (None, Some(self.repeat_count(count)?)),
+            (None, Some((_, count))) => (None, Some(self.repeat_count(count, "a count")?)),
             (None, None) => {
                 self.report.error(key.mark, "`repeat` needs one of `over` (a list param) and `count`");
                 return None;
@@ -59,18 +59,21 @@ impl Decoder<'_> {
         }
     }
 
-    /// `count: 3` or `count: "${n}"` (an integer param that always has a value).
-    fn repeat_count(&mut self, node: &Node) -> Option<Count> {
+    /// `count: 3` or `count: "${n}"` (an integer param that always has a value); `parallel`
+    /// too (`what` names which in messages).
+    fn repeat_count(&mut self, node: &Node, what: &str) -> Option<Count> {
+        let min = 1;
         if node.as_int().is_some() || node.is_integer_out_of_range() {
-            return self.integer(node, 1, MAX_REPETITIONS as i64).map(|count| Count::Number(count as u64));
+            return self.integer(node, min, MAX_REPETITIONS as i64).map(|count| Count::Number(count as u64));
         }
         let Some(name) = node.as_str().and_then(placeholder::whole) else {
-            self.report.error(node.mark, format!("expected a count (1 to {MAX_REPETITIONS}) or `${{param}}`, found {}", node.describe()));
+            self.report
+                .error(node.mark, format!("expected a number ({min} to {MAX_REPETITIONS}) or `${{param}}`, found {}", node.describe()));
             return None;
         };
         let problem = match self.scope.params.get(&name).and_then(|info| info.kind) {
             Some(kind) if kind != ParamType::Integer => {
-                Some(format!("`${{{name}}}`: param `{name}` is a {}, but a count needs an integer param", kind.name()))
+                Some(format!("`${{{name}}}`: param `{name}` is a {}, but {what} needs an integer param", kind.name()))
             }
             _ => self.placeholder_problem(&name, false),
         };
