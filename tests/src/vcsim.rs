@@ -144,6 +144,13 @@ impl Vcsim {
             .unwrap_or_default()
     }
 
+    /// The PEM of the simulator's (self-signed) certificate, for a pattern's `ca_certificate`.
+    pub fn certificate_pem(&self) -> String {
+        let path = self.pin_dir.path().join("vcsim.pem");
+        docker(&["cp", &format!("{}:/tmp/vcsim.pem", self.container), path.to_str().expect("utf-8")]);
+        std::fs::read_to_string(path).expect("the copied certificate")
+    }
+
     /// The simulator's own log, for failure messages.
     pub fn logs(&self) -> String {
         docker(&["logs", "--tail", "50", &self.container])
