@@ -56,11 +56,22 @@ impl Handles {
         // sled's page cache defaults to 1 GiB; the master's records are small, so a bounded
         // cache keeps its memory to what it holds. (This did not stop the growth the 500-agent
         // soak measures: see README, "Soak".)
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()
-            .with_context(|| format!("opening the database in {} (is another `pmesh serve` running?)", dir.display()))?;
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_CAPACITY);
+        // The directory's lock can outlive its owner for a moment: sled's flusher thread lets go
+        // of a dropped database after the drop returns, a child forked by another thread holds
+        // the descriptor until it execs, and a restarted master's predecessor may still be
+        // exiting. A held lock is tried again for two seconds before it is reported.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(error)) if attempts < 20 && error.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                opened => break opened,
+            }
+        }
+        .with_context(|| format!("opening the database in {} (is another `pmesh serve` running?)", dir.display()))?;
         let trees = Namespace::ALL.iter().map(|namespace| db.open_tree(namespace.name())).collect::<Result<Vec<_>, _>>()?;
         Ok(Handles { db, trees })
     }

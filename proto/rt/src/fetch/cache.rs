@@ -67,13 +67,19 @@ pub struct Lease {
     size: u64,
 }
 
+/// How often, and how far apart, a held lock is tried again before the directory is called in
+/// use: two seconds in all.
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Cache {
     /// Opens (creating) the cache at `root`. `cap` bounds the bytes of complete artifacts:
     /// after one lands, the least recently used unleased ones are evicted until the total is
     /// under it; `None` keeps everything (the master's depot).
     ///
     /// # Errors
-    /// [`FetchError::Locked`] when another process has the directory open as a cache;
+    /// [`FetchError::Locked`] when another process has the directory open as a cache (still,
+    /// after two seconds of trying);
     /// [`FetchError::Io`] when it cannot be created.
     pub fn open(root: impl Into<PathBuf>, cap: Option<u64>) -> Result<Cache, FetchError> {
         let root = root.into();
@@ -87,10 +93,20 @@ impl Cache {
             .write(true)
             .open(&lock_path)
             .map_err(|error| FetchError::local(format!("opening {}", lock_path.display()), &lock_path, error))?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Err(FetchError::Locked { path: root }),
-            Err(errno) => return Err(FetchError::Io { what: format!("locking {}", lock_path.display()), error: errno.into() }),
+        // A lock held a moment longer than its owner: a child forked by another thread of this
+        // process holds a copy of the descriptor until it execs, and a process being restarted
+        // may not have exited yet. So a held lock is tried again for a little while.
+        let mut attempts = 0;
+        loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if attempts < LOCK_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => return Err(FetchError::Locked { path: root }),
+                Err(errno) => return Err(FetchError::Io { what: format!("locking {}", lock_path.display()), error: errno.into() }),
+            }
         }
         Ok(Cache { inner: Arc::new(CacheInner { root, cap, leases: Mutex::new(HashMap::new()), _lock: lock }) })
     }
