@@ -386,6 +386,12 @@ impl Master for MasterService {
         Ok(Response::new(v1::ListInstancesResponse { instances: self.state.dispatcher.instance(&name, &agent, reveal).await? }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn destroy_instance(&self, request: Request<v1::MasterDestroyInstanceRequest>) -> RpcResult<v1::MasterDestroyInstanceResponse> {
+        let v1::MasterDestroyInstanceRequest { name, agent } = request.into_inner();
+        Ok(Response::new(v1::MasterDestroyInstanceResponse { instances: self.state.dispatcher.destroy_instance(&name, &agent).await? }))
+    }
+
     async fn cancel_run(&self, request: Request<v1::MasterCancelRunRequest>) -> RpcResult<v1::MasterCancelRunResponse> {
         let cancelled_on = self.state.dispatcher.cancel(&request.get_ref().run_id).await?;
         Ok(Response::new(v1::MasterCancelRunResponse { cancelled_on }))
