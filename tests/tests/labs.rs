@@ -209,6 +209,11 @@ fn a_lab_comes_up_across_two_agents_converges_resumes_and_goes_down() -> anyhow:
     let counts = setup.runs_per_instance();
     assert_eq!((counts.get(&ntp_instance), counts.get(&dns_instance)), (Some(&1), Some(&1)), "{counts:?}");
 
+    let logs = setup.mesh.pmesh(&["lab", "logs", &setup.lab, "--component", "dns"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains(&format!("== dns ({dns_instance}, run lab-{}-dns-0-1)", setup.lab)), "{}", logs.stdout);
+    assert!(!logs.stdout.contains("== ntp"), "{}", logs.stdout);
+
     // Again: nothing changes, and each component says so.
     let again = setup.mesh.pmesh(&["lab", "up", &good_path]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);

@@ -37,6 +37,13 @@ pub enum LabCommand {
     Status { name: String },
     /// Every lab.
     Ls,
+    /// The output of the lab's runs, by component (the last run of each instance).
+    Logs {
+        name: String,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
     /// Destroy every component's instances, dependents first.
     Down { name: String },
 }
@@ -145,6 +152,25 @@ pub async fn run(command: LabCommand, connection: &Connection, format: Format) -
                         })
                         .collect();
                     println!("{}", table(&["NAME", "STATE", "COMPONENTS", "UPDATED"], &rows));
+                }
+            }
+        }
+        LabCommand::Logs { name, component } => {
+            let status = client.get_lab(v1::GetLabRequest { name }).await.map_err(failed)?.into_inner();
+            if let Some(wanted) = &component {
+                if !status.components.iter().any(|known| &known.name == wanted) {
+                    return Err(CliError::new(exit::USAGE, format!("lab {} has no component {wanted:?}", status.name)));
+                }
+            }
+            for known in status.components.iter().filter(|known| component.as_ref().is_none_or(|wanted| wanted == &known.name)) {
+                for instance in known.instances.iter().filter(|instance| !instance.run_id.is_empty()) {
+                    if matches!(format, Format::Text) {
+                        println!("== {} ({}, run {})", known.name, instance.instance, instance.run_id);
+                    }
+                    // A run refused before it was recorded has no logs; its error is in `status`.
+                    if let Err(err) = super::runs::logs(connection, &instance.run_id, None, false, format).await {
+                        println!("   no output: {}", err.message);
+                    }
                 }
             }
         }
