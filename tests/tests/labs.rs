@@ -253,6 +253,17 @@ fn a_lab_comes_up_across_two_agents_converges_resumes_and_goes_down() -> anyhow:
     assert_eq!((after.get(&ntp_instance), after.get(&dns_instance)), (Some(&2), Some(&3)), "one new run each: {after:?}");
     assert_eq!(setup.dig("ntp.lab.test"), "127.0.0.1");
 
+    // A component dropped from the file is kept for `lab down`, which still destroys it.
+    let without_ntp = setup.file("10", "").replace("\"ntp A ${ntp.outputs.address}\"", "\"ntp A 10.0.0.3\"");
+    let without_ntp =
+        without_ntp[..without_ntp.find("  ntp:").expect("ntp")].to_owned() + &without_ntp[without_ntp.find("  dns:").expect("dns")..];
+    let dropped = setup.mesh.pmesh(&["lab", "up", &setup.write("dropped.yaml", &without_ntp)]);
+    assert_eq!(dropped.code, 0, "{}\n{}", dropped.stdout, dropped.stderr);
+    let status = setup.status();
+    assert!(Setup::component(&status, "ntp")["error"].as_str().unwrap_or_default().contains("no longer in the lab file"), "{status}");
+    assert_eq!(setup.dig("ntp.lab.test"), "10.0.0.3");
+    assert!(!instance_objects(&ntp_instance).is_empty(), "the dropped component's instance still stands");
+
     let down = setup.mesh.pmesh(&["lab", "down", &setup.lab]);
     assert_eq!(down.code, 0, "{}\n{}", down.stdout, down.stderr);
     for instance in [&ntp_instance, &dns_instance] {

@@ -38,8 +38,15 @@ impl Labs {
             for component in lab.order() {
                 self.advance(&lab, component, &mut record, stop).await?;
             }
-            if record.components.values().all(|component| component.state.is_final()) {
-                let all_good = record.components.values().all(|component| component.state == ComponentState::Succeeded);
+            // The file's components decide; one dropped from the file only waits for `lab down`.
+            let states: Vec<ComponentState> = lab
+                .components
+                .iter()
+                .filter_map(|component| record.components.get(&component.name))
+                .map(|component| component.state)
+                .collect();
+            if states.iter().all(|state| state.is_final()) {
+                let all_good = states.iter().all(|state| *state == ComponentState::Succeeded);
                 record.state = if all_good { LabState::Done } else { LabState::Failed };
                 tracing::info!(lab = %name, state = record.state.as_str(), "lab finished");
             }

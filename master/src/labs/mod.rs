@@ -110,6 +110,16 @@ impl Labs {
                 },
             );
         }
+        // Components dropped from the file keep their record, so `lab down` still removes
+        // what they built.
+        for (name, earlier) in previous.iter().flat_map(|record| record.components.iter()) {
+            if !components.contains_key(name) && earlier.state != ComponentState::Destroyed {
+                let mut kept = earlier.clone();
+                kept.state = if kept.state.is_final() { kept.state } else { ComponentState::Failed };
+                kept.error = "no longer in the lab file; `pmesh lab down` destroys it".to_owned();
+                components.insert(name.clone(), kept);
+            }
+        }
         let record = LabRecord {
             v: 1,
             name: lab.name.clone(),
@@ -190,11 +200,14 @@ impl Labs {
         // Read after the driver was told to stop: what it started is in the record.
         let mut record = self.store.lab(name)?.ok_or_else(|| ApiError::NotFound(format!("no lab {name:?}")))?;
         let lab = lab::parse(&record.file, &record.text).map_err(|problems| invalid(&problems))?;
-        let mut order = lab.order();
-        order.reverse();
+        // Dependents first; components dropped from the file (nothing in it depends on them
+        // any more) before those.
+        let mut order: Vec<String> = lab.order().iter().rev().map(|component| component.name.clone()).collect();
+        let dropped: Vec<String> = record.components.keys().filter(|name| !order.contains(name)).cloned().collect();
+        order.splice(0..0, dropped);
         let mut done = Vec::new();
-        for component in order {
-            let Some(state) = record.components.get_mut(&component.name) else { continue };
+        for component_name in order {
+            let Some(state) = record.components.get_mut(&component_name) else { continue };
             let mut destroyed = Vec::new();
             let mut error = String::new();
             for replica in state.replicas.iter().filter(|replica| !replica.run_id.is_empty()) {
@@ -211,14 +224,14 @@ impl Labs {
                 state.error = error.clone();
                 record.updated_at = now_unix();
                 self.store.put_lab(&record)?;
-                done.push(v1::LabDownComponent { name: component.name.clone(), destroyed, error: error.clone() });
-                return Err(ApiError::Failed(format!("lab {name}: component {} could not be destroyed: {error}", component.name)));
+                done.push(v1::LabDownComponent { name: component_name.clone(), destroyed, error: error.clone() });
+                return Err(ApiError::Failed(format!("lab {name}: component {component_name} could not be destroyed: {error}")));
             }
             state.state = ComponentState::Destroyed;
             for replica in &mut state.replicas {
                 replica.state = ComponentState::Destroyed;
             }
-            done.push(v1::LabDownComponent { name: component.name.clone(), destroyed, error: String::new() });
+            done.push(v1::LabDownComponent { name: component_name.clone(), destroyed, error: String::new() });
         }
         record.state = LabState::Down;
         record.updated_at = now_unix();
