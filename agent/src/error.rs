@@ -5,7 +5,7 @@
 
 use tonic::Status;
 
-use crate::runs::StartError;
+use crate::runs::{DestroyError, StartError};
 
 /// Why an Agent call failed, by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum AgentError {
     /// What the caller asked about does not exist here (an instance's outputs).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with what is going on here (a destroy while a run is in progress).
+    #[error("{0}")]
+    Busy(String),
     /// A fault of the agent itself (its enrolment, journal or disk, Docker behind a plan).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -43,6 +46,15 @@ impl AgentError {
             StartError::Internal(err) => AgentError::Internal(err),
         }
     }
+
+    /// A destroy that failed.
+    pub fn from_destroy(err: DestroyError) -> AgentError {
+        match err {
+            DestroyError::Unknown(_) => AgentError::NotFound(err.to_string()),
+            DestroyError::Busy { .. } => AgentError::Busy(err.to_string()),
+            DestroyError::Internal(err) => AgentError::Internal(err),
+        }
+    }
 }
 
 impl From<AgentError> for Status {
@@ -52,6 +64,7 @@ impl From<AgentError> for Status {
             AgentError::Unauthenticated(message) => Status::unauthenticated(message),
             AgentError::Denied(message) => Status::permission_denied(message),
             AgentError::NotFound(message) => Status::not_found(message),
+            AgentError::Busy(message) => Status::failed_precondition(message),
             AgentError::Internal(err) if disk_full(&err) => {
                 tracing::error!(error = format!("{err:#}"), "the disk is full");
                 Status::resource_exhausted("the agent's disk is full (no space left on device): free space in its data directory and retry")

@@ -25,6 +25,10 @@ use crate::journal::pump::{self, MAX_BATCH};
 use crate::journal::{Journal, RunRecord, RunState, StepState};
 use crate::state::{self, Paths};
 
+mod destroy;
+
+pub use destroy::{DestroyError, Destroyed};
+
 /// Why a start was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

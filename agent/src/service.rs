@@ -200,6 +200,19 @@ impl Agent for AgentService {
         let outputs = run.outputs.into_iter().map(v1::RunOutput::from).collect();
         Ok(Response::new(v1::InstanceOutputsResponse { run_id: run.run_id, outputs }))
     }
+
+    #[tracing::instrument(skip_all, fields(instance = %request.get_ref().instance))]
+    async fn destroy_instance(
+        &self,
+        request: Request<v1::DestroyInstanceRequest>,
+    ) -> Result<Response<v1::DestroyInstanceResponse>, Status> {
+        let destroyed = self.runs.destroy(&request.get_ref().instance).await.map_err(AgentError::from_destroy)?;
+        Ok(Response::new(v1::DestroyInstanceResponse {
+            removed: destroyed.removed,
+            already_destroyed: destroyed.already_destroyed,
+            run_id: destroyed.run_id,
+        }))
+    }
 }
 
 #[cfg(test)]

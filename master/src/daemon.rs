@@ -123,6 +123,7 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
     );
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::new(store.clone(), paths.clone(), connections.clone()));
     let depot = crate::depot::Depot::open(&crate::depot::dir(data_dir), store.clone(), pmesh_rt::fetch::FetchConfig::default())?;
+    let labs = crate::labs::Labs::new(store.clone(), dispatcher.clone(), shutdown.clone());
     let state = Arc::new(MasterState {
         store: store.clone(),
         bundle_public_key: identity::bundle_public_key(&paths)?,
@@ -130,8 +131,11 @@ pub async fn serve(listener: TcpListener, data_dir: &Path, config: MasterConfig,
         config: config.clone(),
         dispatcher: dispatcher.clone(),
         depot: Arc::new(depot),
+        labs: labs.clone(),
     });
     let consumers = tokio::spawn(dispatcher.supervise(config.check_interval, shutdown.clone()));
+    // Labs a killed master left coming up go on: their records say what runs and what waits.
+    labs.resume()?;
     let monitor = tokio::spawn(crate::registry::monitor(store.clone(), connections, config.check_interval, shutdown.clone()));
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "master serving");
     let policy = Arc::new(MasterPolicy { store: store.clone() });

@@ -10,6 +10,7 @@
 //!   stopped. Events are persisted (with the cursor, atomically) before they are broadcast;
 //!   the agent is told what it may drop only after a flush.
 
+pub mod catalog;
 mod instances;
 pub mod patterns;
 

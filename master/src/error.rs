@@ -21,6 +21,9 @@ pub enum ApiError {
     /// caller: a URL's server failed, stalled or its TLS did not verify, or the disk is full.
     #[error("{0}")]
     Failed(String),
+    /// An agent the request needs did not answer (the master could not reach it).
+    #[error("{0}")]
+    Unreachable(String),
     /// A fault of the master itself; logged in full, reported to the caller in general terms.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -34,6 +37,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::Denied(message) => Status::permission_denied(message),
             ApiError::Failed(message) => Status::failed_precondition(message),
+            ApiError::Unreachable(message) => Status::unavailable(message),
             // The database's disk: the one internal fault the caller is told about, since the
             // operator can act on it (the store has logged it once already).
             ApiError::Internal(err) => match err.chain().find_map(|cause| cause.downcast_ref::<StorageError>()) {

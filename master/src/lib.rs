@@ -16,6 +16,7 @@ pub mod depot;
 pub mod dispatch;
 pub mod error;
 pub mod identity;
+pub mod labs;
 pub mod policy;
 pub mod registry;
 pub mod service;

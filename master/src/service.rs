@@ -28,6 +28,7 @@ pub struct MasterState {
     pub bundle_public_key: Vec<u8>,
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     pub depot: Arc<crate::depot::Depot>,
+    pub labs: Arc<crate::labs::Labs>,
 }
 
 /// The gRPC service.
@@ -395,6 +396,38 @@ impl Master for MasterService {
     async fn get_instance(&self, request: Request<v1::GetInstanceRequest>) -> RpcResult<v1::ListInstancesResponse> {
         let v1::GetInstanceRequest { name, agent, reveal } = request.into_inner();
         Ok(Response::new(v1::ListInstancesResponse { instances: self.state.dispatcher.instance(&name, &agent, reveal).await? }))
+    }
+
+    async fn lint_lab(&self, request: Request<v1::LabFileRequest>) -> RpcResult<v1::LintLabResponse> {
+        Ok(Response::new(self.state.labs.lint(request.get_ref())?))
+    }
+
+    async fn plan_lab(&self, request: Request<v1::LabFileRequest>) -> RpcResult<v1::PlanLabResponse> {
+        Ok(Response::new(self.state.labs.plan(request.get_ref()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(file = %request.get_ref().file))]
+    async fn lab_up(&self, request: Request<v1::LabFileRequest>) -> RpcResult<v1::LabStatus> {
+        Ok(Response::new(self.state.labs.up(request.get_ref())?))
+    }
+
+    async fn get_lab(&self, request: Request<v1::GetLabRequest>) -> RpcResult<v1::LabStatus> {
+        Ok(Response::new(self.state.labs.status(&request.get_ref().name)?))
+    }
+
+    async fn list_labs(&self, _request: Request<v1::ListLabsRequest>) -> RpcResult<v1::ListLabsResponse> {
+        Ok(Response::new(self.state.labs.list()?))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn lab_down(&self, request: Request<v1::GetLabRequest>) -> RpcResult<v1::LabDownResponse> {
+        Ok(Response::new(self.state.labs.down(&request.get_ref().name).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn destroy_instance(&self, request: Request<v1::MasterDestroyInstanceRequest>) -> RpcResult<v1::MasterDestroyInstanceResponse> {
+        let v1::MasterDestroyInstanceRequest { name, agent } = request.into_inner();
+        Ok(Response::new(v1::MasterDestroyInstanceResponse { instances: self.state.dispatcher.destroy_instance(&name, &agent).await? }))
     }
 
     async fn cancel_run(&self, request: Request<v1::MasterCancelRunRequest>) -> RpcResult<v1::MasterCancelRunResponse> {

@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod event;
 pub mod identity;
+pub mod lab;
 pub mod pattern;
 pub mod progress;
 pub mod tls;

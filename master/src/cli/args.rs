@@ -52,6 +52,11 @@ pub enum Command {
     /// What runs built on each agent: the last run and the pattern's outputs.
     #[command(subcommand)]
     Instances(InstancesCommand),
+    /// Labs: one file composing patterns across agents (lint, plan, up, status, ls, down).
+    #[command(subcommand)]
+    Lab(super::lab::LabCommand),
+    /// Destroy an instance on its agents, from what they recorded (no pattern directory needed).
+    Destroy(super::destroy::DestroyArgs),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
     Bootstrap(BootstrapArgs),
     /// Add, list and remove binaries in the master's artifact depot.

@@ -10,7 +10,9 @@ pub mod artifact;
 pub mod bootstrap;
 pub mod ca;
 pub mod client;
+pub mod destroy;
 pub mod instances;
+pub mod lab;
 pub mod live;
 pub mod output;
 pub mod pattern;
@@ -43,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Admin(command) => admin::run(command, credentials, data_dir).await,
         Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
         Command::Artifact(command) => artifact::run(command, credentials, data_dir, format).await,
+        Command::Lab(lab::LabCommand::Lint { file }) => lab::lint(&file, client::connect(credentials, data_dir), format).await,
+        Command::Lab(command) => lab::run(command, &client::connect(credentials, data_dir)?, format).await,
+        Command::Destroy(args) => destroy::run(args, &client::connect(credentials, data_dir)?, format).await,
         Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),
         Command::Pattern(PatternCommand::Show { path }) if pattern::is_registered_reference(&path) => {

@@ -52,11 +52,13 @@ pub enum Namespace {
     Instances,
     /// Stores from before segments: one event per key, moved into segments at open.
     LegacyRunEvents,
+    /// Lab name → [`LabRecord`](super::LabRecord): a lab file and where each component stands.
+    Labs,
 }
 
 impl Namespace {
     /// Every namespace, for backends that open them up front.
-    pub const ALL: [Namespace; 14] = [
+    pub const ALL: [Namespace; 15] = [
         Namespace::Meta,
         Namespace::Agents,
         Namespace::Tokens,
@@ -71,6 +73,7 @@ impl Namespace {
         Namespace::Artifacts,
         Namespace::Instances,
         Namespace::LegacyRunEvents,
+        Namespace::Labs,
     ];
 
     /// The stored name: the sled tree of existing databases, so their layout stays.
@@ -90,6 +93,7 @@ impl Namespace {
             Namespace::Artifacts => "artifacts",
             Namespace::Instances => "instances",
             Namespace::LegacyRunEvents => "run_events",
+            Namespace::Labs => "labs",
         }
     }
 

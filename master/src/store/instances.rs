@@ -27,6 +27,20 @@ impl Store {
         Ok(records.into_iter().filter(|record| agent.is_none_or(|agent| record.agent == agent)).collect())
     }
 
+    /// Marks `instance` on `agent` destroyed at `at` (Unix seconds); `false` when there is no
+    /// such record.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn mark_destroyed(&self, agent: &str, instance: &str, at: i64) -> anyhow::Result<bool> {
+        let updated = self.update::<InstanceRecord>(&key(agent, instance), |record| {
+            record.destroyed_at = Some(at);
+            record.updated_at = at;
+        })?;
+        self.flush()?;
+        Ok(updated.is_some())
+    }
+
     /// Folds the run starts and ends among `kept` (events of `agent`, about to be persisted
     /// by `txn`) into their instances' records, adding the writes and the compares on what
     /// was read to `txn`.
@@ -61,6 +75,7 @@ impl Store {
                 outputs: Vec::new(),
                 outputs_run: String::new(),
                 updated_at: at,
+                destroyed_at: None,
             });
             fold(&mut next, run, event.kind, &event.text, &event.outputs, at);
             *record = Some(next);
@@ -80,6 +95,7 @@ fn fold(record: &mut InstanceRecord, run: &RunRecord, kind: Kind, text: &str, ou
     record.updated_at = at;
     if kind == Kind::RunStarted {
         record.state = RunState::Running;
+        record.destroyed_at = None;
         return;
     }
     record.state = match text.parse::<RunState>() {
@@ -161,9 +177,17 @@ mod tests {
             assert_eq!(record.outputs.len(), 2);
             assert!(store.instances(Some("pc-2")).expect("instances").is_empty());
 
+            // A destroy marks it; its next run clears the mark.
+            assert!(store.mark_destroyed("pc-1", "lab-dns", 30).expect("mark"));
+            assert!(!store.mark_destroyed("pc-1", "no-such", 30).expect("mark"));
+            assert_eq!(store.instances(None).expect("instances")[0].destroyed_at, Some(30));
+            run(&store, "r3");
+            store.persist("pc-1", &[event(6, "r3", Kind::RunStarted, "", vec![])]).expect("persist");
+            assert_eq!(store.instances(None).expect("instances")[0].destroyed_at, None);
+
             // Events of a run the master does not know leave no instance; removing the agent
             // removes its instances.
-            store.persist("pc-1", &[event(6, "elsewhere", Kind::RunStarted, "", vec![])]).expect("persist");
+            store.persist("pc-1", &[event(7, "elsewhere", Kind::RunStarted, "", vec![])]).expect("persist");
             assert_eq!(store.instances(None).expect("instances").len(), 1);
             store.remove_agent("pc-1").expect("remove");
             assert!(store.instances(None).expect("instances").is_empty());
@@ -180,6 +204,7 @@ mod tests {
         assert_eq!((record.state, record.outputs_run.as_str(), record.updated_at), (RunState::Failed, "r1", 17));
         assert_eq!(record.outputs[1], RunOutput { name: "key".into(), kind: "string".into(), secret: true, value: None });
         let minimal = r#"{"v":1,"name":"n","agent":"a","pattern":"p@1.0.0","last_run":"r","state":"running","updated_at":1}"#;
-        assert!(decode::<InstanceRecord>(minimal.as_bytes()).expect("decodes").outputs.is_empty());
+        let minimal = decode::<InstanceRecord>(minimal.as_bytes()).expect("decodes");
+        assert!(minimal.outputs.is_empty() && minimal.destroyed_at.is_none());
     }
 }

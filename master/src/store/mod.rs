@@ -19,6 +19,7 @@ mod artifacts;
 pub mod backend;
 mod cursors;
 mod instances;
+mod labs;
 #[cfg(test)]
 mod memory;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use agents::{CertStatus, TokenError};
 pub use backend::{Backend, Namespace, Txn};
+pub use labs::{ComponentRecord, ComponentState, LabRecord, LabState, ReplicaRecord};
 pub use records::{
     AgentRecord, AgentState, ArtifactRecord, FactsRecord, Health, InstanceRecord, IssuedRecord, PatternRecord, Record, RunRecord, RunState,
     Segment, StoredEvent, TokenRecord, UnknownRunState,

@@ -146,6 +146,10 @@ pub struct InstanceRecord {
     pub outputs_run: String,
     /// Unix seconds of the event that last changed it.
     pub updated_at: i64,
+    /// Unix seconds of the `pmesh destroy` that removed it from its agent; cleared by its next
+    /// run. Absent in records written before destroys existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroyed_at: Option<i64>,
 }
 
 /// Where a run stands on one agent, or overall. Stored and sent as the lowercase name, as the

@@ -139,11 +139,13 @@ impl<'e> Graph<'e> {
     }
 }
 
-/// Problems of the step graph: cycles among `needs` (one cycle named per tangle, at the edge
-/// leaving its first step by name), and steps that run in a service they do not need.
-/// `needs` holds the edges that name an existing step; `runs_in` the (step, service) pairs.
-pub(crate) fn check(needs: &[Edge], runs_in: &[Edge]) -> Vec<(Mark, String)> {
-    let graph = Graph::new(needs);
+/// Cycles among any named nodes' edges (a lab's components, for one): one cycle named per
+/// tangle, at the edge leaving its first node by name, each message `WHAT: a -> b -> a`.
+pub(crate) fn cycles(edges: &[Edge], what: &str) -> Vec<(Mark, String)> {
+    named_cycles(&Graph::new(edges), what)
+}
+
+fn named_cycles(graph: &Graph<'_>, what: &str) -> Vec<(Mark, String)> {
     let mut problems = Vec::new();
     for component in graph.components() {
         let first = *component.iter().min().expect("a component has a member");
@@ -157,9 +159,18 @@ pub(crate) fn check(needs: &[Edge], runs_in: &[Edge]) -> Vec<(Mark, String)> {
         }
         if let Some((cycle, mark)) = graph.cycle_through(first, &members) {
             let path: Vec<&str> = cycle.iter().chain(std::iter::once(&first)).map(|node| graph.names[*node]).collect();
-            problems.push((mark, format!("the steps' `needs` form a cycle: {}", path.join(" -> "))));
+            problems.push((mark, format!("{what}: {}", path.join(" -> "))));
         }
     }
+    problems
+}
+
+/// Problems of the step graph: cycles among `needs` (one cycle named per tangle, at the edge
+/// leaving its first step by name), and steps that run in a service they do not need.
+/// `needs` holds the edges that name an existing step; `runs_in` the (step, service) pairs.
+pub(crate) fn check(needs: &[Edge], runs_in: &[Edge]) -> Vec<(Mark, String)> {
+    let graph = Graph::new(needs);
+    let mut problems = named_cycles(&graph, "the steps' `needs` form a cycle");
     let index: HashMap<&str, usize> = graph.names.iter().enumerate().map(|(idx, name)| (*name, idx)).collect();
     let mut reaching: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
     for (step, service, mark) in runs_in {

@@ -16,9 +16,9 @@
 #[cfg(test)]
 mod catalog_dns_tests;
 mod decode;
-mod diagnostic;
+pub(crate) mod diagnostic;
 pub mod formats;
-mod graph;
+pub(crate) mod graph;
 pub mod output;
 mod output_spec;
 mod param_value;
@@ -29,7 +29,7 @@ pub mod spec;
 pub mod step;
 mod template;
 mod values;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
