@@ -111,15 +111,16 @@ fn registry_of(reference: &str) -> &str {
     }
 }
 
-/// `${param}` substitution, knowing which params are secret and so where each may go.
+/// `${param}` substitution, knowing which params are secret and so where each may go (a
+/// repetition's own copy holds `item` and `index` too).
 struct Placeholders<'a> {
-    params: &'a Params,
+    params: std::borrow::Cow<'a, Params>,
     /// The names of the secret params.
     secrets: BTreeSet<String>,
 }
 
 impl<'a> Placeholders<'a> {
-    fn new(params: &'a Params) -> Self {
+    fn new(params: std::borrow::Cow<'a, Params>) -> Self {
         let secrets = params.iter().filter(|(_, value)| matches!(value, ParamValue::Secret(_))).map(|(name, _)| name.clone()).collect();
         Placeholders { params, secrets }
     }
@@ -129,7 +130,7 @@ impl<'a> Placeholders<'a> {
         if let Some(secret) = self.secrets.iter().find(|name| value.contains(&format!("${{{name}}}"))) {
             return Err(CompileError(format!("{place}: secret param {secret} may only be used in env values and templates")));
         }
-        pattern::substitute(value, self.params).map_err(|err| CompileError(format!("{place}: {err}")))
+        pattern::substitute(value, &self.params).map_err(|err| CompileError(format!("{place}: {err}")))
     }
 
     fn texts(&self, values: &[String], place: &str) -> Result<Vec<String>, CompileError> {
@@ -139,7 +140,7 @@ impl<'a> Placeholders<'a> {
     /// Substitutes `${param}` where a secret may go (an artifact URL may hold a download
     /// token); the runner redacts every secret value from what it reports.
     fn secret_text(&self, value: &str, place: &str) -> Result<String, CompileError> {
-        pattern::substitute(value, self.params).map_err(|err| CompileError(format!("{place}: {err}")))
+        pattern::substitute(value, &self.params).map_err(|err| CompileError(format!("{place}: {err}")))
     }
 
     fn port(&self, value: &PortValue, place: &str) -> Result<u16, CompileError> {
@@ -225,7 +226,7 @@ impl<'a> Compiler<'a> {
         Compiler {
             pattern,
             inputs,
-            placeholders: Placeholders::new(inputs.params),
+            placeholders: Placeholders::new(std::borrow::Cow::Owned(repeat::with_run_facts(inputs))),
             scope: scope(inputs.agent, inputs.instance),
             materials: Materials::default(),
             file_digests: BTreeMap::new(),
@@ -324,6 +325,10 @@ impl<'a> Compiler<'a> {
         let mut steps = Vec::new();
         let mut teardown = Vec::new();
         for (name, step) in &self.pattern.steps {
+            if let Some(repeat) = &step.repeat {
+                steps.extend(self.repeated(name, step, repeat)?);
+                continue;
+            }
             let planned = self.step(name, step)?;
             if matches!(step.action, SpecAction::Teardown(_)) {
                 teardown.push(planned);
@@ -331,6 +336,7 @@ impl<'a> Compiler<'a> {
                 steps.push(planned);
             }
         }
+        repeat::expand_needs(&mut steps);
         Ok((steps, teardown))
     }
 
@@ -359,6 +365,7 @@ impl<'a> Compiler<'a> {
                 .map(|retries| RetryPolicy { attempts: retries.attempts.max(1), backoff: retries.backoff })
                 .unwrap_or_default(),
             progress: progress_patterns(step, &place)?,
+            group: None,
             action,
         })
     }
@@ -557,6 +564,7 @@ pub fn new_run_id() -> String {
 
 mod image_build;
 mod outputs;
+mod repeat;
 #[cfg(test)]
 mod tests;
 

@@ -4,7 +4,11 @@
 # when its recipe changes.
 #
 #   tests/images/build.sh            build every missing image
+#
+# vcsim and govc are Go programs (tests/images/govmomi) built against Debian's govmomi source
+# in a throwaway build root, then copied as static binaries into small images of their own.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 
 # tag, then the packages debootstrap installs into a bookworm minbase root.
 images=(
@@ -51,3 +55,47 @@ for entry in "${images[@]}"; do
   trap - EXIT
   echo "images: built $tag"
 done
+
+# vcsim (the govmomi vCenter simulator) and govc (the subset of govc pmesh's vSphere patterns
+# use), built in one bookworm root with golang-go and golang-github-vmware-govmomi-dev
+# (GO111MODULE=off, GOPATH=/usr/share/gocode: Debian's Go packages are a GOPATH tree), then
+# copied as static binaries into minimal images: vcsim alone; govc with busybox's sh and the
+# CA bundle, since patterns drive govc from sh scripts.
+VCSIM_IMAGE="pmesh-test/vcsim:0.24.2-1"
+GOVC_IMAGE="pmesh-test/govc:0.24.2-1"
+build_govmomi_images() {
+  need_root_tools
+  build="$(mktemp -d)"
+  trap 'rm -rf "$build"' EXIT
+  echo "images: building $VCSIM_IMAGE and $GOVC_IMAGE from Debian's govmomi source"
+  debootstrap --variant=minbase --include=golang-go,golang-github-vmware-govmomi-dev,busybox-static,ca-certificates \
+    bookworm "$build/root" "$mirror" >"$build/debootstrap.log" 2>&1 || { tail -20 "$build/debootstrap.log" >&2; exit 1; }
+  mkdir -p "$build/root/src"
+  cp -r "$here/govmomi/vcsim" "$here/govmomi/govc" "$build/root/src/"
+  for program in vcsim govc; do
+    chroot "$build/root" env GO111MODULE=off GOPATH=/usr/share/gocode CGO_ENABLED=0 HOME=/tmp GOCACHE=/tmp/gocache \
+      /usr/bin/go build -trimpath -ldflags=-s -o "/src/out/$program" $(cd "$build/root/src/$program" && ls ./*.go | sed "s|^\./|/src/$program/|")
+  done
+  for program in vcsim govc; do
+    image="$build/$program"
+    mkdir -p "$image/usr/local/bin" "$image/tmp" "$image/etc/ssl/certs"
+    chmod 1777 "$image/tmp"
+    cp "$build/root/src/out/$program" "$image/usr/local/bin/"
+    cp "$build/root/etc/ssl/certs/ca-certificates.crt" "$image/etc/ssl/certs/"
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$image/etc/passwd"
+  done
+  mkdir -p "$build/govc/bin"
+  cp "$build/root/bin/busybox" "$build/govc/bin/"
+  chroot "$build/govc" /bin/busybox --install -s /bin
+  tar -C "$build/vcsim" -c . | docker import --change 'ENTRYPOINT ["/usr/local/bin/vcsim"]' - "$VCSIM_IMAGE" >/dev/null
+  tar -C "$build/govc" -c . | docker import \
+    --change 'ENV PATH=/usr/local/bin:/bin' --change 'CMD ["/usr/local/bin/govc"]' - "$GOVC_IMAGE" >/dev/null
+  rm -rf "$build"
+  trap - EXIT
+  echo "images: built $VCSIM_IMAGE and $GOVC_IMAGE"
+}
+if docker image inspect "$VCSIM_IMAGE" >/dev/null 2>&1 && docker image inspect "$GOVC_IMAGE" >/dev/null 2>&1; then
+  echo "images: $VCSIM_IMAGE and $GOVC_IMAGE are cached"
+else
+  build_govmomi_images
+fi

@@ -42,6 +42,7 @@ fn step(name: &str, needs: &[&str], action: Action) -> PlannedStep {
         timeout: Some(Duration::from_secs(60)),
         retries: RetryPolicy::default(),
         progress: vec![],
+        group: None,
         action,
     }
 }

@@ -157,3 +157,76 @@ steps:
 fn facts() -> pattern::RunFacts {
     pattern::RunFacts { host_address: "10.0.0.5".to_owned(), host_name: "pc-1".to_owned(), ..Default::default() }
 }
+
+/// A repeated step becomes one step per item, named `STEP[ITEM]`, with `${item}` and
+/// `${index}` substituted and the group's bound; `needs` naming it need every repetition; a
+/// count makes `STEP[1]`…; an item that cannot name a step is refused.
+#[test]
+fn repeated_steps_expand_into_one_step_per_item() {
+    let yaml = r#"
+apiVersion: pmesh/v1
+kind: Pattern
+metadata: {name: rep, version: 1.0.0, category: workload-domain}
+params:
+  hosts: {type: list, default: [esxi-01, esxi-02, esxi-03]}
+  disks: {type: integer, default: 2}
+images:
+  base: {ref: "debian:12"}
+steps:
+  deploy:
+    kind: run
+    image: base
+    command: [deploy, "${item}", "${index}"]
+    env: {HOST: "${item}", OWNER: "${pmesh_agent}/${pmesh_instance}"}
+    repeat: {over: "${hosts}", parallel: 2}
+  disk:
+    kind: run
+    image: base
+    args: ["disk-${index}"]
+    repeat: {count: "${disks}"}
+    needs: [deploy]
+  done:
+    kind: run
+    image: base
+    needs: [disk]
+"#;
+    let files = BTreeMap::from([("pattern.yaml".to_owned(), yaml.as_bytes().to_vec())]);
+    let pattern = pattern::parse(&files).expect("the pattern parses");
+    let compile_with = |values: &str| {
+        let supplied = pattern::values_from_yaml("values", values).expect("values");
+        let params = pattern::validate_values(&pattern, &supplied).expect("valid values");
+        let (images, artifacts) = (ImageConfig::default(), BTreeMap::new());
+        let inputs = Inputs {
+            files: &files,
+            params: &params,
+            instance: "lab",
+            agent: "pc-1",
+            run_id: "r1",
+            work_dir: Path::new("/data/instances/lab"),
+            images: &images,
+            artifacts: &artifacts,
+            max_parallel: 4,
+            facts: &facts(),
+        };
+        compile(&pattern, &inputs)
+    };
+    let plan = compile_with("{}").expect("it compiles").plan;
+    let names: Vec<&str> = plan.steps.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(names, ["deploy[esxi-01]", "deploy[esxi-02]", "deploy[esxi-03]", "disk[1]", "disk[2]", "done"]);
+    let step = |name: &str| plan.steps.iter().find(|step| step.name == name).expect(name);
+    let Action::Run(spec) = &step("deploy[esxi-02]").action else { panic!("a run step") };
+    assert_eq!(spec.entrypoint.as_deref(), Some(&["deploy".to_owned(), "esxi-02".to_owned(), "2".to_owned()][..]));
+    assert_eq!(spec.env[0].name, "HOST");
+    assert!(matches!(&spec.env[0].value, EnvValue::Plain(value) if value == "esxi-02"));
+    assert!(matches!(&spec.env[1].value, EnvValue::Plain(value) if value == "pc-1/lab"), "the run's own placeholders");
+    assert_eq!(step("deploy[esxi-03]").group, Some(crate::executor::plan::Group { step: "deploy".to_owned(), parallel: 2 }));
+    assert_eq!(step("disk[1]").needs, ["deploy[esxi-01]", "deploy[esxi-02]", "deploy[esxi-03]"]);
+    assert_eq!(step("done").needs, ["disk[1]", "disk[2]"]);
+    let Action::Run(disk) = &step("disk[2]").action else { panic!("a run step") };
+    assert_eq!(disk.command, ["disk-2"]);
+    assert_eq!(compile_with("disks: 0").expect("no disks").plan.steps.len(), 4, "a count of 0 repeats nothing");
+    let refused = compile_with("hosts: [esxi-01, \"bad name\"]").err().expect("a space cannot name a step");
+    assert!(refused.to_string().contains("item `bad name` cannot name a repetition"), "{refused}");
+    let twice = compile_with("hosts: [a, a]").err().expect("one name, two repetitions");
+    assert!(twice.to_string().contains("item `a` is listed twice"), "{twice}");
+}

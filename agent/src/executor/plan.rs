@@ -157,7 +157,18 @@ pub struct PlannedStep {
     pub retries: RetryPolicy,
     /// Regexes whose first capture group is a percentage (`Progress: (\d+)%`).
     pub progress: Vec<Regex>,
+    /// Set on each repetition of a repeated step: at most `parallel` of them run at once.
+    pub group: Option<Group>,
     pub action: Action,
+}
+
+/// The repetitions of one repeated step (`deploy[esxi-01]`, `deploy[esxi-02]`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The repeated step's name in the pattern (`deploy`).
+    pub step: String,
+    /// At most this many of its repetitions run at once.
+    pub parallel: usize,
 }
 
 /// What a step does.

@@ -23,6 +23,8 @@ pub mod output;
 mod output_spec;
 mod param_value;
 mod placeholder;
+mod probe;
+pub mod repeat;
 pub mod spec;
 pub mod step;
 mod template;

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::probe::{PortValue, Probe, DNS_RECORD_TYPES};
+pub use super::repeat::{Count, Repeat};
+
 /// One step of a pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "StepRepr", try_from = "StepRepr")]
@@ -19,6 +22,8 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// How often to try again after a failure (all kinds but `wait`).
     pub retries: Option<Retries>,
+    /// Repeated over a list or a count (`run` steps only).
+    pub repeat: Option<Repeat>,
     /// What the step does.
     pub action: Action,
 }
@@ -92,6 +97,9 @@ impl StepKind {
                 // A teardown hook runs at destroy and asks for nothing beyond a container.
                 if self != StepKind::Teardown {
                     fields.push("capabilities");
+                }
+                if self == StepKind::Run {
+                    fields.push("repeat");
                 }
                 if self == StepKind::Service {
                     fields.extend(["ports", "restart", "healthcheck", "reload"]);
@@ -197,74 +205,6 @@ pub struct Wait {
 
 /// The default pause between two probes.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// A readiness check. `tcp`, `http` and `dns` run from the agent host; `exec` runs inside a service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum Probe {
-    /// A TCP connection is accepted.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// The port.
-        port: PortValue,
-    },
-    /// An HTTP GET answers with the expected status.
-    Http {
-        /// The URL.
-        url: String,
-        /// The expected status code.
-        #[serde(default = "default_http_status")]
-        status: u16,
-    },
-    /// A DNS query gets an answer with at least one record.
-    Dns {
-        /// The server to ask.
-        #[serde(default = "default_dns_server")]
-        server: String,
-        /// The server's port.
-        #[serde(default = "default_dns_port")]
-        port: PortValue,
-        /// The name to look up.
-        name: String,
-        /// The record type, such as `A` or `SOA`.
-        #[serde(default = "default_record_type", rename = "type")]
-        record_type: String,
-    },
-    /// A command exits 0 inside a running service.
-    Exec {
-        /// The name of a `service` step.
-        service: String,
-        /// The command and its arguments.
-        command: Vec<String>,
-    },
-}
-
-fn default_http_status() -> u16 {
-    200
-}
-fn default_dns_server() -> String {
-    "127.0.0.1".to_owned()
-}
-fn default_dns_port() -> PortValue {
-    PortValue::Number(53)
-}
-fn default_record_type() -> String {
-    "A".to_owned()
-}
-
-/// The DNS record types a `dns` probe may ask for.
-pub const DNS_RECORD_TYPES: [&str; 9] = ["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"];
-
-/// A port given as a number or as a `${param}` placeholder naming a port or integer param.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PortValue {
-    /// A fixed port.
-    Number(u16),
-    /// `${name}`: the value of a param.
-    Param(String),
-}
 
 /// Something mounted into a container. (serde cannot refuse unknown fields next to a flattened field; lint does.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +364,8 @@ struct StepRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retries: Option<Retries>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    repeat: Option<Repeat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     image: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
@@ -466,6 +408,7 @@ impl StepRepr {
             ("needs", !self.needs.is_empty()),
             ("timeout", self.timeout.is_some()),
             ("retries", self.retries.is_some()),
+            ("repeat", self.repeat.is_some()),
             ("image", self.image.is_some()),
             ("command", !self.command.is_empty()),
             ("args", !self.args.is_empty()),
@@ -532,7 +475,7 @@ impl TryFrom<StepRepr> for Step {
                 interval: repr.interval.unwrap_or(DEFAULT_PROBE_INTERVAL),
             }),
         };
-        Ok(Step { needs: repr.needs, timeout: repr.timeout, retries: repr.retries, action })
+        Ok(Step { needs: repr.needs, timeout: repr.timeout, retries: repr.retries, repeat: repr.repeat, action })
     }
 }
 
@@ -544,6 +487,7 @@ impl From<Step> for StepRepr {
             needs: step.needs,
             timeout: step.timeout,
             retries: step.retries,
+            repeat: step.repeat,
             image: None,
             command: Vec::new(),
             args: Vec::new(),

@@ -128,7 +128,7 @@ fn dns_pattern_has_the_expected_shape() {
 
 #[test]
 fn valid_patterns_survive_a_json_round_trip() {
-    for name in ["dns", "vcsa"] {
+    for name in ["dns", "vcsa", "repeat"] {
         let (_, pattern) = valid(name);
         let json = serde_json::to_string_pretty(&pattern).expect("serializable");
         let back: Pattern = serde_json::from_str(&json).expect("deserializable");

@@ -59,7 +59,8 @@ pub fn network_name(scope: &str) -> String {
 
 /// The container name of `step` (`scope`: see [`Plan::scope`]).
 pub fn container_name(scope: &str, step: &str) -> String {
-    format!("pmesh-{scope}-{step}")
+    // A repetition's name (`deploy[esxi-01]`) holds brackets, which Docker names may not.
+    format!("pmesh-{scope}-{}", step.replace('[', "-").replace(']', ""))
 }
 
 /// The label filter selecting the plan's instance (and agent, when dispatched), plus `extra`.

@@ -1,4 +1,5 @@
-//! The DAG walk: starts every step whose needs are done, at most `max_parallel` at once;
+//! The DAG walk: starts every step whose needs are done, at most `max_parallel` at once (and
+//! at most a repeated step's `parallel` of its repetitions);
 //! after a failure or a cancellation it starts nothing more, skips what can no longer run,
 //! and lets the steps already running finish.
 
@@ -75,6 +76,18 @@ impl Walk {
         }
     }
 
+    /// Whether `step` is a repetition whose group already runs `parallel` repetitions.
+    fn group_full(&self, plan: &Plan, step: &PlannedStep) -> bool {
+        let Some(group) = &step.group else { return false };
+        let running = plan
+            .steps
+            .iter()
+            .filter(|other| other.group.as_ref().is_some_and(|own| own.step == group.step))
+            .filter(|other| self.states.get(&other.name) == Some(&State::Running))
+            .count();
+        running >= group.parallel.max(1)
+    }
+
     fn outcome(&self) -> Outcome {
         if self.cancelled {
             Outcome::Cancelled
@@ -124,7 +137,7 @@ impl Runner {
                     continue;
                 }
                 let ready = step.needs.iter().all(|need| walk.states.get(need) == Some(&State::Done));
-                if ready && walk.running.len() < plan.max_parallel.max(1) {
+                if ready && walk.running.len() < plan.max_parallel.max(1) && !walk.group_full(plan, step) {
                     walk.states.insert(step.name.clone(), State::Running);
                     let (runner, plan, step, cancel) = (self.clone(), plan.clone(), step.clone(), cancel.clone());
                     walk.running.spawn(async move {

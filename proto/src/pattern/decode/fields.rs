@@ -194,7 +194,14 @@ impl Decoder<'_> {
     }
 
     /// Why `${name}` cannot be used in a string (where secrets may go when `secrets` is set).
-    fn placeholder_problem(&self, name: &str, secrets: bool) -> Option<String> {
+    pub(crate) fn placeholder_problem(&self, name: &str, secrets: bool) -> Option<String> {
+        let repeat = super::super::repeat::REPEAT_PLACEHOLDERS.contains(&name) && !self.scope.params.contains_key(name);
+        if (repeat && self.repeating) || super::super::repeat::RUN_PLACEHOLDERS.contains(&name) {
+            return None;
+        }
+        if repeat {
+            return Some(format!("`${{{name}}}` is a placeholder of repeated steps only, and this step has no `repeat`"));
+        }
         let info = self.scope.params.get(name);
         match (info, info.and_then(|info| info.kind)) {
             (None, _) => Some(format!("`${{{name}}}` refers to `{name}`, which is not a param")),

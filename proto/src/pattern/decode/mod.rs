@@ -9,6 +9,7 @@ mod fields;
 mod images;
 mod outputs;
 mod params;
+mod repeat;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,11 +67,13 @@ pub(crate) struct Decoder<'a> {
     /// Steps that must run after another one (exec and exec probes in a service): (step,
     /// service, where the reference is).
     pub runs_in: Vec<(String, String, Mark)>,
+    /// Decoding a repeated step: `${item}` and `${index}` are placeholders.
+    pub repeating: bool,
 }
 
 /// Decodes a pattern; `None` when it has a problem (all of them are in `report`).
 pub(crate) fn decode(root: &Node, files: &BTreeMap<String, Vec<u8>>, report: &mut Report) -> Option<Pattern> {
-    let mut decoder = Decoder { report, files, scope: Scope::default(), edges: Vec::new(), runs_in: Vec::new() };
+    let mut decoder = Decoder { report, files, scope: Scope::default(), edges: Vec::new(), runs_in: Vec::new(), repeating: false };
     let pattern = decoder.pattern(root);
     for (mark, problem) in super::graph::check(&decoder.edges, &decoder.runs_in) {
         decoder.report.error(mark, problem);

@@ -46,6 +46,10 @@ impl Decoder<'_> {
     }
 
     fn param_fields(&mut self, name: &str, key: &Node, node: &Node) -> Option<Param> {
+        if super::super::repeat::RUN_PLACEHOLDERS.contains(&name) {
+            self.report.error(key.mark, format!("`{name}` is the name of a run's own placeholder; give the param another name"));
+            return None;
+        }
         let fields = self.fields(node, key.mark, &PARAM_FIELDS, &format!("param `{name}`"))?;
         let (_, type_node) = fields.required(self, "type")?;
         let type_name = self.string(type_node)?;

@@ -66,6 +66,8 @@ impl Decoder<'_> {
         let needs = optional(self, &fields, "needs", Vec::new(), |decoder, node| decoder.needs(name, kind, node));
         let timeout = optional(self, &fields, "timeout", None, |decoder, node| decoder.duration(node, false).map(Some));
         let retries = optional(self, &fields, "retries", None, |decoder, node| decoder.retries(node).map(Some));
+        let repeat = fields.get("repeat").map(|(key, node)| self.repeat(key, node));
+        self.repeating = repeat.is_some();
         let action = match kind {
             StepKind::Run => self.container(&fields).map(Action::Run),
             StepKind::Teardown => self.container(&fields).map(Action::Teardown),
@@ -73,7 +75,9 @@ impl Decoder<'_> {
             StepKind::Exec => self.exec(name, &fields).map(Action::Exec),
             StepKind::Wait => self.wait(name, &fields).map(Action::Wait),
         };
-        Some(Step { needs: needs?, timeout: timeout?, retries: retries?, action: action? })
+        self.repeating = false;
+        let repeat = repeat.map_or(Some(None), |repeat| repeat.map(Some));
+        Some(Step { needs: needs?, timeout: timeout?, retries: retries?, repeat: repeat?, action: action? })
     }
 
     fn needs(&mut self, name: &str, kind: StepKind, node: &Node) -> Option<Vec<String>> {

@@ -59,6 +59,7 @@ fn spec(command: &str) -> ContainerSpec {
 
 fn step(name: &str, needs: &[&str], action: Action) -> PlannedStep {
     PlannedStep {
+        group: None,
         name: name.to_owned(),
         needs: needs.iter().map(|need| (*need).to_owned()).collect(),
         timeout: None,

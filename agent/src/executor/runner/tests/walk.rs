@@ -63,3 +63,30 @@ async fn at_most_max_parallel_steps_run_at_once() {
     // Zero would start nothing and hang: it counts as one.
     check_parallel(0, 1, secs(50)).await;
 }
+
+/// Four repetitions of one step with `parallel: 2` beside an unrelated step, under a
+/// `max_parallel` of 4: at most two repetitions at once (the other step is not held back),
+/// each its own step in the events, and the step needing them starts after the last.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_step_runs_at_most_parallel_repetitions_at_once() {
+    let driver = FakeDriver::new();
+    let names = ["deploy[esxi-01]", "deploy[esxi-02]", "deploy[esxi-03]", "deploy[esxi-04]"];
+    for name in names {
+        driver.script(name, [Behaviour::exits_after(0, secs(10))]);
+    }
+    driver.script("other", [Behaviour::exits_after(0, secs(10))]);
+    let group = Some(crate::executor::plan::Group { step: "deploy".to_owned(), parallel: 2 });
+    let mut steps: Vec<PlannedStep> = names.iter().map(|name| PlannedStep { group: group.clone(), ..run(name, &[]) }).collect();
+    steps.push(run("other", &[]));
+    steps.push(run("after", &names));
+    let (outcome, events) = apply(&driver, plan(steps)).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(driver.peak_running(), 3, "two repetitions and the other step");
+    let starts: Vec<(Duration, String)> = creates(&driver).into_iter().map(|(at, step, _)| (at, step)).collect();
+    let at = |step: &str| starts.iter().find(|(_, name)| name == step).map(|(at, _)| at.as_secs());
+    assert_eq!(names.map(at), [Some(0), Some(0), Some(10), Some(10)]);
+    assert_eq!((at("other"), at("after")), (Some(0), Some(20)));
+    for name in names {
+        assert_eq!(of_step(&events, name).len(), 2, "{name}: started and succeeded, under its own name");
+    }
+}
