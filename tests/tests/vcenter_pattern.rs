@@ -9,7 +9,8 @@
 //! - A wrong target password fails the precheck step: deploy never runs, no VM is made.
 //! - With the right one: the precheck and the deploy run, the `RUNNING NN/100` lines are
 //!   percentages, the appliance VM is in vcsim, and `ready` waits until the endpoint answers
-//!   200 with the pinned certificate; no password is in the output.
+//!   200 with the pinned certificate; no password is in the output or on any process's
+//!   command line (sampled throughout the run).
 //! - Again: every step is unchanged, still one VM.
 //! - Pinned to another certificate's thumbprint: `ready` refuses the endpoint, which
 //!   receives no request.
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use pmesh_tests::docker::{docker_output, Instance};
 use pmesh_tests::http::{Behaviour, FileServer};
+use pmesh_tests::processes::Watch;
 use pmesh_tests::standins::pattern_for_download;
 use pmesh_tests::tls::TlsServer;
 use pmesh_tests::vcsa::{standin_iso, VCSA_BASE_IMAGE};
@@ -150,9 +152,18 @@ fn vcenter_prechecks_deploys_into_vcsim_and_is_ready_only_with_the_pinned_certif
     assert!(lab.vcsim.vms(&lab.vm_name()).is_empty(), "no VM was made");
     assert!(endpoint.requests().is_empty(), "nothing waited for the appliance");
 
+    // vcsa-deploy's own command line is the marker that shows the watch saw the deploy.
+    let marker = "--log-dir /tmp/vcsa-logs /pmesh/vcsa.json";
+    let mut needles: Vec<String> = lab.secrets().iter().map(|secret| secret.to_string()).collect();
+    needles.push(marker.to_owned());
+    let watch = Watch::start(needles, &["cmdline"]);
     let run = lab.apply(&lab.vcsim.password, &endpoint, &endpoint.thumbprint);
+    let (scans, seen) = watch.finish();
     let output = all_output(&run);
     assert_eq!(run.code, 0, "the deploy succeeds: {output}\n{}", lab.vcsim.logs());
+    assert!(scans > 10, "the command lines were watched ({scans} scans)");
+    assert!(seen.iter().any(|line| line.contains(marker)), "the watch saw vcsa-deploy run: {seen:?}");
+    assert!(seen.iter().all(|line| line.contains(marker) && lab.secrets().iter().all(|secret| !line.contains(secret))), "{seen:?}");
     let precheck = lines_of(&run, "precheck").join("\n");
     assert!(precheck.contains("Template verification succeeded"), "the JSON has the template's keys: {precheck}");
     assert!(precheck.contains("--precheck-only) completed successfully"), "{precheck}");
