@@ -4,7 +4,7 @@
 //! `STABLE` (after two `DEGRADED` answers), sending the right credentials every time; another
 //! server's thumbprint is refused in the handshake (no request reaches the server); a wrong
 //! password is a 401 that fails the step; a CA pin accepts the server its CA signed and
-//! refuses one another CA signed.
+//! refuses one another CA signed, from PEM text or from a file (a missing file said so).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,4 +105,18 @@ fn a_ca_pin_accepts_the_server_it_signed_and_refuses_another() {
     assert_ne!(run.code, 0, "a server another CA signed: {}", all_output(&run));
     assert!(all_output(&run).to_lowercase().contains("certificate"), "the refusal is about the certificate: {}", all_output(&run));
     assert!(other.requests().is_empty(), "nothing was sent: {:?}", other.requests());
+
+    // The same CA from a file on the pattern controller; a missing file says which.
+    let ca_file = dir.path().join("lab-ca.pem");
+    std::fs::write(&ca_file, &server.ca_pem).expect("CA file");
+    let file_values = |target: &TlsServer, path: &Path| format!("url: \"{}\"\nca_file: \"{}\"\n", target.url("/"), path.display());
+    let instance = Instance::new("https-ca-file");
+    let run = apply(dir.path(), "https-ca-file", &instance, &file_values(&server, &ca_file));
+    assert_eq!(run.code, 0, "the CA file's server: {}", all_output(&run));
+    assert_eq!(server.requests().len(), 2, "one more attempt");
+    let missing = dir.path().join("missing.pem");
+    let instance = Instance::new("https-ca-missing");
+    let run = apply(dir.path(), "https-ca-file", &instance, &file_values(&server, &missing));
+    assert_ne!(run.code, 0, "{}", all_output(&run));
+    assert!(all_output(&run).contains(&format!("reading the CA file {}", missing.display())), "{}", all_output(&run));
 }
