@@ -488,7 +488,19 @@ impl<'a> Compiler<'a> {
         let placeholders = &self.placeholders;
         Ok(match spec {
             SpecProbe::Tcp { host, port } => Probe::Tcp { host: placeholders.text(host, &place)?, port: placeholders.port(port, &place)? },
-            SpecProbe::Http { url, status } => Probe::Http { url: placeholders.text(url, &place)?, status: *status },
+            SpecProbe::Http { url, status, trust, auth, json } => {
+                let url = placeholders.text(url, &place)?;
+                let trust = probe::trust(placeholders, &url, trust.as_ref(), &place)?;
+                let auth = match auth {
+                    Some(auth) => Some(probe::basic_auth(placeholders, auth, &place)?),
+                    None => None,
+                };
+                let json = match json {
+                    Some(condition) => Some((placeholders.text(&condition.path, &place)?, placeholders.text(&condition.equals, &place)?)),
+                    None => None,
+                };
+                Probe::Http { url, status: *status, trust, auth, json }
+            }
             SpecProbe::Dns { server, port, name, record_type } => Probe::Dns {
                 server: placeholders.text(server, &place)?,
                 port: placeholders.port(port, &place)?,
@@ -564,6 +576,7 @@ pub fn new_run_id() -> String {
 
 mod image_build;
 mod outputs;
+mod probe;
 mod repeat;
 #[cfg(test)]
 mod tests;

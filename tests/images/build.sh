@@ -20,6 +20,9 @@ images=(
   # The base basic/ovftool's tests build on: the libraries OVF Tool loads (libnsl.so.1 from
   # libc6, libcrypt.so.1, libncurses.so.5) and unzip for the .zip form.
   "pmesh-test/ovftool-base:bookworm-1|libcrypt1,libnsl2,libncurses5,unzip"
+  # The base workload/vcenter's tests build on: bsdtar (libarchive-tools) extracts the ISO
+  # without a loop mount; jq lets the stand-in vcsa-deploy check the rendered JSON.
+  "pmesh-test/vcsa-base:bookworm-1|libarchive-tools,jq,ca-certificates"
 )
 
 need_root_tools() {

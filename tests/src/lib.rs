@@ -17,6 +17,8 @@ pub mod http;
 pub mod processes;
 pub mod proxy;
 pub mod standins;
+pub mod tls;
+pub mod vcsa;
 pub mod vcsim;
 
 /// The built binary `name`, from `$PMESH_BIN_DIR` (the benchmark points it at release

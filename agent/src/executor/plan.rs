@@ -349,9 +349,15 @@ pub enum Probe {
         host: String,
         port: u16,
     },
+    /// A GET of `url` answering `status`; over HTTPS pinned by `trust`, with basic auth and
+    /// a condition on the JSON body when set.
     Http {
         url: String,
         status: u16,
+        trust: Option<Trust>,
+        auth: Option<(String, Secret)>,
+        /// The path of a field in the JSON body, and the value it must have.
+        json: Option<(String, String)>,
     },
     /// A DNS query to `server:port` for `name` of `record_type` (A, AAAA, SOA, …) that must
     /// answer NOERROR with at least one answer.
@@ -366,6 +372,17 @@ pub enum Probe {
         service: String,
         command: Vec<String>,
     },
+}
+
+/// How an HTTPS probe trusts the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// PEM text of CA certificates.
+    Ca(String),
+    /// A PEM file of CA certificates on the agent host, read at each attempt.
+    CaFile(PathBuf),
+    /// The SHA-256 of the server's certificate.
+    Thumbprint([u8; 32]),
 }
 
 /// Attempts and the backoff between them.

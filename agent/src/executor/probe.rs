@@ -1,6 +1,8 @@
-//! Wait-step probes: TCP connect, HTTP status, DNS answer. (The exec probe runs through the
-//! driver, in the runner.) Each attempt is bounded by a timeout; the runner retries until the
-//! step's deadline.
+//! Wait-step probes: TCP connect, HTTP status, DNS answer; HTTPS, auth and JSON conditions in
+//! [`https`]. (The exec probe runs through the driver, in the runner.) Each attempt is bounded
+//! by a timeout; the runner retries until the step's deadline.
+
+pub mod https;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     tokio::net::lookup_host((host, port))

@@ -21,6 +21,16 @@ pub enum Probe {
         /// The expected status code.
         #[serde(default = "default_http_status")]
         status: u16,
+        /// How an `https://` URL's server is trusted; lint requires it for literal
+        /// `https://` URLs and refuses it for `http://` ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trust: Option<Trust>,
+        /// Basic auth, the password from a secret param.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<BasicAuth>,
+        /// A condition on a field of the JSON body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json: Option<JsonCondition>,
     },
     /// A DNS query gets an answer with at least one record.
     Dns {
@@ -43,6 +53,42 @@ pub enum Probe {
         /// The command and its arguments.
         command: Vec<String>,
     },
+}
+
+/// How an HTTPS probe trusts the server's certificate. Exactly one; there is no "trust
+/// anything" option, since a probe that accepts any certificate proves nothing about which
+/// appliance answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Trust {
+    /// PEM text of the CA certificates that must sign the server's chain (the host name is
+    /// checked too), usually `${param}`.
+    Ca(String),
+    /// A PEM file of CA certificates on the agent host.
+    CaFile(String),
+    /// The SHA-256 of the server's certificate (DER), as hex, colons allowed: that exact
+    /// certificate and no other (self-signed appliances).
+    Thumbprint(String),
+}
+
+/// HTTP basic auth for a probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name (placeholders allowed).
+    pub username: String,
+    /// `${name}` of a secret param: the password never sits in the pattern.
+    pub password: String,
+}
+
+/// The probe succeeds only when the JSON body's field at `path` equals `equals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCondition {
+    /// Dot-separated keys (`mgmt_cluster_status.status`); a numeric key indexes an array.
+    pub path: String,
+    /// The expected value: a JSON string equal to it, or a number or boolean written so.
+    pub equals: String,
 }
 
 fn default_http_status() -> u16 {

@@ -285,6 +285,6 @@ impl FileSpec {
 }
 
 pub use super::step::{
-    Action, Container, Exec, Healthcheck, Mount, MountSource, PortMapping, PortValue, Probe, Protocol, Resources, Restart, Retries,
-    Service, Step, StepKind, Wait,
+    Action, BasicAuth, Container, Exec, Healthcheck, JsonCondition, Mount, MountSource, PortMapping, PortValue, Probe, Protocol, Resources,
+    Restart, Retries, Service, Step, StepKind, Trust, Wait,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::probe::{PortValue, Probe, DNS_RECORD_TYPES};
+pub use super::probe::{BasicAuth, JsonCondition, PortValue, Probe, Trust, DNS_RECORD_TYPES};
 pub use super::repeat::{Count, Repeat};
 
 /// One step of a pattern.

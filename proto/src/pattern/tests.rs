@@ -270,6 +270,8 @@ fn json_schema_matches_the_spec() {
     assert_eq!(enum_of(&defs["validation"]["properties"]["items"]), ParamType::ITEMS);
     assert_eq!(enum_of(&defs["metadata"]["properties"]["category"]), Category::ALL);
     assert_eq!(enum_of(&defs["capabilities"]["items"]), formats::CAPABILITIES);
+    let http_probe = &defs["probe"]["oneOf"][1]["properties"]["http"]["properties"];
+    assert_eq!(keys(http_probe), sorted(&decode::HTTP_PROBE_FIELDS));
     let steps = defs["step"]["oneOf"].as_array().expect("one schema per kind");
     assert_eq!(steps.len(), step::StepKind::ALL.len());
     for kind_schema in steps {

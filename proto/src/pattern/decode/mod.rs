@@ -6,6 +6,7 @@
 //! files and steps) are checked where they are written. The step graph is checked last.
 
 mod fields;
+mod https;
 mod images;
 mod outputs;
 mod params;
@@ -20,6 +21,7 @@ use super::spec::{Artifact, Category, FileSpec, Metadata, ParamType, Pattern, St
 use super::template;
 use super::yaml::Node;
 pub(crate) use fields::Fields;
+pub(crate) use https::HTTP_PROBE_FIELDS;
 
 pub(crate) const TOP_FIELDS: [&str; 9] = ["apiVersion", "kind", "metadata", "params", "artifacts", "images", "files", "steps", "outputs"];
 const METADATA_FIELDS: [&str; 4] = ["name", "version", "description", "category"];

@@ -11,7 +11,7 @@ use super::super::spec::{
 };
 use super::super::step::{DEFAULT_BACKOFF, DEFAULT_PROBE_INTERVAL, DNS_RECORD_TYPES};
 use super::super::yaml::Node;
-use super::{Decoder, Fields, Names};
+use super::{Decoder, Fields, Names, HTTP_PROBE_FIELDS};
 
 /// The most CPUs a step may ask for.
 const MAX_CPUS: f64 = 1024.0;
@@ -387,7 +387,7 @@ impl Decoder<'_> {
         let probe_name = probe_key.as_str().unwrap_or_default();
         let allowed: &[&str] = match probe_name {
             "tcp" => &["host", "port"],
-            "http" => &["url", "status"],
+            "http" => &HTTP_PROBE_FIELDS,
             "dns" => &["server", "port", "name", "type"],
             _ => &["service", "command"],
         };
@@ -398,11 +398,7 @@ impl Decoder<'_> {
                 let port = fields.required(self, "port").and_then(|(_, node)| self.port_value(node));
                 Some(Probe::Tcp { host: host?, port: port? })
             }
-            "http" => {
-                let url = fields.required(self, "url").and_then(|(_, node)| self.url(node));
-                let status = optional(self, &fields, "status", 200, |decoder, node| decoder.integer(node, 100, 599));
-                Some(Probe::Http { url: url?, status: status? as u16 })
-            }
+            "http" => self.http_probe(probe_node, &fields),
             "dns" => self.dns_probe(&fields),
             _ => {
                 let service = fields.required(self, "service").and_then(|(_, node)| {

@@ -28,7 +28,19 @@ impl Runner {
     async fn probe_once(&self, plan: &Plan, probe_spec: &Probe) -> anyhow::Result<()> {
         match probe_spec {
             Probe::Tcp { host, port } => probe::tcp(host, *port).await,
-            Probe::Http { url, status } => probe::http(url, *status).await,
+            Probe::Http { url, status, trust: None, auth: None, json: None } if url.starts_with("http://") => {
+                probe::http(url, *status).await
+            }
+            Probe::Http { url, status, trust, auth, json } => {
+                let check = probe::https::HttpCheck {
+                    url,
+                    status: *status,
+                    trust: trust.as_ref(),
+                    auth: auth.as_ref().map(|(username, password)| (username.as_str(), password.expose())),
+                    json: json.as_ref().map(|(path, equals)| (path.as_str(), equals.as_str())),
+                };
+                probe::https::http(check, probe::ATTEMPT_TIMEOUT).await
+            }
             Probe::Dns { server, port, name, record_type } => probe::dns(server, *port, name, record_type).await,
             Probe::Exec { service, command } => match self.service_container(plan, service).await {
                 Ok(id) => match self.driver.exec(&id, command, &[]).await {
