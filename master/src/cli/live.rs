@@ -63,7 +63,7 @@ pub fn decode(message: v1::AgentRunEvent) -> Option<AgentEvent> {
     match AgentEvent::try_from(message) {
         Ok(event) => Some(event),
         Err(err) => {
-            eprintln!("skipping an event: {err}");
+            pmesh_rt::note!("skipping an event: {err}");
             None
         }
     }

@@ -24,7 +24,7 @@ pub async fn push(connection: &Connection, path: &Path, format: Format) -> Resul
     let diagnostics = pmesh_proto::pattern::lint(&dir.files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{}", dir.root.join(diagnostic.to_string()).display());
+            pmesh_rt::note!("{}", dir.root.join(diagnostic.to_string()).display());
         }
         return Err(CliError::new(exit::USAGE, format!("{} problem(s) in {}; nothing was pushed", diagnostics.len(), dir.root.display())));
     }
@@ -143,7 +143,7 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         return Ok(print_plan(&started.targets, format));
     }
     for target in started.targets.iter().filter(|target| !target.started) {
-        eprintln!("{}: {}", target.agent, target.error);
+        pmesh_rt::note!("{}: {}", target.agent, target.error);
     }
     // An agent that refused the run as invalid created nothing; with no agent running it,
     // there is nothing to follow.
@@ -237,7 +237,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
             next = stream.message() => next,
             _ = tokio::signal::ctrl_c() => {
                 live.finish();
-                eprintln!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
+                pmesh_rt::note!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
                 return Ok(0);
             }
         };

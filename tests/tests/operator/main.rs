@@ -1,0 +1,9 @@
+//! What an operator sees when things go wrong, with the real binaries: output into a closed
+//! pipe, failed steps and their summary, and the documented exit codes.
+//!
+//! One binary, a module per part, so the suite links once:
+//! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
+//! - `lab` (a master, agents and the test patterns) serves the others.
+
+mod lab;
+mod pipes;
