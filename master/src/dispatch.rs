@@ -418,8 +418,21 @@ impl Dispatcher {
             for (index, event) in kept {
                 match event.event.kind {
                     Kind::RunStarted => self.store.set_agent_state(&event.event.run_id, name, RunState::Running, "", &[])?,
+                    // The first failed step is why the run failed on this agent: `runs show`
+                    // says so while the run goes on, and after it ends.
+                    Kind::StepFailed => self
+                        .store
+                        .update_run(&event.event.run_id, |run| {
+                            if let Some(agent) = run.agents.get_mut(name).filter(|agent| agent.error.is_empty()) {
+                                agent.error = step_error(&event.event.step, &event.event.text);
+                            }
+                        })
+                        .map(drop)?,
                     Kind::RunFinished => {
                         let (state, error) = outcome(name, &event.event.text);
+                        let failed_step =
+                            self.store.run(&event.event.run_id)?.and_then(|run| run.agents.get(name).map(|agent| agent.error.clone()));
+                        let error = if error.is_empty() && state != RunState::Succeeded { failed_step.unwrap_or_default() } else { error };
                         self.store.set_agent_state(&event.event.run_id, name, state, &error, &event.event.outputs)?;
                     }
                     _ => {}
@@ -528,6 +541,11 @@ impl Dispatcher {
 /// The state a `RunFinished` event's text names (`succeeded`, `failed`, `cancelled`). Any
 /// other text, which no agent sends today, counts as a failure that names it, rather than
 /// as the success an unknown string used to fall through to.
+/// A failed step as an agent's error in its run: `step NAME: REASON`.
+fn step_error(step: &str, reason: &str) -> String {
+    format!("step {step}: {reason}")
+}
+
 fn outcome(agent: &str, text: &str) -> (RunState, String) {
     match text.parse::<RunState>() {
         Ok(state) if !state.is_active() => (state, String::new()),

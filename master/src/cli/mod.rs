@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod run_outputs;
 pub mod runs;
 pub mod serve;
+pub mod summary;
 pub mod tokens;
 
 pub use args::{

@@ -169,10 +169,11 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
 }
 
 /// Prints what each agent would do; returns 2 when an agent refused the run as invalid, 4 when
-/// an agent could not be asked.
+/// an agent could not be asked, 1 when a step is `blocked` (it would fail: a host port taken).
 fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
     let invalid = targets.iter().any(|target| target.invalid);
     let unreachable = targets.iter().any(|target| !target.error.is_empty());
+    let blocked = targets.iter().flat_map(|target| &target.plan).any(|action| action.action == "blocked");
     match format {
         Format::Json => {
             let agents: BTreeMap<&str, serde_json::Value> = targets
@@ -217,6 +218,8 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
         exit::USAGE
     } else if unreachable {
         exit::UNREACHABLE
+    } else if blocked {
+        exit::FAILED
     } else {
         0
     }
@@ -236,7 +239,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
         let next = tokio::select! {
             next = stream.message() => next,
             _ = tokio::signal::ctrl_c() => {
-                live.finish();
+                live.detach();
                 pmesh_rt::note!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
                 return Ok(0);
             }
@@ -255,13 +258,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
         }
     }
     let run = get_run(connection, run_id).await?;
-    if format == Format::Text {
-        for agent in &run.agents {
-            let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
-            live.println(&format!("{:<12} {}{error}", agent.agent, agent.state));
-        }
-    }
-    live.finish();
+    live.summary(&run);
     Ok(exit_code(&run.state))
 }
 
@@ -351,13 +348,19 @@ pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, fol
     while let Some(message) = stream.message().await.map_err(|status| connection.failed(status))? {
         let Some(envelope) = super::live::decode(message) else { continue };
         let event = &envelope.event;
-        let is_log = event.kind == Kind::Log;
-        if !is_log || step.is_some_and(|wanted| wanted != event.step) {
+        // A step's output, and why it failed: the reason is not in its output (a container
+        // that never started has none).
+        let shown = matches!(event.kind, Kind::Log | Kind::StepFailed);
+        if !shown || step.is_some_and(|wanted| wanted != event.step) {
             continue;
         }
+        let text = if event.kind == Kind::StepFailed { format!("✗ failed: {}", event.text) } else { event.text.clone() };
         match format {
-            Format::Json => println!("{}", json!({ "agent": envelope.agent, "seq": event.seq, "step": event.step, "line": event.text })),
-            Format::Text => println!("{:<10} {:<14} {}", envelope.agent, event.step, event.text),
+            Format::Json => println!(
+                "{}",
+                json!({ "agent": envelope.agent, "seq": event.seq, "step": event.step, "kind": event.kind.name(), "text": event.text })
+            ),
+            Format::Text => println!("{:<10} {:<14} {text}", envelope.agent, event.step),
         }
     }
     Ok(())

@@ -59,3 +59,33 @@ pub fn pmesh_into(data_dir: Option<PathBuf>, args: &[&str], stdout: Stdio) -> Ru
         .expect("running pmesh")
         .into()
 }
+
+/// What a terminal `cols` columns wide shows after `command` (a shell command line) ran in it,
+/// as tmux renders it: the screen's lines as text, the same with their colour escapes, and
+/// the command's exit code.
+///
+/// # Panics
+/// When tmux is missing (`apt-get install tmux`) or the command does not end within a minute.
+pub fn on_terminal(command: &str, cols: u16) -> (String, String, i32) {
+    let socket = format!("pmesh-test-{}-{}", std::process::id(), pmesh_tests::free_port());
+    let tmux = |args: &[&str]| {
+        let output = Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux runs (apt-get install tmux)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let script = format!("{command}; echo pmesh-exit=$?; sleep 600");
+    tmux(&["new-session", "-d", "-x", &cols.to_string(), "-y", "60", "env", "TERM=xterm-256color", "sh", "-c", &script]);
+    // -J joins lines the terminal wrapped, so a line the CLI printed too long shows as one.
+    let screen = |escapes: bool| {
+        let mut args = vec!["capture-pane", "-p", "-J", "-S", "-200"];
+        args.extend(escapes.then_some("-e"));
+        tmux(&args)
+    };
+    let finished = pmesh_tests::wait_until("the command to end on the terminal", std::time::Duration::from_secs(60), || {
+        screen(false).contains("pmesh-exit=")
+    });
+    let (text, escaped) = (screen(false), screen(true));
+    tmux(&["kill-server"]);
+    finished.unwrap_or_else(|err| panic!("{err}: {text}"));
+    let code = text.split("pmesh-exit=").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|code| code.parse().ok());
+    (text, escaped, code.unwrap_or(-1))
+}

@@ -2,8 +2,10 @@
 //! pipe, failed steps and their summary, and the documented exit codes.
 //!
 //! One binary, a module per part, so the suite links once:
+//! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
 //! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
 //! - `lab` (a master, agents and the test patterns) serves the others.
 
+mod failures;
 mod lab;
 mod pipes;
