@@ -30,6 +30,7 @@ use crate::error::{now_unix, ApiError};
 use crate::identity::PkiPaths;
 use crate::registry::Connections;
 use crate::store::{AgentRecord, AgentState, PatternRecord, RunRecord, RunState, Store, StoredEvent};
+use crate::suggest::{did_you_mean, unknown_pattern};
 use patterns::PatternCache;
 
 const MAX_CONCURRENT_STARTS: usize = 32;
@@ -102,8 +103,12 @@ impl Dispatcher {
         if !request.on.is_empty() {
             let mut chosen = Vec::new();
             for name in &request.on {
-                let agent =
-                    agents.iter().find(|agent| &agent.name == name).ok_or_else(|| ApiError::Invalid(format!("no agent named {name:?}")))?;
+                let agent = agents.iter().find(|agent| &agent.name == name).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "no agent named {name:?}{}",
+                        did_you_mean(name, agents.iter().map(|agent| agent.name.as_str()))
+                    ))
+                })?;
                 chosen.push(agent.clone());
             }
             return Ok(chosen);
@@ -118,10 +123,13 @@ impl Dispatcher {
 
     /// The registered pattern `reference` names, its signed bundle, and its parse (cached).
     fn registered(&self, reference: &str) -> Result<(PatternRecord, SignedBundle, Arc<pmesh_proto::pattern::Pattern>), ApiError> {
-        let pattern = self
-            .store
-            .find_pattern(reference)?
-            .ok_or_else(|| ApiError::Invalid(format!("no pattern {reference:?} is registered; push it with `pmesh pattern push`")))?;
+        let Some(pattern) = self.store.find_pattern(reference)? else {
+            let registered = self.store.patterns()?;
+            return Err(ApiError::NotFound(unknown_pattern(
+                reference,
+                registered.iter().map(|known| (known.name.as_str(), known.version.as_str())),
+            )));
+        };
         let (archive, signature) =
             self.store.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
         let parsed = self.patterns.get_or_parse(&pattern.digest, &archive).map_err(|err| {

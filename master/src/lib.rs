@@ -20,3 +20,4 @@ pub mod policy;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod suggest;

@@ -211,7 +211,7 @@ impl MasterState {
     fn remove_agent(&self, name: &str) -> Result<v1::RemoveAgentResponse, ApiError> {
         let identity = Identity::new(Role::Agent, name).map_err(|err| ApiError::Invalid(err.to_string()))?;
         if self.store.remove_agent(name)?.is_none() {
-            return Err(ApiError::NotFound(format!("no agent named {name:?}")));
+            return Err(ApiError::NotFound(unknown_agent(&self.store, name)));
         }
         let revoked_serials = self.store.revoke_identity(&identity.uri(), now_unix())?;
         self.store.flush()?;
@@ -322,7 +322,7 @@ impl Master for MasterService {
             .store
             .agent(name)
             .map_err(ApiError::Internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent named {name:?}")))?;
+            .ok_or_else(|| ApiError::NotFound(unknown_agent(&self.state.store, name)))?;
         Ok(Response::new(agent_status(record)))
     }
 
@@ -437,6 +437,12 @@ impl Master for MasterService {
     async fn revoke_admin(&self, request: Request<v1::RevokeAdminRequest>) -> RpcResult<v1::RevokeAdminResponse> {
         Ok(Response::new(self.state.revoke_admin(&request.get_ref().name)?))
     }
+}
+
+/// "no agent named X", with the closest registered name.
+fn unknown_agent(store: &Store, name: &str) -> String {
+    let agents = store.agents().unwrap_or_default();
+    format!("no agent named {name:?}{}", crate::suggest::did_you_mean(name, agents.iter().map(|agent| agent.name.as_str())))
 }
 
 #[cfg(test)]

@@ -345,9 +345,11 @@ pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Resu
 pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, follow: bool, format: Format) -> Result<(), CliError> {
     let request = v1::WatchRunRequest { run_id: run_id.to_owned(), from_index: 0, no_follow: !follow };
     let mut stream = connection.client.clone().watch_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
+    let mut steps: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     while let Some(message) = stream.message().await.map_err(|status| connection.failed(status))? {
         let Some(envelope) = super::live::decode(message) else { continue };
         let event = &envelope.event;
+        steps.insert(event.step.clone());
         // A step's output, and why it failed: the reason is not in its output (a container
         // that never started has none).
         let shown = matches!(event.kind, Kind::Log | Kind::StepFailed);
@@ -363,7 +365,14 @@ pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, fol
             Format::Text => println!("{:<10} {:<14} {text}", envelope.agent, event.step),
         }
     }
-    Ok(())
+    // A step the run never had is a mistake to point out, not an empty answer.
+    match step {
+        Some(wanted) if !steps.contains(wanted) => {
+            let suggestion = crate::suggest::did_you_mean(wanted, steps.iter().map(String::as_str).filter(|step| !step.is_empty()));
+            Err(CliError::new(exit::FAILED, format!("run {run_id} has no step {wanted:?}{suggestion}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `pmesh runs cancel ID`.

@@ -15,7 +15,7 @@ pub fn pattern(name: &str) -> String {
 /// A running mesh; its processes stop when it drops.
 pub struct Lab {
     pub mesh: Mesh,
-    _master: Daemon,
+    master: Daemon,
     _agents: Vec<Daemon>,
 }
 
@@ -34,7 +34,12 @@ impl Lab {
             let push = mesh.pmesh(&["pattern", "push", &pattern(name)]);
             anyhow::ensure!(push.code == 0, "push {name} failed: {}", push.stderr);
         }
-        Ok(Lab { mesh, _master: master, _agents: agents })
+        Ok(Lab { mesh, master, _agents: agents })
+    }
+
+    /// Stops the master (SIGKILL), so that the CLI finds nothing at its address.
+    pub fn stop_master(&mut self) {
+        self.master.kill();
     }
 
     /// `pmesh --data-dir MASTER ARGS`, with stdout going to `stdout`.

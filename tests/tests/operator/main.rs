@@ -2,10 +2,12 @@
 //! pipe, failed steps and their summary, and the documented exit codes.
 //!
 //! One binary, a module per part, so the suite links once:
+//! - `exit_codes`: the README's exit codes, a row per documented case, and "did you mean";
 //! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
 //! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
 //! - `lab` (a master, agents and the test patterns) serves the others.
 
+mod exit_codes;
 mod failures;
 mod lab;
 mod pipes;
