@@ -2,11 +2,13 @@
 //! pipe, failed steps and their summary, and the documented exit codes.
 //!
 //! One binary, a module per part, so the suite links once:
+//! - `config`: a missing `--config` file, the configuration each daemon logs, durations as written;
 //! - `exit_codes`: the README's exit codes, a row per documented case, and "did you mean";
 //! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
 //! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
 //! - `lab` (a master, agents and the test patterns) serves the others.
 
+mod config;
 mod exit_codes;
 mod failures;
 mod lab;
