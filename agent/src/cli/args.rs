@@ -91,6 +91,9 @@ pub struct RunArgs {
     /// How often to check for renewal (overrides `renew_check_interval`), such as 60s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub renew_check_interval: Option<std::time::Duration>,
+    /// How to write log lines: text, or one JSON object a line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: pmesh_rt::logging::LogFormat,
 }
 
 #[derive(Debug, clap::Args)]

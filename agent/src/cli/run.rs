@@ -22,7 +22,7 @@ pub(super) async fn run(args: RunArgs, data_dir: &Path) -> Result<(), CliError> 
     config.validate().map_err(|invalid| {
         CliError::new(exit::USAGE, format!("invalid command line: --{}: {}", invalid.key.replace('_', "-"), invalid.reason))
     })?;
-    pmesh_rt::cli::daemon("the agent", serve(data_dir, config, path)).await
+    pmesh_rt::cli::daemon("the agent", args.log_format, serve(data_dir, config, path)).await
 }
 
 async fn serve(data_dir: &Path, config: AgentConfig, path: std::path::PathBuf) -> anyhow::Result<()> {

@@ -21,6 +21,12 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
     pub output: Format,
+    /// Log more (-v info, -vv debug, -vvv trace); RUST_LOG, when set, wins.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log less (-q errors only, -qq nothing).
+    #[arg(short = 'q', long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -184,6 +190,9 @@ pub struct ServeArgs {
     /// Agent certificate lifetime (overrides `agent_cert_lifetime`), such as 30d.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub agent_cert_lifetime: Option<Duration>,
+    /// How to write log lines: text, or one JSON object a line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: pmesh_rt::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,6 +39,7 @@ impl Connection {
 pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, CliError> {
     let path = credentials::locate(explicit, data_dir);
     let credentials = Credentials::load(&path).map_err(|err| CliError::new(exit::REFUSED, format!("{err:#}")))?;
+    tracing::info!(credential = %path.display(), master = %credentials.master, admin = %credentials.name, "connecting");
     let (not_before, not_after) = credentials.validity()?;
     let at = |unix: i64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64));
     if not_before > now_unix() {

@@ -36,6 +36,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let data_dir = cli.data_dir.as_path();
     let credentials = cli.credentials.as_deref();
     let format = cli.output;
+    // The daemon sets up its own logging (`--log-format`); every other verb logs to stderr.
+    if !matches!(cli.command, Command::Serve(_)) {
+        pmesh_rt::logging::init_cli(cli.verbose, cli.quiet);
+    }
     match cli.command {
         Command::Serve(args) => serve::run(args, data_dir).await,
         Command::Ca(command) => ca::run(command, data_dir, format),

@@ -14,7 +14,7 @@ pub(super) async fn run(args: ServeArgs, data_dir: &Path) -> Result<(), CliError
     // A configuration that cannot be used is a usage error (2), before the daemon starts.
     let config = serve_config(data_dir, &args).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
     let path = config_path(data_dir, &args);
-    pmesh_rt::cli::daemon("the master", serve(config, path, data_dir)).await
+    pmesh_rt::cli::daemon("the master", args.log_format, serve(config, path, data_dir)).await
 }
 
 fn config_path(data_dir: &Path, args: &ServeArgs) -> PathBuf {

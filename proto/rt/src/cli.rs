@@ -157,8 +157,12 @@ pub fn note_line(line: std::fmt::Arguments<'_>) {
 ///
 /// # Errors
 /// The daemon's error, as [`exit::FAILED`].
-pub async fn daemon(name: &str, daemon: impl Future<Output = anyhow::Result<()>>) -> Result<(), CliError> {
-    crate::logging::init();
+pub async fn daemon(
+    name: &str,
+    log_format: crate::logging::LogFormat,
+    daemon: impl Future<Output = anyhow::Result<()>>,
+) -> Result<(), CliError> {
+    crate::logging::init(log_format);
     daemon.await.map_err(|err| {
         tracing::error!(error = format!("{err:#}"), "{name} failed");
         CliError::from(err)

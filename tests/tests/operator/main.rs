@@ -5,6 +5,7 @@
 //! - `config`: a missing `--config` file, the configuration each daemon logs, durations as written;
 //! - `exit_codes`: the README's exit codes, a row per documented case, and "did you mean";
 //! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
+//! - `logs`: JSON logs from both daemons, no colour in files, `-v`/`-q`/`RUST_LOG` for the CLI;
 //! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
 //! - `lab` (a master, agents and the test patterns) serves the others.
 
@@ -12,4 +13,5 @@ mod config;
 mod exit_codes;
 mod failures;
 mod lab;
+mod logs;
 mod pipes;
