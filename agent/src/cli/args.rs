@@ -9,7 +9,7 @@ use crate::config::DEFAULT_DATA_DIR;
 
 /// pmesh-agent: the pattern controller of a pmesh mesh.
 #[derive(Debug, Parser)]
-#[command(name = "pmesh-agent", version, about)]
+#[command(name = "pmesh-agent", version = pmesh_rt::docs::VERSION, about)]
 pub struct Cli {
     /// The agent's data directory (identity, state).
     #[arg(long, global = true, env = "PMESH_AGENT_HOME", default_value = DEFAULT_DATA_DIR)]
@@ -30,6 +30,11 @@ pub enum Command {
     /// Serve many enrolled agent identities from one process (soak and scale tests).
     #[command(hide = true)]
     Simulate(SimulateArgs),
+    /// Print a shell completion script: `pmesh-agent completions bash > /etc/bash_completion.d/pmesh-agent`.
+    Completions { shell: pmesh_rt::docs::Shell },
+    /// Write man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,7 @@ use super::output::Format;
 
 /// pmesh: the pattern-controller mesh for VMware lab environments.
 #[derive(Debug, Parser)]
-#[command(name = "pmesh", version, about)]
+#[command(name = "pmesh", version = pmesh_rt::docs::VERSION, about)]
 pub struct Cli {
     /// The master's data directory (CA, database, local admin credential).
     #[arg(long, global = true, env = "PMESH_HOME", default_value = "/var/lib/pmesh")]
@@ -42,28 +42,62 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// List, inspect and remove agents.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = AGENTS_EXAMPLES)]
     Agents(AgentsCommand),
     /// Issue and revoke operator credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Check, inspect, register and list patterns.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = PATTERN_EXAMPLES)]
     Pattern(PatternCommand),
     /// Run a registered pattern on agents and follow it live.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// List, inspect, follow and cancel runs.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = RUNS_EXAMPLES)]
     Runs(RunsCommand),
     /// What runs built on each agent: the last run and the pattern's outputs.
     #[command(subcommand)]
     Instances(InstancesCommand),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
+    #[command(after_help = BOOTSTRAP_EXAMPLES)]
     Bootstrap(BootstrapArgs),
     /// Add, list and remove binaries in the master's artifact depot.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// Print a shell completion script: `pmesh completions bash > /etc/bash_completion.d/pmesh`.
+    Completions { shell: pmesh_rt::docs::Shell },
+    /// Write man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
+
+const RUN_EXAMPLES: &str = "Examples:
+  pmesh run dns --on pc-1 -p zone=lab.local       run on one agent and follow it live
+  pmesh run dns --selector site=lab -f values.yaml  on every agent labelled site=lab
+  pmesh run dns --on pc-1 --plan                  what it would do; nothing changes
+  pmesh run dns --all --detach                    start, then `pmesh runs watch ID`";
+
+const RUNS_EXAMPLES: &str = "Examples:
+  pmesh runs ls
+  pmesh runs show r1795329926-bd09 -o json
+  pmesh runs logs r1795329926-bd09 --step named   one step's output and why it failed
+  pmesh runs watch r1795329926-bd09               follow from the start; exits with the run's code";
+
+const AGENTS_EXAMPLES: &str = "Examples:
+  pmesh agents ls
+  pmesh agents show pc-1 -o json
+  pmesh agents rm pc-1                            also revokes its certificates";
+
+const PATTERN_EXAMPLES: &str = "Examples:
+  pmesh pattern lint patterns/shared/dns          every problem as FILE:LINE:COLUMN
+  pmesh pattern push patterns/shared/dns          register a version (the master signs it)
+  pmesh pattern ls";
+
+const BOOTSTRAP_EXAMPLES: &str = "Examples:
+  pmesh bootstrap root@10.0.0.5 --accept-new-host-key --label site=lab
+  pmesh bootstrap admin@pc-2 --identity ~/.ssh/id_ed25519 --dry-run
+  pmesh bootstrap root@pc-1 --upgrade             replace the agent binary, keep the patterns running";
 
 #[derive(Debug, Subcommand)]
 pub enum ArtifactCommand {

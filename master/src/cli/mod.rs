@@ -36,6 +36,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let data_dir = cli.data_dir.as_path();
     let credentials = cli.credentials.as_deref();
     let format = cli.output;
+    match cli.command {
+        Command::Completions { shell } => {
+            pmesh_rt::docs::completions(<Cli as clap::CommandFactory>::command(), shell);
+            return Ok(());
+        }
+        Command::Manpages { dir } => return pmesh_rt::docs::manpages(<Cli as clap::CommandFactory>::command(), &dir).map(drop),
+        _ => {}
+    }
     // The daemon sets up its own logging (`--log-format`); every other verb logs to stderr.
     if !matches!(cli.command, Command::Serve(_)) {
         pmesh_rt::logging::init_cli(cli.verbose, cli.quiet);
@@ -48,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Admin(command) => admin::run(command, credentials, data_dir).await,
         Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
         Command::Artifact(command) => artifact::run(command, credentials, data_dir, format).await,
+        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),
         Command::Pattern(PatternCommand::Show { path }) => pattern::show(&path, format),

@@ -3,6 +3,7 @@
 //!
 //! One binary, a module per part, so the suite links once:
 //! - `config`: a missing `--config` file, the configuration each daemon logs, durations as written;
+//! - `docs`: completions, man pages, examples in help, `--version`;
 //! - `exit_codes`: the README's exit codes, a row per documented case, and "did you mean";
 //! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
 //! - `logs`: JSON logs from both daemons, no colour in files, `-v`/`-q`/`RUST_LOG` for the CLI;
@@ -10,6 +11,7 @@
 //! - `lab` (a master, agents and the test patterns) serves the others.
 
 mod config;
+mod docs;
 mod exit_codes;
 mod failures;
 mod lab;

@@ -54,6 +54,9 @@ fn every_kind_of_command_exits_quietly_into_a_closed_pipe() -> anyhow::Result<()
     // Commands that need no master, and both binaries' help.
     assert_quiet("pattern show", &pmesh_into(None, &["pattern", "show", &pattern("steps")], closed_pipe()));
     assert_quiet("pmesh --help", &pmesh_into(None, &["--help"], closed_pipe()));
+    for shell in ["bash", "zsh", "fish"] {
+        assert_quiet("completions", &pmesh_into(None, &["completions", shell], closed_pipe()));
+    }
     let agent: Run = Command::new(bin("pmesh-agent")).arg("--help").stdout(closed_pipe()).stderr(Stdio::piped()).output()?.into();
     assert_quiet("pmesh-agent --help", &agent);
     Ok(())
