@@ -363,6 +363,10 @@ impl Master for MasterService {
         Ok(Response::new(self.state.dispatcher.start(request.into_inner()).await?))
     }
 
+    async fn version(&self, _request: Request<v1::VersionRequest>) -> RpcResult<v1::VersionResponse> {
+        Ok(Response::new(v1::VersionResponse { version: pmesh_rt::docs::VERSION.to_owned() }))
+    }
+
     async fn list_runs(&self, _request: Request<v1::ListRunsRequest>) -> RpcResult<v1::ListRunsResponse> {
         let mut runs = self.state.store.runs().map_err(ApiError::Internal)?;
         runs.sort_by_key(|run| run.created_at);

@@ -65,6 +65,8 @@ pub enum Command {
     /// Add, list and remove binaries in the master's artifact depot.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// This CLI's version and the master's.
+    Version,
     /// Print a shell completion script: `pmesh completions bash > /etc/bash_completion.d/pmesh`.
     Completions { shell: pmesh_rt::docs::Shell },
     /// Write man pages (one per command) into DIR.

@@ -19,6 +19,7 @@ pub mod runs;
 pub mod serve;
 pub mod summary;
 pub mod tokens;
+pub mod version;
 
 pub use args::{
     AdminCommand, AgentsCommand, ArtifactCommand, CaCommand, Cli, Command, InstancesCommand, PatternCommand, RunArgs, RunsCommand,
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Admin(command) => admin::run(command, credentials, data_dir).await,
         Command::Bootstrap(args) => bootstrap::run(args, credentials, data_dir).await,
         Command::Artifact(command) => artifact::run(command, credentials, data_dir, format).await,
+        Command::Version => version::run(credentials, data_dir, format).await,
         Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),

@@ -29,6 +29,17 @@ fn completions_man_pages_examples_and_version() -> anyhow::Result<()> {
     assert_eq!(mesh.command("pmesh-agent", &["manpages", agent_dir.path().to_str().expect("utf-8")]).code, 0);
     assert!(agent_dir.path().join("pmesh-agent-join.1").exists());
 
+    // `pmesh version`: this CLI's, then the master's; the CLI's even when the master is down.
+    let master = mesh.start_master()?;
+    let both = mesh.pmesh(&["version", "-o", "json"]);
+    let both: serde_json::Value = serde_json::from_str(&both.stdout)?;
+    assert!(revision.is_match(&format!("pmesh {}", both["cli"].as_str().unwrap_or_default())), "{both}");
+    assert_eq!(both["master"], both["cli"], "the same build on both sides: {both}");
+    drop(master);
+    let alone = mesh.pmesh(&["version"]);
+    assert_eq!(alone.code, 4, "{}", alone.stderr);
+    assert!(alone.stdout.starts_with("pmesh (this CLI): 0."), "{}", alone.stdout);
+
     for verb in ["run", "runs", "agents", "pattern", "bootstrap"] {
         let help = mesh.command("pmesh", &[verb, "--help"]);
         assert!(help.stdout.contains("Examples:\n  pmesh "), "{verb} --help has examples: {}", help.stdout);
