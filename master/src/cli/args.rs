@@ -184,8 +184,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// List runs.
-    Ls,
+    /// List runs, newest first.
+    Ls(RunsFilter),
     /// Show a run and each agent's state.
     Show { run_id: String },
     /// Print a run's log lines.
@@ -202,6 +202,23 @@ pub enum RunsCommand {
     Watch { run_id: String },
     /// Cancel a run on every agent still running it.
     Cancel { run_id: String },
+}
+
+/// Which runs `pmesh runs ls` lists.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunsFilter {
+    /// Only runs in this state (running, succeeded, failed, cancelled, unreachable).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only runs of this pattern (NAME or NAME@VERSION).
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Only runs on this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only runs started within this long, such as 1h or 2d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
 }
 
 /// Labels an agent must carry, from `--selector k=v[,k=v]`.

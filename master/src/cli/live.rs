@@ -250,6 +250,11 @@ pub fn describe(event: &RunEvent) -> String {
     }
 }
 
+/// A time in milliseconds since the epoch as RFC 3339 (`2026-12-04T19:12:24.123Z`).
+fn rfc3339_ms(unix_ms: i64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64)).to_string()
+}
+
 /// One event as a timestamped line, or as a JSON object per line.
 pub fn print_line(envelope: &AgentEvent, format: Format) {
     let event = &envelope.event;
@@ -258,7 +263,7 @@ pub fn print_line(envelope: &AgentEvent, format: Format) {
         Format::Json => println!(
             "{}",
             json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
-                    "kind": v1::RunEventKind::from(event.kind).as_str_name(),
+                    "at": rfc3339_ms(event.at_unix_ms), "kind": event.kind.name(),
                     "step": event.step, "text": event.text, "percent": event.percent,
                     "exit_code": event.exit_code, "tail": event.tail,
                     "done_bytes": transfer.done, "total_bytes": transfer.total.unwrap_or(0), "rate_bytes_per_second": transfer.rate })

@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Runs(command) => {
             let connection = client::connect(credentials, data_dir)?;
             match command {
-                RunsCommand::Ls => runs::list(&connection, format).await,
+                RunsCommand::Ls(filter) => runs::list(&connection, &filter, format).await,
                 RunsCommand::Show { run_id } => runs::show(&connection, &run_id, format).await,
                 RunsCommand::Logs { run_id, step, follow } => runs::logs(&connection, &run_id, step.as_deref(), follow, format).await,
                 RunsCommand::Cancel { run_id } => runs::cancel(&connection, &run_id, format).await,

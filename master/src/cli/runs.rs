@@ -276,9 +276,21 @@ pub fn exit_code(state: &str) -> u8 {
 ///
 /// # Errors
 /// When the master cannot be reached.
-pub async fn list(connection: &Connection, format: Format) -> Result<(), CliError> {
-    let listed =
+pub async fn list(connection: &Connection, filter: &super::args::RunsFilter, format: Format) -> Result<(), CliError> {
+    let mut listed =
         connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    let since = filter.since.map(|since| crate::error::now_unix() - since.as_secs() as i64);
+    listed.runs.retain(|run| {
+        filter.state.as_ref().is_none_or(|state| &run.state == state)
+            && filter
+                .pattern
+                .as_ref()
+                .is_none_or(|pattern| run.pattern == *pattern || run.pattern.split('@').next() == Some(pattern.as_str()))
+            && filter.agent.as_ref().is_none_or(|agent| run.agents.iter().any(|state| &state.agent == agent))
+            && since.is_none_or(|since| run.created_at_unix >= since)
+    });
+    // Newest first, as an operator looks for the run that just failed.
+    listed.runs.sort_by(|left, right| right.created_at_unix.cmp(&left.created_at_unix).then_with(|| right.run_id.cmp(&left.run_id)));
     match format {
         Format::Json => {
             let runs: Vec<_> = listed.runs.iter().map(run_json).collect();

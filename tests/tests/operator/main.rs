@@ -6,6 +6,7 @@
 //! - `docs`: completions, man pages, examples in help, `--version`;
 //! - `exit_codes`: the README's exit codes, a row per documented case, and "did you mean";
 //! - `failures`: a port clash, from `--plan` to the summary, `runs show` and `runs logs`;
+//! - `json`: lowercase event kinds, RFC 3339 times, `ca fingerprint -o json`, `runs ls` order and filters;
 //! - `logs`: JSON logs from both daemons, no colour in files, `-v`/`-q`/`RUST_LOG` for the CLI;
 //! - `pipes`: every kind of command into a pipe whose reader has gone exits quietly;
 //! - `lab` (a master, agents and the test patterns) serves the others.
@@ -14,6 +15,7 @@ mod config;
 mod docs;
 mod exit_codes;
 mod failures;
+mod json;
 mod lab;
 mod logs;
 mod pipes;
