@@ -21,6 +21,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
     pub output: Format,
+    /// Print tables without their header row.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     /// Log more (-v info, -vv debug, -vvv trace); RUST_LOG, when set, wins.
     #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -329,6 +332,12 @@ pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("{text:?} is not k=v")),
+    }
+}
+
+impl From<RunsFilter> for super::runs::RunsQuery {
+    fn from(filter: RunsFilter) -> Self {
+        super::runs::RunsQuery { state: filter.state, pattern: filter.pattern, agent: filter.agent, since: filter.since }
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let data_dir = cli.data_dir.as_path();
     let credentials = cli.credentials.as_deref();
     let format = cli.output;
+    output::set_no_headers(cli.no_headers);
     match cli.command {
         Command::Completions { shell } => {
             pmesh_rt::docs::completions(<Cli as clap::CommandFactory>::command(), shell);
@@ -68,7 +69,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Runs(command) => {
             let connection = client::connect(credentials, data_dir)?;
             match command {
-                RunsCommand::Ls(filter) => runs::list(&connection, &filter, format).await,
+                RunsCommand::Ls(filter) => runs::list(&connection, &filter.into(), format).await,
                 RunsCommand::Show { run_id } => runs::show(&connection, &run_id, format).await,
                 RunsCommand::Logs { run_id, step, follow } => runs::logs(&connection, &run_id, step.as_deref(), follow, format).await,
                 RunsCommand::Cancel { run_id } => runs::cancel(&connection, &run_id, format).await,

@@ -88,6 +88,14 @@ pub async fn list_patterns(connection: &Connection, format: Format) -> Result<()
     Ok(())
 }
 
+/// Which runs `pmesh runs ls` lists (`--state`, `--pattern`, `--agent`, `--since`).
+pub struct RunsQuery {
+    pub state: Option<String>,
+    pub pattern: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<std::time::Duration>,
+}
+
 /// What `pmesh run` was given.
 pub struct RunOptions {
     pub pattern: String,
@@ -276,7 +284,7 @@ pub fn exit_code(state: &str) -> u8 {
 ///
 /// # Errors
 /// When the master cannot be reached.
-pub async fn list(connection: &Connection, filter: &super::args::RunsFilter, format: Format) -> Result<(), CliError> {
+pub async fn list(connection: &Connection, filter: &RunsQuery, format: Format) -> Result<(), CliError> {
     let mut listed =
         connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
     let since = filter.since.map(|since| crate::error::now_unix() - since.as_secs() as i64);

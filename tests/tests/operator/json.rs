@@ -1,5 +1,5 @@
 //! One JSON contract, as far as it goes today: event kinds as lowercase names with an RFC 3339
-//! time, `ca fingerprint -o json`, and `runs ls` newest first with its filters.
+//! time, `ca fingerprint -o json`, and `runs ls` newest first with its filters and `--no-headers`.
 
 use pmesh_tests::docker::Instance;
 use pmesh_tests::run_id_in;
@@ -41,5 +41,10 @@ fn kinds_are_lowercase_and_runs_list_newest_first_with_filters() -> anyhow::Resu
     assert!(run_ids(&lab, &["--state", "failed"]).is_empty());
     assert!(run_ids(&lab, &["--pattern", "dns"]).is_empty());
     assert!(run_ids(&lab, &["--agent", "pc-2"]).is_empty());
+
+    // --no-headers: the rows alone, for cut and awk.
+    let rows = lab.mesh.pmesh(&["runs", "ls", "--no-headers"]);
+    let first: Vec<&str> = rows.stdout.lines().map(|line| line.split_whitespace().next().unwrap_or_default()).collect();
+    assert_eq!(first, newest_first, "{}", rows.stdout);
     Ok(())
 }
