@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 state="${PMESH_LOCAL:-$PWD/.pmesh-local}"
 port="${PMESH_PORT:-7443}"
-bin="$PWD/target/debug"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
 stop() {
   # The DNS pattern's containers belong to dockerd, not to the agents: remove them by label.

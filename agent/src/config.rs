@@ -23,13 +23,13 @@ pub struct AgentConfig {
     /// advertise address].
     pub listen: Option<SocketAddr>,
     /// How often the agent checks whether its certificate is due for renewal.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub renew_check_interval: Duration,
     /// How long SIGTERM waits for in-flight calls.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub shutdown_grace: Duration,
     /// Timeout for each call to Docker while gathering facts.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub docker_timeout: Duration,
     /// How many steps of one run may run at once.
     #[serde(deserialize_with = "unsigned::usize")]
@@ -62,7 +62,7 @@ pub struct ArtifactConfig {
     #[serde(deserialize_with = "unsigned::u32")]
     pub retries: u32,
     /// A source that sends nothing for this long is given up and retried.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub stall_timeout: Duration,
     /// Extra CA certificates (PEM) trusted for HTTPS downloads, for mirrors with a private CA.
     pub ca_bundle: Option<PathBuf>,

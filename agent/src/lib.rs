@@ -26,6 +26,7 @@ pub mod join;
 pub mod journal;
 pub mod keys;
 pub mod local;
+pub mod ports;
 pub mod renew;
 pub mod runs;
 pub mod security;

@@ -43,7 +43,7 @@ fn load(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, Pattern), CliError> {
         Ok(parsed) => Ok((dir.files, parsed)),
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
-                eprintln!("{}", dir.root.join(diagnostic.to_string()).display());
+                pmesh_rt::note!("{}", dir.root.join(diagnostic.to_string()).display());
             }
             Err(usage(format!("{} problem(s) in {}; nothing was changed", diagnostics.len(), dir.root.display())))
         }
@@ -136,7 +136,7 @@ pub async fn apply(options: LocalOptions, config: AgentConfig) -> Result<u8, Cli
     let interrupt = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping the run");
+            pmesh_rt::note!("interrupted: stopping the run");
             interrupt.cancel();
         }
     });

@@ -161,7 +161,9 @@ impl Runs {
             .collect();
         let compiled = self.compile_files(&files, &facts, "plan", instance, values_json)?;
         let driver = DockerDriver::connect().await?;
-        Ok(preview(&driver, self.artifacts.as_ref(), &compiled.plan).await?)
+        let mut planned = preview(&driver, self.artifacts.as_ref(), &compiled.plan).await?;
+        crate::ports::check(&compiled.plan, &mut planned);
+        Ok(planned)
     }
 
     fn compile_files(

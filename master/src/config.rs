@@ -21,26 +21,26 @@ pub struct MasterConfig {
     /// `host:port` by which agents and operators reach the master. Defaults to `listen`.
     pub advertise: Option<String>,
     /// How often the master dials each agent to record up or down.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub check_interval: Duration,
     /// Lifetime of agent certificates; agents renew after two thirds of it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub agent_cert_lifetime: Duration,
     /// Lifetime of admin credentials.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub admin_cert_lifetime: Duration,
     /// Lifetime of the master's serving certificate; it is re-issued at start when a third
     /// of it remains.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub master_cert_lifetime: Duration,
     /// How far back each certificate's not-before is set, for hosts whose clocks lag.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub clock_skew: Duration,
     /// Default lifetime of join tokens.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub token_ttl: Duration,
     /// How long SIGTERM waits for in-flight calls before the master exits.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "pmesh_rt::config::duration")]
     pub shutdown_grace: Duration,
 }
 

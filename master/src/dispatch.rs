@@ -31,6 +31,7 @@ use crate::error::{now_unix, ApiError};
 use crate::identity::PkiPaths;
 use crate::registry::Connections;
 use crate::store::{AgentRecord, AgentState, PatternRecord, RunRecord, RunState, Store, StoredEvent};
+use crate::suggest::{did_you_mean, unknown_pattern};
 use patterns::PatternCache;
 
 const MAX_CONCURRENT_STARTS: usize = 32;
@@ -103,8 +104,12 @@ impl Dispatcher {
         if !request.on.is_empty() {
             let mut chosen = Vec::new();
             for name in &request.on {
-                let agent =
-                    agents.iter().find(|agent| &agent.name == name).ok_or_else(|| ApiError::Invalid(format!("no agent named {name:?}")))?;
+                let agent = agents.iter().find(|agent| &agent.name == name).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "no agent named {name:?}{}",
+                        did_you_mean(name, agents.iter().map(|agent| agent.name.as_str()))
+                    ))
+                })?;
                 chosen.push(agent.clone());
             }
             return Ok(chosen);
@@ -119,10 +124,13 @@ impl Dispatcher {
 
     /// The registered pattern `reference` names, its signed bundle, and its parse (cached).
     fn registered(&self, reference: &str) -> Result<(PatternRecord, SignedBundle, Arc<pmesh_proto::pattern::Pattern>), ApiError> {
-        let pattern = self
-            .store
-            .find_pattern(reference)?
-            .ok_or_else(|| ApiError::Invalid(format!("no pattern {reference:?} is registered; push it with `pmesh pattern push`")))?;
+        let Some(pattern) = self.store.find_pattern(reference)? else {
+            let registered = self.store.patterns()?;
+            return Err(ApiError::NotFound(unknown_pattern(
+                reference,
+                registered.iter().map(|known| (known.name.as_str(), known.version.as_str())),
+            )));
+        };
         let (archive, signature) =
             self.store.bundle(&pattern.digest)?.ok_or_else(|| anyhow::anyhow!("the bundle of {} is missing", pattern.digest))?;
         let parsed = self.patterns.get_or_parse(&pattern.digest, &archive).map_err(|err| {
@@ -419,8 +427,21 @@ impl Dispatcher {
             for (index, event) in kept {
                 match event.event.kind {
                     Kind::RunStarted => self.store.set_agent_state(&event.event.run_id, name, RunState::Running, "", &[])?,
+                    // The first failed step is why the run failed on this agent: `runs show`
+                    // says so while the run goes on, and after it ends.
+                    Kind::StepFailed => self
+                        .store
+                        .update_run(&event.event.run_id, |run| {
+                            if let Some(agent) = run.agents.get_mut(name).filter(|agent| agent.error.is_empty()) {
+                                agent.error = step_error(&event.event.step, &event.event.text);
+                            }
+                        })
+                        .map(drop)?,
                     Kind::RunFinished => {
                         let (state, error) = outcome(name, &event.event.text);
+                        let failed_step =
+                            self.store.run(&event.event.run_id)?.and_then(|run| run.agents.get(name).map(|agent| agent.error.clone()));
+                        let error = if error.is_empty() && state != RunState::Succeeded { failed_step.unwrap_or_default() } else { error };
                         self.store.set_agent_state(&event.event.run_id, name, state, &error, &event.event.outputs)?;
                     }
                     _ => {}
@@ -529,6 +550,11 @@ impl Dispatcher {
 /// The state a `RunFinished` event's text names (`succeeded`, `failed`, `cancelled`). Any
 /// other text, which no agent sends today, counts as a failure that names it, rather than
 /// as the success an unknown string used to fall through to.
+/// A failed step as an agent's error in its run: `step NAME: REASON`.
+fn step_error(step: &str, reason: &str) -> String {
+    format!("step {step}: {reason}")
+}
+
 fn outcome(agent: &str, text: &str) -> (RunState, String) {
     match text.parse::<RunState>() {
         Ok(state) if !state.is_active() => (state, String::new()),

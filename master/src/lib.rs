@@ -21,3 +21,4 @@ pub mod policy;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod suggest;

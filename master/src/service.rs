@@ -212,7 +212,7 @@ impl MasterState {
     fn remove_agent(&self, name: &str) -> Result<v1::RemoveAgentResponse, ApiError> {
         let identity = Identity::new(Role::Agent, name).map_err(|err| ApiError::Invalid(err.to_string()))?;
         if self.store.remove_agent(name)?.is_none() {
-            return Err(ApiError::NotFound(format!("no agent named {name:?}")));
+            return Err(ApiError::NotFound(unknown_agent(&self.store, name)));
         }
         let revoked_serials = self.store.revoke_identity(&identity.uri(), now_unix())?;
         self.store.flush()?;
@@ -323,7 +323,7 @@ impl Master for MasterService {
             .store
             .agent(name)
             .map_err(ApiError::Internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent named {name:?}")))?;
+            .ok_or_else(|| ApiError::NotFound(unknown_agent(&self.state.store, name)))?;
         Ok(Response::new(agent_status(record)))
     }
 
@@ -373,6 +373,10 @@ impl Master for MasterService {
     #[tracing::instrument(skip_all, fields(pattern = %request.get_ref().pattern))]
     async fn start_run(&self, request: Request<v1::MasterStartRunRequest>) -> RpcResult<v1::MasterStartRunResponse> {
         Ok(Response::new(self.state.dispatcher.start(request.into_inner()).await?))
+    }
+
+    async fn version(&self, _request: Request<v1::VersionRequest>) -> RpcResult<v1::VersionResponse> {
+        Ok(Response::new(v1::VersionResponse { version: pmesh_rt::docs::VERSION.to_owned() }))
     }
 
     async fn list_runs(&self, _request: Request<v1::ListRunsRequest>) -> RpcResult<v1::ListRunsResponse> {
@@ -492,6 +496,12 @@ fn summary(pattern: PatternRecord) -> v1::PatternSummary {
         category: pattern.category,
         pushed_at_unix: pattern.pushed_at,
     }
+}
+
+/// "no agent named X", with the closest registered name.
+fn unknown_agent(store: &Store, name: &str) -> String {
+    let agents = store.agents().unwrap_or_default();
+    format!("no agent named {name:?}{}", crate::suggest::did_you_mean(name, agents.iter().map(|agent| agent.name.as_str())))
 }
 
 #[cfg(test)]

@@ -61,22 +61,18 @@ fn runs_fetch_once_verify_mount_read_only_and_report_bytes_and_a_later_run_moves
     for run_id in &run_ids {
         let (code, events) = watch(&mesh, run_id);
         assert_eq!(code, 0, "{events:#?}");
-        let logs: Vec<&str> =
-            events.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+        let logs: Vec<&str> = events.iter().filter(|event| event["kind"] == "log").filter_map(|event| event["text"].as_str()).collect();
         assert!(logs.iter().any(|line| *line == format!("{SHA256}  /artifacts/generated.bin")), "the step read the artifact: {logs:?}");
         assert!(!logs.contains(&"writable"), "the artifact is mounted read-only");
         let transfers: Vec<&serde_json::Value> =
-            events.iter().filter(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_PROGRESS").collect();
+            events.iter().filter(|event| event["step"] == "artifact:generated" && event["kind"] == "progress").collect();
         // The run that did not download waited for the other's transfer; the one that did
         // reports its bytes, ending at the whole artifact.
         if let Some(last) = transfers.last() {
             assert_eq!((last["done_bytes"].as_u64(), last["total_bytes"].as_u64()), (Some(SIZE as u64), Some(SIZE as u64)), "{last:#}");
             assert!(last["text"].as_str().is_some_and(|text| text.starts_with("3.0 MiB of 3.0 MiB")), "{last:#}");
         }
-        assert!(
-            events.iter().any(|event| event["step"] == "artifact:generated" && event["kind"] == "RUN_EVENT_KIND_STEP_SUCCEEDED"),
-            "{events:#?}"
-        );
+        assert!(events.iter().any(|event| event["step"] == "artifact:generated" && event["kind"] == "step_succeeded"), "{events:#?}");
     }
     assert_eq!(server.requests().len(), 1, "two runs at once downloaded it once: {:?}", server.requests());
     assert_eq!(

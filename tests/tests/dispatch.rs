@@ -211,8 +211,7 @@ fn a_killed_master_catches_up_and_loses_nothing() -> anyhow::Result<()> {
     assert_eq!(watch.code, 0, "the run completes: {}\n{}", watch.stdout, watch.stderr);
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> =
-        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "log").filter_map(|event| event["text"].as_str()).collect();
     assert_eq!(lines.len(), 12, "every line once: {lines:?}");
     Ok(())
 }
@@ -267,8 +266,7 @@ fn a_partition_heals_and_every_event_arrives_once() -> anyhow::Result<()> {
     assert_eq!(watch.code, 0, "{}\n{}", watch.stdout, watch.stderr);
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> =
-        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "log").filter_map(|event| event["text"].as_str()).collect();
     let expected: Vec<String> =
         ["first", "second", "third"].iter().flat_map(|step| (1..=12).map(move |line| format!("{step}-{line}"))).collect();
     assert_eq!(lines, expected, "every line, in order, once");
@@ -308,8 +306,7 @@ fn a_killed_agent_readopts_its_running_container() -> anyhow::Result<()> {
     assert_eq!(started_at(&container), before, "the same container, never restarted");
     let all = events(&mesh, &run_id);
     assert_contiguous(&all);
-    let lines: Vec<&str> =
-        all.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_LOG").filter_map(|event| event["text"].as_str()).collect();
+    let lines: Vec<&str> = all.iter().filter(|event| event["kind"] == "log").filter_map(|event| event["text"].as_str()).collect();
     let expected: Vec<String> =
         ["first", "second", "third"].iter().flat_map(|step| (1..=6).map(move |line| format!("{step}-{line}"))).collect();
     assert_eq!(lines, expected, "every line, in order, once");

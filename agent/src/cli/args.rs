@@ -9,7 +9,7 @@ use crate::config::DEFAULT_DATA_DIR;
 
 /// pmesh-agent: the pattern controller of a pmesh mesh.
 #[derive(Debug, Parser)]
-#[command(name = "pmesh-agent", version, about)]
+#[command(name = "pmesh-agent", version = pmesh_rt::docs::VERSION, about)]
 pub struct Cli {
     /// The agent's data directory (identity, state).
     #[arg(long, global = true, env = "PMESH_AGENT_HOME", default_value = DEFAULT_DATA_DIR)]
@@ -30,6 +30,11 @@ pub enum Command {
     /// Serve many enrolled agent identities from one process (soak and scale tests).
     #[command(hide = true)]
     Simulate(SimulateArgs),
+    /// Print a shell completion script: `pmesh-agent completions bash > /etc/bash_completion.d/pmesh-agent`.
+    Completions { shell: pmesh_rt::docs::Shell },
+    /// Write man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +96,9 @@ pub struct RunArgs {
     /// How often to check for renewal (overrides `renew_check_interval`), such as 60s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub renew_check_interval: Option<std::time::Duration>,
+    /// How to write log lines: text, or one JSON object a line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: pmesh_rt::logging::LogFormat,
 }
 
 #[derive(Debug, clap::Args)]

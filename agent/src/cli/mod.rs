@@ -22,5 +22,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pattern(command) => pattern::run(command, &cli.data_dir).await,
         Command::Run(args) => run::run(args, &cli.data_dir).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Completions { shell } => {
+            pmesh_rt::docs::completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
+        Command::Manpages { dir } => pmesh_rt::docs::manpages(<Cli as clap::CommandFactory>::command(), &dir).map(drop),
     }
 }

@@ -15,7 +15,7 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), CliError> {
     // a short grace, so that stopping hundreds of identities takes seconds.
     let config = AgentConfig { shutdown_grace: Duration::from_secs(2), ..AgentConfig::default() };
     let options = SimOptions { count, master, token_file, ca_fingerprint, data_dir: data, prefix, duration, config };
-    pmesh_rt::logging::init();
+    pmesh_rt::logging::init(pmesh_rt::logging::LogFormat::Text);
     let shutdown = CancellationToken::new();
     pmesh_rt::process::cancel_on_signal(shutdown.clone());
     crate::sim::simulate(options, shutdown).await

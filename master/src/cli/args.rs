@@ -10,7 +10,7 @@ use super::output::Format;
 
 /// pmesh: the pattern-controller mesh for VMware lab environments.
 #[derive(Debug, Parser)]
-#[command(name = "pmesh", version, about)]
+#[command(name = "pmesh", version = pmesh_rt::docs::VERSION, about)]
 pub struct Cli {
     /// The master's data directory (CA, database, local admin credential).
     #[arg(long, global = true, env = "PMESH_HOME", default_value = "/var/lib/pmesh")]
@@ -21,6 +21,15 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
     pub output: Format,
+    /// Print tables without their header row.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+    /// Log more (-v info, -vv debug, -vvv trace); RUST_LOG, when set, wins.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log less (-q errors only, -qq nothing).
+    #[arg(short = 'q', long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,18 +45,19 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// List, inspect and remove agents.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = AGENTS_EXAMPLES)]
     Agents(AgentsCommand),
     /// Issue and revoke operator credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Check, inspect, register and list patterns.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = PATTERN_EXAMPLES)]
     Pattern(PatternCommand),
     /// Run a registered pattern on agents and follow it live.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// List, inspect, follow and cancel runs.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = RUNS_EXAMPLES)]
     Runs(RunsCommand),
     /// What runs built on each agent: the last run and the pattern's outputs.
     #[command(subcommand)]
@@ -58,11 +68,46 @@ pub enum Command {
     /// Destroy an instance on its agents, from what they recorded (no pattern directory needed).
     Destroy(super::destroy::DestroyArgs),
     /// Turn a host reachable over SSH into an enrolled pattern controller.
+    #[command(after_help = BOOTSTRAP_EXAMPLES)]
     Bootstrap(BootstrapArgs),
     /// Add, list and remove binaries in the master's artifact depot.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// This CLI's version and the master's.
+    Version,
+    /// Print a shell completion script: `pmesh completions bash > /etc/bash_completion.d/pmesh`.
+    Completions { shell: pmesh_rt::docs::Shell },
+    /// Write man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
+
+const RUN_EXAMPLES: &str = "Examples:
+  pmesh run dns --on pc-1 -p zone=lab.local       run on one agent and follow it live
+  pmesh run dns --selector site=lab -f values.yaml  on every agent labelled site=lab
+  pmesh run dns --on pc-1 --plan                  what it would do; nothing changes
+  pmesh run dns --all --detach                    start, then `pmesh runs watch ID`";
+
+const RUNS_EXAMPLES: &str = "Examples:
+  pmesh runs ls
+  pmesh runs show r1795329926-bd09 -o json
+  pmesh runs logs r1795329926-bd09 --step named   one step's output and why it failed
+  pmesh runs watch r1795329926-bd09               follow from the start; exits with the run's code";
+
+const AGENTS_EXAMPLES: &str = "Examples:
+  pmesh agents ls
+  pmesh agents show pc-1 -o json
+  pmesh agents rm pc-1                            also revokes its certificates";
+
+const PATTERN_EXAMPLES: &str = "Examples:
+  pmesh pattern lint patterns/shared/dns          every problem as FILE:LINE:COLUMN
+  pmesh pattern push patterns/shared/dns          register a version (the master signs it)
+  pmesh pattern ls";
+
+const BOOTSTRAP_EXAMPLES: &str = "Examples:
+  pmesh bootstrap root@10.0.0.5 --accept-new-host-key --label site=lab
+  pmesh bootstrap admin@pc-2 --identity ~/.ssh/id_ed25519 --dry-run
+  pmesh bootstrap root@pc-1 --upgrade             replace the agent binary, keep the patterns running";
 
 #[derive(Debug, Subcommand)]
 pub enum ArtifactCommand {
@@ -149,8 +194,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// List runs.
-    Ls,
+    /// List runs, newest first.
+    Ls(RunsFilter),
     /// Show a run and each agent's state.
     Show { run_id: String },
     /// Print a run's log lines.
@@ -167,6 +212,23 @@ pub enum RunsCommand {
     Watch { run_id: String },
     /// Cancel a run on every agent still running it.
     Cancel { run_id: String },
+}
+
+/// Which runs `pmesh runs ls` lists.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunsFilter {
+    /// Only runs in this state (running, succeeded, failed, cancelled, unreachable).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only runs of this pattern (NAME or NAME@VERSION).
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Only runs on this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only runs started within this long, such as 1h or 2d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
 }
 
 /// Labels an agent must carry, from `--selector k=v[,k=v]`.
@@ -191,6 +253,9 @@ pub struct ServeArgs {
     /// Agent certificate lifetime (overrides `agent_cert_lifetime`), such as 30d.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub agent_cert_lifetime: Option<Duration>,
+    /// How to write log lines: text, or one JSON object a line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: pmesh_rt::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +339,12 @@ pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("{text:?} is not k=v")),
+    }
+}
+
+impl From<RunsFilter> for super::runs::RunsQuery {
+    fn from(filter: RunsFilter) -> Self {
+        super::runs::RunsQuery { state: filter.state, pattern: filter.pattern, agent: filter.agent, since: filter.since }
     }
 }
 

@@ -13,7 +13,10 @@ pub(super) fn run(command: CaCommand, data_dir: &Path, format: Format) -> Result
         CaCommand::Init { listen, advertise } => init(data_dir, listen, advertise, format),
         CaCommand::Fingerprint => {
             let ca = crate::identity::Ca::load(&crate::identity::PkiPaths::new(data_dir))?;
-            println!("{}", ca.fingerprint());
+            match format {
+                Format::Text => println!("{}", ca.fingerprint()),
+                Format::Json => println!("{}", serde_json::json!({ "ca_fingerprint": ca.fingerprint() })),
+            }
             Ok(())
         }
     }

@@ -34,10 +34,12 @@ impl Connection {
 /// Opens a connection using the credential at `explicit` or in `data_dir`.
 ///
 /// # Errors
-/// [`exit::USAGE`] when no credential is found; [`exit::REFUSED`] when it has expired.
+/// [`exit::REFUSED`] when no credential is found, or it cannot be read, or it is not valid
+/// now (as the README documents: a missing credential is a refusal, not a usage error).
 pub fn connect(explicit: Option<&Path>, data_dir: &Path) -> Result<Connection, CliError> {
     let path = credentials::locate(explicit, data_dir);
-    let credentials = Credentials::load(&path).map_err(|err| CliError::new(exit::USAGE, format!("{err:#}")))?;
+    let credentials = Credentials::load(&path).map_err(|err| CliError::new(exit::REFUSED, format!("{err:#}")))?;
+    tracing::info!(credential = %path.display(), master = %credentials.master, admin = %credentials.name, "connecting");
     let (not_before, not_after) = credentials.validity()?;
     let at = |unix: i64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64));
     if not_before > now_unix() {

@@ -1,9 +1,13 @@
 //! A run followed live: one bar per agent and step on a terminal, one timestamped line per
-//! event anywhere else (a pipe, a CI log, `-o json`).
+//! event anywhere else (a pipe, a CI log, `-o json`), and a summary at the end
+//! ([`super::summary`]).
 //!
 //! A bar shows the step's state, a percentage once the step reports one (downloads, OVFTool),
-//! its elapsed time and the latest log line. Run-level events, failures and their last lines
-//! are printed above the bars, so they stay on screen after the bars finish.
+//! its elapsed time and the latest log line. A finished bar keeps a mark: a green ✓ for a step
+//! that succeeded or was unchanged, a red ✗ for one that failed, a yellow ○ for one skipped,
+//! and … for one still running when the CLI detached. Run-level events, failures (their whole
+//! reason, wrapped to the terminal) and their last lines are printed above the bars, so they
+//! stay on screen after the bars finish.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -15,9 +19,15 @@ use pmesh_proto::v1;
 use serde_json::json;
 
 use super::output::Format;
+use super::summary::{self, Failure, Marks};
 
-/// Where a run's events are shown.
-pub enum Live {
+/// Where a run's events are shown, and the failures seen so far for the summary.
+pub struct Live {
+    view: View,
+    failures: Vec<Failure>,
+}
+
+enum View {
     Lines(Format),
     Bars(Bars),
 }
@@ -25,36 +35,59 @@ pub enum Live {
 impl Live {
     /// Bars when text goes to a terminal (and `TERM` is not `dumb`), lines otherwise.
     pub fn new(format: Format) -> Live {
-        let terminal = std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb");
-        if format == Format::Text && terminal {
-            Live::Bars(Bars::new())
-        } else {
-            Live::Lines(format)
-        }
+        let view = if format == Format::Text && terminal() { View::Bars(Bars::new()) } else { View::Lines(format) };
+        Live { view, failures: Vec::new() }
     }
 
     /// Shows one event.
     pub fn event(&mut self, envelope: &AgentEvent) {
-        match self {
-            Live::Lines(format) => print_line(envelope, *format),
-            Live::Bars(bars) => bars.event(envelope),
+        self.failures.extend(Failure::of(envelope));
+        match &mut self.view {
+            View::Lines(format) => print_line(envelope, *format),
+            View::Bars(bars) => bars.event(envelope),
         }
     }
 
     /// A line of text outside the event stream (a summary, a hint).
     pub fn println(&self, text: &str) {
-        match self {
-            Live::Lines(_) => println!("{text}"),
-            Live::Bars(bars) => bars.println(text),
+        match &self.view {
+            View::Lines(_) => println!("{text}"),
+            View::Bars(bars) => bars.println(text),
         }
     }
 
-    /// Stops drawing; bars still running are left as they are on screen.
-    pub fn finish(self) {
-        if let Live::Bars(bars) = self {
-            bars.finish();
+    /// Ends a run that ended: each agent's outcome and every failed step (text only; JSON
+    /// lines stay JSON), then stops drawing.
+    pub fn summary(self, run: &v1::RunSummary) {
+        let (width, marks) = match &self.view {
+            View::Lines(Format::Json) => return self.finish(),
+            View::Lines(Format::Text) => (None, Marks::plain()),
+            View::Bars(_) => (Some(console::Term::stdout().size().1 as usize), Marks::for_terminal()),
+        };
+        for line in summary::lines(run, &self.failures, width, &marks) {
+            self.println(&line);
+        }
+        self.finish();
+    }
+
+    /// Stops drawing after a detach: a bar still running says so, and is left on screen.
+    pub fn detach(self) {
+        if let View::Bars(bars) = self.view {
+            bars.finish(&console::style("…").cyan().to_string(), "still running (detached)");
         }
     }
+
+    /// Stops drawing; a bar whose step never reported its end says so.
+    pub fn finish(self) {
+        if let View::Bars(bars) = self.view {
+            bars.finish("…", "no end reported");
+        }
+    }
+}
+
+/// Whether stdout is a terminal worth drawing on.
+fn terminal() -> bool {
+    std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb")
 }
 
 /// A watched event in the CLI's terms: decoded here once, shown by everything after. An event
@@ -63,7 +96,7 @@ pub fn decode(message: v1::AgentRunEvent) -> Option<AgentEvent> {
     match AgentEvent::try_from(message) {
         Ok(event) => Some(event),
         Err(err) => {
-            eprintln!("skipping an event: {err}");
+            pmesh_rt::note!("skipping an event: {err}");
             None
         }
     }
@@ -81,14 +114,20 @@ const PREFIX_WIDTH: usize = 24;
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} {wide_msg}")
         .expect("a valid template")
-        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
 }
 
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:.bold} {spinner:.cyan} {elapsed:>4} [{bar:20.cyan/blue}] {pos:>3}% {wide_msg}")
         .expect("a valid template")
-        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓")
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
         .progress_chars("=> ")
+}
+
+/// A finished bar: its mark (already styled) in place of the spinner.
+fn finished_style(mark: &str) -> ProgressStyle {
+    // A mark holds no braces, so it cannot be taken for a template key.
+    ProgressStyle::with_template(&format!("{{prefix:.bold}} {mark} {{elapsed:>4}} {{wide_msg}}")).expect("a valid template")
 }
 
 impl Bars {
@@ -115,6 +154,13 @@ impl Bars {
         }
     }
 
+    /// Ends a step's bar with `mark` and `text`.
+    fn end(&mut self, agent: &str, step: &str, mark: &str, text: String) {
+        let bar = self.bar(agent, step);
+        bar.set_style(finished_style(mark));
+        bar.finish_with_message(text);
+    }
+
     fn event(&mut self, envelope: &AgentEvent) {
         let event = &envelope.event;
         let agent = envelope.agent.as_str();
@@ -127,6 +173,7 @@ impl Bars {
         match kind {
             Kind::StepStarted => {
                 let bar = self.bar(agent, step);
+                bar.set_style(spinner_style());
                 bar.reset_elapsed();
                 bar.set_message(describe(event));
             }
@@ -140,27 +187,39 @@ impl Bars {
                 }
             }
             Kind::StepRetrying => self.bar(agent, step).set_message(describe(event)),
-            Kind::StepSucceeded | Kind::StepUnchanged | Kind::StepSkipped => {
-                let bar = self.bar(agent, step);
-                if kind == Kind::StepSucceeded && bar.position() > 0 {
-                    bar.set_position(100);
-                }
-                bar.finish_with_message(describe(event));
+            Kind::StepSucceeded | Kind::StepUnchanged => {
+                let mark = console::style("✓").green().to_string();
+                self.end(agent, step, &mark, describe(event));
+            }
+            Kind::StepSkipped => {
+                let mark = console::style("○").yellow().to_string();
+                self.end(agent, step, &mark, describe(event));
             }
             Kind::StepFailed => {
-                self.bar(agent, step).abandon_with_message(format!("FAILED: {}", event.text));
+                let mark = console::style("✗").red().bold().to_string();
+                self.end(agent, step, &mark, "failed (the reason is above)".to_owned());
+                // The whole reason, wrapped: a bar's message is cut at the terminal's width.
+                let width = Some(console::Term::stdout().size().1 as usize);
+                let first = format!("{mark} {agent} {step} failed: ");
+                for line in summary::wrapped(&event.text, width, &first, "    ") {
+                    self.println(&line);
+                }
                 for line in &event.tail {
-                    self.println(&format!("  {agent} {step} | {line}"));
+                    for part in summary::wrapped(line, width, &format!("    {agent} {step} | "), "      ") {
+                        self.println(&part);
+                    }
                 }
             }
             _ => self.println(&format!("{agent} {step}: {}", describe(event))),
         }
     }
 
-    fn finish(self) {
+    /// Marks every bar still running with `mark` and `text`, and stops drawing.
+    fn finish(self, mark: &str, text: &str) {
         for bar in self.steps.values() {
             if !bar.is_finished() {
-                bar.abandon();
+                bar.set_style(finished_style(mark));
+                bar.abandon_with_message(text.to_owned());
             }
         }
     }
@@ -191,6 +250,11 @@ pub fn describe(event: &RunEvent) -> String {
     }
 }
 
+/// A time in milliseconds since the epoch as RFC 3339 (`2026-12-04T19:12:24.123Z`).
+fn rfc3339_ms(unix_ms: i64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64)).to_string()
+}
+
 /// One event as a timestamped line, or as a JSON object per line.
 pub fn print_line(envelope: &AgentEvent, format: Format) {
     let event = &envelope.event;
@@ -199,7 +263,7 @@ pub fn print_line(envelope: &AgentEvent, format: Format) {
         Format::Json => println!(
             "{}",
             json!({ "index": envelope.index, "agent": envelope.agent, "seq": event.seq, "at_unix_ms": event.at_unix_ms,
-                    "kind": v1::RunEventKind::from(event.kind).as_str_name(),
+                    "at": rfc3339_ms(event.at_unix_ms), "kind": event.kind.name(),
                     "step": event.step, "text": event.text, "percent": event.percent,
                     "exit_code": event.exit_code, "tail": event.tail,
                     "done_bytes": transfer.done, "total_bytes": transfer.total.unwrap_or(0), "rate_bytes_per_second": transfer.rate })

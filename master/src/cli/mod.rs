@@ -19,7 +19,9 @@ pub mod pattern;
 pub mod run_outputs;
 pub mod runs;
 pub mod serve;
+pub mod summary;
 pub mod tokens;
+pub mod version;
 
 pub use args::{
     AdminCommand, AgentsCommand, ArtifactCommand, CaCommand, Cli, Command, InstancesCommand, PatternCommand, RunArgs, RunsCommand,
@@ -37,6 +39,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let data_dir = cli.data_dir.as_path();
     let credentials = cli.credentials.as_deref();
     let format = cli.output;
+    output::set_no_headers(cli.no_headers);
+    match cli.command {
+        Command::Completions { shell } => {
+            pmesh_rt::docs::completions(<Cli as clap::CommandFactory>::command(), shell);
+            return Ok(());
+        }
+        Command::Manpages { dir } => return pmesh_rt::docs::manpages(<Cli as clap::CommandFactory>::command(), &dir).map(drop),
+        _ => {}
+    }
+    // The daemon sets up its own logging (`--log-format`); every other verb logs to stderr.
+    if !matches!(cli.command, Command::Serve(_)) {
+        pmesh_rt::logging::init_cli(cli.verbose, cli.quiet);
+    }
     match cli.command {
         Command::Serve(args) => serve::run(args, data_dir).await,
         Command::Ca(command) => ca::run(command, data_dir, format),
@@ -48,6 +63,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Lab(lab::LabCommand::Lint { file }) => lab::lint(&file, client::connect(credentials, data_dir), format).await,
         Command::Lab(command) => lab::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Destroy(args) => destroy::run(args, &client::connect(credentials, data_dir)?, format).await,
+        Command::Version => version::run(credentials, data_dir, format).await,
+        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Instances(command) => instances::run(command, &client::connect(credentials, data_dir)?, format).await,
         Command::Pattern(PatternCommand::Lint { path }) => pattern::lint(&path, format),
         Command::Pattern(PatternCommand::Show { path }) if pattern::is_registered_reference(&path) => {
@@ -61,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Runs(command) => {
             let connection = client::connect(credentials, data_dir)?;
             match command {
-                RunsCommand::Ls => runs::list(&connection, format).await,
+                RunsCommand::Ls(filter) => runs::list(&connection, &filter.into(), format).await,
                 RunsCommand::Show { run_id } => runs::show(&connection, &run_id, format).await,
                 RunsCommand::Logs { run_id, step, follow } => runs::logs(&connection, &run_id, step.as_deref(), follow, format).await,
                 RunsCommand::Cancel { run_id } => runs::cancel(&connection, &run_id, format).await,

@@ -104,8 +104,28 @@ pub fn ago(unix: Option<i64>) -> String {
     }
 }
 
-/// Columns padded to their widest cell.
+/// Whether tables leave out their header row (`--no-headers`, for `cut` and `awk`).
+static NO_HEADERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `--no-headers` for every table this process prints.
+pub fn set_no_headers(no_headers: bool) {
+    NO_HEADERS.store(no_headers, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Columns padded to their widest cell; without the header row under `--no-headers`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_with(header, rows, NO_HEADERS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn table_with(header: &[&str], rows: &[Vec<String>], no_headers: bool) -> String {
+    let out = aligned(header, rows);
+    if no_headers {
+        return out.split_once('\n').map(|(_, rows)| rows.to_owned()).unwrap_or_default();
+    }
+    out
+}
+
+fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
     for row in rows {
         for (idx, cell) in row.iter().enumerate() {
@@ -191,6 +211,12 @@ mod tests {
     fn table_aligns_columns() {
         let out = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]]);
         assert_eq!(out, "A     LONGER\nxxxx  y\nz     w");
+    }
+
+    #[test]
+    fn no_headers_leaves_the_rows() {
+        let out = table_with(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]], true);
+        assert_eq!(out, "xxxx  y\nz     w");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub async fn push(connection: &Connection, path: &Path, format: Format) -> Resul
     let diagnostics = pmesh_proto::pattern::lint(&dir.files);
     if !diagnostics.is_empty() {
         for diagnostic in &diagnostics {
-            eprintln!("{}", dir.root.join(diagnostic.to_string()).display());
+            pmesh_rt::note!("{}", dir.root.join(diagnostic.to_string()).display());
         }
         return Err(CliError::new(exit::USAGE, format!("{} problem(s) in {}; nothing was pushed", diagnostics.len(), dir.root.display())));
     }
@@ -88,6 +88,14 @@ pub async fn list_patterns(connection: &Connection, format: Format) -> Result<()
     Ok(())
 }
 
+/// Which runs `pmesh runs ls` lists (`--state`, `--pattern`, `--agent`, `--since`).
+pub struct RunsQuery {
+    pub state: Option<String>,
+    pub pattern: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<std::time::Duration>,
+}
+
 /// What `pmesh run` was given.
 pub struct RunOptions {
     pub pattern: String,
@@ -143,7 +151,7 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
         return Ok(print_plan(&started.targets, format));
     }
     for target in started.targets.iter().filter(|target| !target.started) {
-        eprintln!("{}: {}", target.agent, target.error);
+        pmesh_rt::note!("{}: {}", target.agent, target.error);
     }
     // An agent that refused the run as invalid created nothing; with no agent running it,
     // there is nothing to follow.
@@ -169,10 +177,11 @@ pub async fn run(connection: &Connection, options: RunOptions, format: Format) -
 }
 
 /// Prints what each agent would do; returns 2 when an agent refused the run as invalid, 4 when
-/// an agent could not be asked.
+/// an agent could not be asked, 1 when a step is `blocked` (it would fail: a host port taken).
 fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
     let invalid = targets.iter().any(|target| target.invalid);
     let unreachable = targets.iter().any(|target| !target.error.is_empty());
+    let blocked = targets.iter().flat_map(|target| &target.plan).any(|action| action.action == "blocked");
     match format {
         Format::Json => {
             let agents: BTreeMap<&str, serde_json::Value> = targets
@@ -217,6 +226,8 @@ fn print_plan(targets: &[v1::TargetResult], format: Format) -> u8 {
         exit::USAGE
     } else if unreachable {
         exit::UNREACHABLE
+    } else if blocked {
+        exit::FAILED
     } else {
         0
     }
@@ -236,8 +247,8 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
         let next = tokio::select! {
             next = stream.message() => next,
             _ = tokio::signal::ctrl_c() => {
-                live.finish();
-                eprintln!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
+                live.detach();
+                pmesh_rt::note!("detached; run {run_id} continues. Re-attach with: pmesh runs watch {run_id}");
                 return Ok(0);
             }
         };
@@ -255,13 +266,7 @@ pub async fn watch(connection: &Connection, run_id: &str, format: Format) -> Res
         }
     }
     let run = get_run(connection, run_id).await?;
-    if format == Format::Text {
-        for agent in &run.agents {
-            let error = if agent.error.is_empty() { String::new() } else { format!(": {}", agent.error) };
-            live.println(&format!("{:<12} {}{error}", agent.agent, agent.state));
-        }
-    }
-    live.finish();
+    live.summary(&run);
     Ok(exit_code(&run.state))
 }
 
@@ -279,9 +284,21 @@ pub fn exit_code(state: &str) -> u8 {
 ///
 /// # Errors
 /// When the master cannot be reached.
-pub async fn list(connection: &Connection, format: Format) -> Result<(), CliError> {
-    let listed =
+pub async fn list(connection: &Connection, filter: &RunsQuery, format: Format) -> Result<(), CliError> {
+    let mut listed =
         connection.client.clone().list_runs(v1::ListRunsRequest {}).await.map_err(|status| connection.failed(status))?.into_inner();
+    let since = filter.since.map(|since| crate::error::now_unix() - since.as_secs() as i64);
+    listed.runs.retain(|run| {
+        filter.state.as_ref().is_none_or(|state| &run.state == state)
+            && filter
+                .pattern
+                .as_ref()
+                .is_none_or(|pattern| run.pattern == *pattern || run.pattern.split('@').next() == Some(pattern.as_str()))
+            && filter.agent.as_ref().is_none_or(|agent| run.agents.iter().any(|state| &state.agent == agent))
+            && since.is_none_or(|since| run.created_at_unix >= since)
+    });
+    // Newest first, as an operator looks for the run that just failed.
+    listed.runs.sort_by(|left, right| right.created_at_unix.cmp(&left.created_at_unix).then_with(|| right.run_id.cmp(&left.run_id)));
     match format {
         Format::Json => {
             let runs: Vec<_> = listed.runs.iter().map(run_json).collect();
@@ -348,19 +365,34 @@ pub async fn show(connection: &Connection, run_id: &str, format: Format) -> Resu
 pub async fn logs(connection: &Connection, run_id: &str, step: Option<&str>, follow: bool, format: Format) -> Result<(), CliError> {
     let request = v1::WatchRunRequest { run_id: run_id.to_owned(), from_index: 0, no_follow: !follow };
     let mut stream = connection.client.clone().watch_run(request).await.map_err(|status| connection.failed(status))?.into_inner();
+    let mut steps: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     while let Some(message) = stream.message().await.map_err(|status| connection.failed(status))? {
         let Some(envelope) = super::live::decode(message) else { continue };
         let event = &envelope.event;
-        let is_log = event.kind == Kind::Log;
-        if !is_log || step.is_some_and(|wanted| wanted != event.step) {
+        steps.insert(event.step.clone());
+        // A step's output, and why it failed: the reason is not in its output (a container
+        // that never started has none).
+        let shown = matches!(event.kind, Kind::Log | Kind::StepFailed);
+        if !shown || step.is_some_and(|wanted| wanted != event.step) {
             continue;
         }
+        let text = if event.kind == Kind::StepFailed { format!("✗ failed: {}", event.text) } else { event.text.clone() };
         match format {
-            Format::Json => println!("{}", json!({ "agent": envelope.agent, "seq": event.seq, "step": event.step, "line": event.text })),
-            Format::Text => println!("{:<10} {:<14} {}", envelope.agent, event.step, event.text),
+            Format::Json => println!(
+                "{}",
+                json!({ "agent": envelope.agent, "seq": event.seq, "step": event.step, "kind": event.kind.name(), "text": event.text })
+            ),
+            Format::Text => println!("{:<10} {:<14} {text}", envelope.agent, event.step),
         }
     }
-    Ok(())
+    // A step the run never had is a mistake to point out, not an empty answer.
+    match step {
+        Some(wanted) if !steps.contains(wanted) => {
+            let suggestion = crate::suggest::did_you_mean(wanted, steps.iter().map(String::as_str).filter(|step| !step.is_empty()));
+            Err(CliError::new(exit::FAILED, format!("run {run_id} has no step {wanted:?}{suggestion}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `pmesh runs cancel ID`.

@@ -3,6 +3,7 @@
 //! call to an exit code ([`exit_code`]), and the one-sentence error they end with.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use pmesh_proto::tls::Explanation;
@@ -76,6 +77,7 @@ where
     Fut: Future<Output = Result<(), CliError>>,
 {
     pmesh_proto::tls::install_default_provider();
+    quiet_on_closed_pipe();
     let cli = match C::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -90,17 +92,64 @@ where
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("{name}: cannot start the runtime: {err}");
+            crate::note!("{name}: cannot start the runtime: {err}");
             return ExitCode::from(exit::FAILED);
         }
     };
     match runtime.block_on(command(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{name}: {}", err.message);
+            // With stderr closed too, the exit code is all that is left to say.
+            crate::note!("{name}: {}", err.message);
             ExitCode::from(err.code)
         }
     }
+}
+
+/// Makes a closed stdout end the process quietly with exit 0, as `head` expects of the
+/// command before it (`pmesh runs logs ID | head -1`): a reader that stopped reading is not a
+/// failure.
+///
+/// Rust ignores SIGPIPE, so a write to a pipe whose reader has gone fails with `EPIPE`, and
+/// `println!` panics on it: "failed printing to stdout: Broken pipe", exit 101. Restoring
+/// SIGPIPE's default would fix printing but would also let a socket or child pipe the process
+/// writes to kill it without a word, so instead every `println!`, in every command and in
+/// code not written yet, is covered here, at the one place they all fail: the panic. Nothing
+/// is lost by exiting: the reader wanted no more, and the CLI holds no state to save (a
+/// followed run goes on, as after Ctrl-C). Stderr is written with [`note!`](crate::note),
+/// which ignores a closed stderr, so the exit code of a failing command survives it. Any
+/// other panic reaches the default hook unchanged.
+fn quiet_on_closed_pipe() {
+    let closed = std::io::Error::from_raw_os_error(rustix::io::Errno::PIPE.raw_os_error()).to_string();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_closed_pipe(info.payload(), &closed) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic's payload is std's failure to print to a closed stdout; `closed`
+/// is the text of `EPIPE` as `std::io::Error` shows it.
+fn is_closed_pipe(payload: &(dyn std::any::Any + Send), closed: &str) -> bool {
+    let message =
+        payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or_default();
+    message.starts_with("failed printing to stdout") && message.ends_with(closed)
+}
+
+/// `eprintln!` that ignores a closed stderr instead of panicking: the CLIs' warnings and
+/// errors, so that a command whose stderr has gone still ends with its own exit code.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::cli::note_line(format_args!($($arg)*))
+    };
+}
+
+/// What [`note!`](crate::note) writes: one line on stderr, errors ignored.
+pub fn note_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs a daemon: installs the log subscriber, then `daemon` (which owns signals and its
@@ -108,8 +157,12 @@ where
 ///
 /// # Errors
 /// The daemon's error, as [`exit::FAILED`].
-pub async fn daemon(name: &str, daemon: impl Future<Output = anyhow::Result<()>>) -> Result<(), CliError> {
-    crate::logging::init();
+pub async fn daemon(
+    name: &str,
+    log_format: crate::logging::LogFormat,
+    daemon: impl Future<Output = anyhow::Result<()>>,
+) -> Result<(), CliError> {
+    crate::logging::init(log_format);
     daemon.await.map_err(|err| {
         tracing::error!(error = format!("{err:#}"), "{name} failed");
         CliError::from(err)
@@ -141,6 +194,16 @@ mod tests {
         check(Code::AlreadyExists, exit::FAILED);
         check(Code::Internal, exit::FAILED);
         check(Code::FailedPrecondition, exit::FAILED);
+    }
+
+    #[test]
+    fn only_a_print_to_a_closed_pipe_is_quiet() {
+        let closed = std::io::Error::from_raw_os_error(rustix::io::Errno::PIPE.raw_os_error()).to_string();
+        let payload = |text: &str| -> Box<dyn std::any::Any + Send> { Box::new(text.to_owned()) };
+        assert!(is_closed_pipe(&*payload(&format!("failed printing to stdout: {closed}")), &closed));
+        assert!(!is_closed_pipe(&*payload(&format!("failed printing to stderr: {closed}")), &closed));
+        assert!(!is_closed_pipe(&*payload("failed printing to stdout: No space left on device (os error 28)"), &closed));
+        assert!(!is_closed_pipe(&*payload("index out of bounds"), &closed));
     }
 
     #[test]

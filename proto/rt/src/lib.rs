@@ -25,6 +25,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod disk;
+pub mod docs;
 pub mod durable;
 pub mod fetch;
 pub mod files;

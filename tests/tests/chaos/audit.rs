@@ -112,8 +112,9 @@ impl SeqLedger {
     }
 }
 
-fn kind(event: &Value) -> &str {
-    event["kind"].as_str().unwrap_or_default().trim_start_matches("RUN_EVENT_KIND_")
+/// The event's kind as this audit names it (`STEP_FAILED`), from the JSON's `step_failed`.
+fn kind(event: &Value) -> String {
+    event["kind"].as_str().unwrap_or_default().to_uppercase()
 }
 
 /// Checks one agent's part of one run against what the pattern prints: every lifecycle event
@@ -123,9 +124,9 @@ pub fn check_run(run_id: &str, agent: &str, lines_per_step: u32, events: &[Value
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for event in &mine {
         let step = event["step"].as_str().unwrap_or_default();
-        let key = match kind(event) {
+        let key = match kind(event).as_str() {
             "LOG" => format!("line {}", event["text"].as_str().unwrap_or_default()),
-            "RUN_STARTED" | "RUN_FINISHED" | "STEP_SUCCEEDED" => kind(event).to_owned(),
+            "RUN_STARTED" | "RUN_FINISHED" | "STEP_SUCCEEDED" => kind(event),
             // The pattern sets no retries: every step starts once, as attempt 1.
             "STEP_STARTED" => "STEP_STARTED".to_owned(),
             _ => continue,

@@ -28,7 +28,7 @@ use serde_json::Value;
 /// Lines of the paced runs: 10 every 20 ms, so a run takes a few seconds and the disk fills
 /// in its middle.
 const LINES: u32 = 2000;
-const LOG: &str = "RUN_EVENT_KIND_LOG";
+const LOG: &str = "log";
 
 fn pattern(name: &str) -> String {
     format!("{}/patterns/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -166,7 +166,7 @@ fn a_full_artifact_cache_fails_the_run_clearly_and_caches_nothing() -> anyhow::R
     assert_eq!(ended, "failed");
     let events = super::runs::events(&mesh, &run_id, Duration::from_secs(30))?;
     let reasons: Vec<&str> =
-        events.iter().filter(|event| event["kind"] == "RUN_EVENT_KIND_STEP_FAILED").filter_map(|event| event["text"].as_str()).collect();
+        events.iter().filter(|event| event["kind"] == "step_failed").filter_map(|event| event["text"].as_str()).collect();
     let cache_text = cache.display().to_string();
     assert!(
         reasons.iter().any(|reason| reason.contains("ENOSPC") && reason.contains(&cache_text)),
