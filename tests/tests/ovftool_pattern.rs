@@ -92,7 +92,7 @@ fn watch(mesh: &Mesh, run_id: &str) -> (i32, Vec<serde_json::Value>) {
 }
 
 fn of_step<'a>(events: &'a [serde_json::Value], step: &str, kind: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|event| event["step"] == step && event["kind"] == format!("RUN_EVENT_KIND_{kind}")).collect()
+    events.iter().filter(|event| event["step"] == step && event["kind"] == kind.to_lowercase()).collect()
 }
 
 fn logs<'a>(events: &'a [serde_json::Value], step: &str) -> Vec<&'a str> {
@@ -147,7 +147,7 @@ fn the_image_builds_from_a_bundle_once_and_again_when_the_download_changes() -> 
     let (code, events) = run.apply();
     assert_eq!(code, 0, "{events:#?}");
     assert!(of_step(&events, "image:ovftool", "STEP_STARTED").is_empty(), "nothing is built again: {events:#?}");
-    assert!(events.iter().any(|event| event["kind"] == "RUN_EVENT_KIND_IMAGE_READY" && event["text"] == format!("{tag} present")));
+    assert!(events.iter().any(|event| event["kind"] == "image_ready" && event["text"] == format!("{tag} present")));
     assert_eq!(image_id(&tag), built, "the same image");
 
     // A new download (its checksum set in the pattern, as a user does) builds a new image.
