@@ -76,8 +76,11 @@ build_govmomi_images() {
   mkdir -p "$build/root/src"
   cp -r "$here/govmomi/vcsim" "$here/govmomi/govc" "$build/root/src/"
   for program in vcsim govc; do
+    # The program's Go files, as the chroot sees them.
+    sources=()
+    for file in "$build/root/src/$program"/*.go; do sources+=("/src/$program/${file##*/}"); done
     chroot "$build/root" env GO111MODULE=off GOPATH=/usr/share/gocode CGO_ENABLED=0 HOME=/tmp GOCACHE=/tmp/gocache \
-      /usr/bin/go build -trimpath -ldflags=-s -o "/src/out/$program" $(cd "$build/root/src/$program" && ls ./*.go | sed "s|^\./|/src/$program/|")
+      /usr/bin/go build -trimpath -ldflags=-s -o "/src/out/$program" "${sources[@]}"
   done
   for program in vcsim govc; do
     image="$build/$program"
