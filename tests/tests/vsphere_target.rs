@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const PATTERNS: [&str; 2] = ["basic/govc", "workload/nested-esxi"];
+/// workload/vcenter is not here: vcsa-deploy takes its target in the deployment JSON, not govc.
+const PATTERNS: [&str; 4] = ["basic/govc", "workload/nested-esxi", "workload/nsx-manager", "workload/cloud-builder"];
 const TARGET_PARAMS: [&str; 7] = ["url", "username", "password", "thumbprint", "ca_certificate", "insecure", "govc_image"];
 
 fn dir(pattern: &str) -> PathBuf {
